@@ -1,0 +1,72 @@
+//! `natter.v1.AuthService`.
+
+use std::sync::Arc;
+
+use natter_proto::v1::{self as pb, auth_service_server::AuthService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{DisplayName, Password, Username},
+    service::Natter,
+};
+
+/// Registration and sign-in over gRPC.
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    natter: Arc<Natter>,
+}
+
+impl AuthApi {
+    /// The service over shared state.
+    pub fn new(natter: Arc<Natter>) -> Self {
+        Self { natter }
+    }
+}
+
+/// Validates a registration; shared with the JSON endpoint.
+pub fn parse_registration(
+    username: &str,
+    password: &str,
+    display_name: &str,
+) -> Result<(Username, Password, DisplayName), crate::domain::InvalidField> {
+    let username = Username::parse(username)?;
+    let password = Password::parse(password)?;
+    let display_name = DisplayName::parse(display_name, &username)?;
+    Ok((username, password, display_name))
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let r = request.into_inner();
+        let (username, password, display_name) =
+            parse_registration(&r.username, &r.password, &r.display_name)
+                .map_err(crate::error::ApiError::from)?;
+        Ok(Response::new(
+            self.natter
+                .register(username, password, display_name)
+                .await?,
+        ))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.natter.login(&r.username, &r.password).await?,
+        ))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        let caller = self.natter.keys.verify_metadata(request.metadata())?;
+        Ok(Response::new(self.natter.refresh(&caller).await?))
+    }
+}

@@ -1,0 +1,222 @@
+//! `natter.v1.ChatService`. The auth interceptor has already verified the token.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use natter_proto::v1::{self as pb, chat_service_server::ChatService};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::caller;
+use crate::{
+    auth::Caller,
+    domain::{ClientId, MessageText, Password, RoomCode, RoomName, parse_id},
+    error::{ApiError, ApiResult},
+    service::Natter,
+    stream::{OUTBOX_CAPACITY, Session},
+};
+
+/// The chat over gRPC.
+#[derive(Debug, Clone)]
+pub struct ChatApi {
+    natter: Arc<Natter>,
+}
+
+impl ChatApi {
+    /// The service over shared state.
+    pub fn new(natter: Arc<Natter>) -> Self {
+        Self { natter }
+    }
+
+    /// Opens a session and runs it on a tracked task feeding the response stream.
+    async fn start_stream(
+        &self,
+        caller: Caller,
+        initial: Option<pb::SubscribeRequest>,
+        frames: Option<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<EventStream>, Status> {
+        let (out, events) = mpsc::channel(OUTBOX_CAPACITY);
+        let session = Session::open(self.natter.clone(), caller, out).await?;
+        self.natter.tasks.spawn(session.run(initial, frames));
+        Ok(Response::new(Box::pin(ReceiverStream::new(events))))
+    }
+}
+
+/// Parses and performs a send; shared by `SendMessage` and `Chat` frames.
+pub(crate) async fn send(
+    natter: &Natter,
+    caller: &Caller,
+    r: pb::SendMessageRequest,
+) -> ApiResult<pb::Message> {
+    let room_id = parse_id("room_id", &r.room_id)?;
+    let text = MessageText::parse(&r.text)?;
+    let client_id = ClientId::parse(&r.client_id)?;
+    natter.send_message(caller, &room_id, text, client_id).await
+}
+
+/// Parses and performs a typing notification; shared by `SetTyping` and `Chat` frames.
+pub(crate) async fn typing(
+    natter: &Natter,
+    caller: &Caller,
+    r: pb::SetTypingRequest,
+) -> ApiResult<()> {
+    let room_id = parse_id("room_id", &r.room_id)?;
+    natter.set_typing(caller, &room_id, r.typing).await
+}
+
+fn room_id(raw: &str) -> Result<String, ApiError> {
+    Ok(parse_id("room_id", raw)?)
+}
+
+/// The response stream of `Subscribe` and `Chat`.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ChatService for ChatApi {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.natter
+                .list_users(&caller, &r.query, r.page_size, &r.page_token)
+                .await?,
+        ))
+    }
+
+    async fn create_room(
+        &self,
+        request: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let name = RoomName::parse(&r.name).map_err(ApiError::from)?;
+        let password = Password::parse_room(&r.password).map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.natter.create_room(&caller, name, password).await?,
+        ))
+    }
+
+    async fn join_room(
+        &self,
+        request: Request<pb::JoinRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let code = RoomCode::parse(&r.code).map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.natter.join_room(&caller, code, &r.password).await?,
+        ))
+    }
+
+    async fn leave_room(
+        &self,
+        request: Request<pb::LeaveRoomRequest>,
+    ) -> Result<Response<pb::LeaveRoomResponse>, Status> {
+        let caller = caller(&request)?;
+        let room_id = room_id(&request.get_ref().room_id)?;
+        self.natter.leave_room(&caller, &room_id).await?;
+        Ok(Response::new(pb::LeaveRoomResponse {}))
+    }
+
+    async fn delete_room(
+        &self,
+        request: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomResponse>, Status> {
+        let caller = caller(&request)?;
+        let room_id = room_id(&request.get_ref().room_id)?;
+        self.natter.delete_room(&caller, &room_id).await?;
+        Ok(Response::new(pb::DeleteRoomResponse {}))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        let caller = caller(&request)?;
+        let rooms = self.natter.list_rooms(&caller).await?;
+        Ok(Response::new(pb::ListRoomsResponse { rooms }))
+    }
+
+    async fn open_direct(
+        &self,
+        request: Request<pb::OpenDirectRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let user_id = parse_id("user_id", &request.get_ref().user_id).map_err(ApiError::from)?;
+        Ok(Response::new(
+            self.natter.open_direct(&caller, &user_id).await?,
+        ))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let caller = caller(&request)?;
+        let room_id = room_id(&request.get_ref().room_id)?;
+        let members = self.natter.list_members(&caller, &room_id).await?;
+        Ok(Response::new(pb::ListMembersResponse { members }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            send(&self.natter, &caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let room_id = room_id(&r.room_id)?;
+        Ok(Response::new(
+            self.natter
+                .history(&caller, &room_id, r.before_seq, r.limit)
+                .await?,
+        ))
+    }
+
+    async fn set_typing(
+        &self,
+        request: Request<pb::SetTypingRequest>,
+    ) -> Result<Response<pb::SetTypingResponse>, Status> {
+        let caller = caller(&request)?;
+        typing(&self.natter, &caller, request.into_inner()).await?;
+        Ok(Response::new(pb::SetTypingResponse {}))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        for cursor in &r.resume {
+            parse_id("resume.room_id", &cursor.room_id).map_err(ApiError::from)?;
+        }
+        self.start_stream(caller, Some(r), None).await
+    }
+
+    type ChatStream = EventStream;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
+        self.start_stream(caller, None, Some(request.into_inner()))
+            .await
+    }
+}

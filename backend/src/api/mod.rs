@@ -1,0 +1,18 @@
+//! The gRPC services: parse requests into domain values, call [`crate::service::Natter`],
+//! answer with the generated types. No logic lives here.
+
+pub mod auth;
+pub mod chat;
+
+use tonic::{Request, Status};
+
+use crate::auth::Caller;
+
+/// The caller that the auth interceptor put into the request.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing access token"))
+}

@@ -1,0 +1,296 @@
+//! Credentials: argon2id password hashes and HS256 access tokens.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+const ISSUER: &str = "natter";
+const AUDIENCE: &str = "natter-api";
+/// Shortest secret accepted: HS256 is only as strong as its key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What a user may do beyond their own rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A regular account.
+    User,
+    /// May delete any room.
+    Admin,
+}
+
+impl Role {
+    /// The name used in tokens and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// User or admin.
+    pub role: Role,
+    /// Issued at, unix seconds.
+    pub iat: u64,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    iss: String,
+    aud: String,
+}
+
+/// The signed-in caller of an RPC, put into request extensions by the auth interceptor.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User id.
+    pub user_id: String,
+    /// Role at the time the token was issued.
+    pub role: Role,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// Expiry, unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
+/// Signing and verification keys, loaded once.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Keys from a secret of at least [`MIN_SECRET_BYTES`] bytes.
+    pub fn new(secret: &[u8], ttl: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "the JWT secret must be at least {MIN_SECRET_BYTES} bytes (got {})",
+            secret.len()
+        );
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        })
+    }
+
+    /// Signs a token for a user.
+    pub fn issue(&self, user_id: &str, role: Role) -> ApiResult<IssuedToken> {
+        let now = unix_now().as_secs();
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            role,
+            iat: now,
+            exp: now + self.ttl.as_secs().max(1),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .context("signing a token")
+            .map_err(ApiError::Internal)?;
+        Ok(IssuedToken {
+            token,
+            expires_at_ms: i64::try_from(claims.exp * 1000).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Checks signature, issuer, audience and expiry.
+    pub fn verify(&self, token: &str) -> ApiResult<Caller> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "token rejected");
+                ApiError::Unauthenticated("invalid or expired access token")
+            })?;
+        Ok(Caller {
+            user_id: data.claims.sub,
+            role: data.claims.role,
+        })
+    }
+
+    /// Reads the caller from `authorization: Bearer <token>` metadata.
+    pub fn verify_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> ApiResult<Caller> {
+        let header = metadata
+            .get("authorization")
+            .ok_or(ApiError::Unauthenticated(
+                "missing authorization metadata (Bearer token)",
+            ))?
+            .to_str()
+            .map_err(|_| ApiError::Unauthenticated("malformed authorization metadata"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthenticated(
+                "authorization must be 'Bearer <token>'",
+            ))?;
+        self.verify(token.trim())
+    }
+}
+
+/// The configured secret, or the one kept in `data_dir/jwt-secret` (created on first run).
+pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = configured {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) => return Ok(secret.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret: String = {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a JWT secret");
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+/// Hashes a password with argon2id on a blocking thread (it takes tens of milliseconds).
+pub async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(ApiError::Internal)
+}
+
+/// Checks a password against a stored argon2 hash on a blocking thread.
+pub async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(ApiError::Internal)
+}
+
+/// A hash to verify against when the user does not exist, so that an unknown username
+/// costs as much time as a wrong password and does not reveal which accounts exist.
+pub async fn dummy_hash() -> &'static str {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY
+        .get_or_init(|| async {
+            hash_password("natter-dummy-password".into())
+                .await
+                .unwrap_or_default()
+        })
+        .await
+}
+
+/// Time since the unix epoch.
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    i64::try_from(unix_now().as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &[u8]) -> TokenKeys {
+        TokenKeys::new(secret, Duration::from_secs(60)).unwrap()
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_forgeries() {
+        let keys_a = keys(&[1; 32]);
+        let issued = keys_a.issue("u1", Role::Admin).unwrap();
+        let caller = keys_a.verify(&issued.token).unwrap();
+        assert_eq!(caller.user_id, "u1");
+        assert_eq!(caller.role, Role::Admin);
+        assert!(keys(&[2; 32]).verify(&issued.token).is_err());
+        assert!(keys_a.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_rejected() {
+        let keys = keys(&[1; 32]);
+        let now = unix_now().as_secs();
+        let claims = Claims {
+            sub: "u1".into(),
+            role: Role::User,
+            iat: now - 3600,
+            exp: now - 600,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        };
+        let token = jsonwebtoken::encode(&Header::default(), &claims, &keys.encoding).unwrap();
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(TokenKeys::new(b"short", Duration::from_secs(1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            verify_password("correct horse".into(), hash.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password("wrong horse".into(), hash).await.unwrap());
+    }
+}

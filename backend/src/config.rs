@@ -1,0 +1,100 @@
+//! Configuration from flags and environment variables (flags win).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// natter-server: a real-time chat server speaking native gRPC, gRPC-Web and HTTP on one port.
+///
+/// With no arguments it runs the embedded default: data in ./data, no external services.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "natter-server", version, about)]
+pub struct Config {
+    /// Address to listen on for gRPC, gRPC-Web and HTTP alike.
+    #[arg(long, env = "NATTER_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database and the generated JWT secret.
+    #[arg(long, env = "NATTER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Secret for signing access tokens (HS256). When unset, a random one is generated
+    /// once and kept in the data directory.
+    #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of access tokens, e.g. 900s, 30m, 12h, 7d (plain numbers are seconds).
+    #[arg(long, env = "NATTER_TOKEN_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Comma-separated usernames that get the admin role (may delete any room).
+    #[arg(long, env = "NATTER_ADMINS", value_delimiter = ',', default_value = "")]
+    pub admins: Vec<String>,
+
+    /// Interval between Heartbeat events on idle streams; keep it below proxies' idle timeouts.
+    #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Directory with the built web client, served at `/`.
+    #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
+    pub static_dir: PathBuf,
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["natter-server"])
+    }
+
+    /// Whether `username` (normalised) is listed as an admin.
+    pub fn is_admin(&self, username: &str) -> bool {
+        self.admins
+            .iter()
+            .any(|admin| admin.trim().eq_ignore_ascii_case(username))
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `12h` or `7d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a duration like 30s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => return Ok(Duration::from_millis(number)),
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{raw}': use ms, s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(!config.is_admin("alice"));
+    }
+}

@@ -1,0 +1,328 @@
+//! Validated domain values. Every string that crosses the API boundary is parsed into one of
+//! these before any logic sees it, so the rest of the server can rely on their invariants.
+
+use std::fmt;
+
+/// A rejected input, naming the field so the client can show the error next to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// Name of the request field, as spelled in the proto.
+    pub field: &'static str,
+    /// What is wrong, phrased for a person.
+    pub reason: String,
+}
+
+impl InvalidField {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A username: 3-32 characters of `[a-z0-9_.-]`, stored lower-case so uniqueness is
+/// case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    /// Lower-cases and checks a username.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        let name = raw.trim().to_lowercase();
+        let len = name.chars().count();
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c);
+        if !(3..=32).contains(&len) || !name.chars().all(allowed) {
+            return Err(InvalidField::new(
+                "username",
+                "must be 3-32 characters of a-z, 0-9, '_', '.' or '-'",
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    /// The normalised (lower-case) form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An account password: at least 8 characters, at most 1024 (hashing cost is bounded).
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks an account password.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        Self::parse_field("password", raw, 8)
+    }
+
+    /// Checks an optional room password; `None` when empty.
+    pub fn parse_room(raw: &str) -> Result<Option<Self>, InvalidField> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Self::parse_field("password", raw, 4).map(Some)
+    }
+
+    fn parse_field(field: &'static str, raw: &str, min: usize) -> Result<Self, InvalidField> {
+        let len = raw.chars().count();
+        if len < min {
+            return Err(InvalidField::new(
+                field,
+                format!("must be at least {min} characters"),
+            ));
+        }
+        if len > 1024 {
+            return Err(InvalidField::new(field, "must be at most 1024 characters"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The secret itself; only the hasher should call this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Checks length and control characters of a single-line name.
+fn parse_line(field: &'static str, raw: &str, max: usize) -> Result<String, InvalidField> {
+    let value = raw.trim();
+    let len = value.chars().count();
+    if len == 0 || len > max {
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1-{max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A display name: up to 64 characters on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Checks a display name; an empty one falls back to the username.
+    pub fn parse(raw: &str, username: &Username) -> Result<Self, InvalidField> {
+        if raw.trim().is_empty() {
+            return Ok(Self(username.as_str().to_owned()));
+        }
+        parse_line("display_name", raw, 64).map(Self)
+    }
+
+    /// The display name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A room name: 1-64 characters on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Checks a room name.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        parse_line("name", raw, 64).map(Self)
+    }
+
+    /// The room name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Longest message, in characters after trimming.
+pub const MAX_MESSAGE_CHARS: usize = 4000;
+
+/// Message text: 1-4000 characters after trimming, no control characters but newline and tab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    /// Trims and checks a message.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        let text = raw.trim();
+        let len = text.chars().count();
+        if len == 0 {
+            return Err(InvalidField::new("text", "must not be empty"));
+        }
+        if len > MAX_MESSAGE_CHARS {
+            return Err(InvalidField::new(
+                "text",
+                format!("must be at most {MAX_MESSAGE_CHARS} characters (got {len})"),
+            ));
+        }
+        if text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(InvalidField::new(
+                "text",
+                "must not contain control characters other than newline and tab",
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The message text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A sender-chosen idempotency key: up to 64 printable ASCII characters; may be empty
+/// (no idempotency).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Checks an idempotency key.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        if raw.len() > 64 || !raw.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(InvalidField::new(
+                "client_id",
+                "must be at most 64 printable ASCII characters without spaces",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The key; empty when the sender gave none.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Alphabet of join codes: no 0/O, 1/I/L, so a code read aloud or copied by hand survives.
+pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// Characters in a join code: 31^8 ≈ 8.5e11 codes.
+pub const CODE_LEN: usize = 8;
+
+/// A room join code, normalised to upper case without separators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomCode(String);
+
+impl RoomCode {
+    /// Accepts any case and ignores spaces and dashes, so `abcd-efgh` finds `ABCDEFGH`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        let code: String = raw
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if code.len() != CODE_LEN || !code.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
+            return Err(InvalidField::new(
+                "code",
+                format!("must be a {CODE_LEN}-character join code"),
+            ));
+        }
+        Ok(Self(code))
+    }
+
+    /// A fresh random code.
+    pub fn generate() -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let code = (0..CODE_LEN)
+            .map(|_| char::from(CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())]))
+            .collect();
+        Self(code)
+    }
+
+    /// The normalised code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks an opaque identifier field (user or room id) before it reaches a store lookup.
+pub fn parse_id(field: &'static str, raw: &str) -> Result<String, InvalidField> {
+    if raw.is_empty() {
+        return Err(InvalidField::new(field, "is required"));
+    }
+    if raw.len() > 64 || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(InvalidField::new(field, "is not a valid id"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A new unique id: UUIDv7, so ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_lowercased_and_checked() {
+        assert_eq!(Username::parse("  Alice_1 ").unwrap().as_str(), "alice_1");
+        for bad in ["ab", "a b c", "ålice", &"x".repeat(33), "semi;colon"] {
+            let err = Username::parse(bad).unwrap_err();
+            assert_eq!(err.field, "username", "{bad}");
+        }
+    }
+
+    #[test]
+    fn message_text_is_trimmed_and_limited() {
+        assert_eq!(
+            MessageText::parse("  hi\n\tthere ").unwrap().as_str(),
+            "hi\n\tthere"
+        );
+        assert!(MessageText::parse("   ").is_err());
+        assert!(MessageText::parse("bell\u{7}").is_err());
+        assert!(MessageText::parse(&"é".repeat(MAX_MESSAGE_CHARS)).is_ok());
+        assert!(MessageText::parse(&"é".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn codes_normalise_and_reject_ambiguous_characters() {
+        let code = RoomCode::generate();
+        assert_eq!(
+            RoomCode::parse(&code.as_str().to_lowercase()).unwrap(),
+            code
+        );
+        assert_eq!(RoomCode::parse("abcd-efgh").unwrap().as_str(), "ABCDEFGH");
+        assert!(RoomCode::parse("ABCD0FGH").is_err());
+        assert!(RoomCode::parse("ABC").is_err());
+    }
+
+    #[test]
+    fn names_and_passwords() {
+        assert!(RoomName::parse("").is_err());
+        assert!(RoomName::parse(&"r".repeat(65)).is_err());
+        assert_eq!(RoomName::parse(" general ").unwrap().as_str(), "general");
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse_room("").unwrap().is_none());
+        let alice = Username::parse("alice").unwrap();
+        assert_eq!(DisplayName::parse("", &alice).unwrap().as_str(), "alice");
+        assert_eq!(
+            DisplayName::parse(&"d".repeat(65), &alice)
+                .unwrap_err()
+                .field,
+            "display_name"
+        );
+    }
+}

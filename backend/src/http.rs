@@ -1,0 +1,139 @@
+//! Plain HTTP next to gRPC: probes, JSON sign-up and sign-in for scripts, and the web client.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{api::auth::parse_registration, error::ApiError, service::Natter};
+
+/// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
+pub fn routes(natter: Arc<Natter>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/register", post(register))
+        .route("/api/v1/login", post(login))
+        .with_state(natter)
+}
+
+/// Liveness: the process serves requests.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    store: bool,
+    bus: bool,
+}
+
+/// Readiness: the store and the bus both answer, so requests can succeed.
+async fn readyz(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
+    let (store, bus) = tokio::join!(natter.store.ready(), natter.bus.ready());
+    let ready = store && bus;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Readiness { ready, store, bus }))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct UserJson {
+    id: String,
+    username: String,
+    display_name: String,
+}
+
+#[derive(Serialize)]
+struct AuthJson {
+    access_token: String,
+    expires_at: i64,
+    role: String,
+    user: Option<UserJson>,
+}
+
+impl From<natter_proto::v1::AuthResponse> for AuthJson {
+    fn from(r: natter_proto::v1::AuthResponse) -> Self {
+        Self {
+            access_token: r.access_token,
+            expires_at: r.expires_at,
+            role: r.role,
+            user: r.user.map(|u| UserJson {
+                id: u.id,
+                username: u.username,
+                display_name: u.display_name,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    /// The gRPC code name, same as the gRPC API would answer (e.g. `ALREADY_EXISTS`).
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = tonic::Status::from(self);
+        let (http, code) = match status.code() {
+            tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            tonic::Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            tonic::Code::AlreadyExists => (StatusCode::CONFLICT, "ALREADY_EXISTS"),
+            tonic::Code::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            tonic::Code::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+            tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        };
+        let message = status.message().to_owned();
+        (http, Json(ErrorJson { code, message })).into_response()
+    }
+}
+
+async fn register(
+    State(natter): State<Arc<Natter>>,
+    Json(body): Json<RegisterBody>,
+) -> Result<Json<AuthJson>, ApiError> {
+    let (username, password, display_name) =
+        parse_registration(&body.username, &body.password, &body.display_name)?;
+    Ok(Json(
+        natter
+            .register(username, password, display_name)
+            .await?
+            .into(),
+    ))
+}
+
+async fn login(
+    State(natter): State<Arc<Natter>>,
+    Json(body): Json<LoginBody>,
+) -> Result<Json<AuthJson>, ApiError> {
+    Ok(Json(
+        natter.login(&body.username, &body.password).await?.into(),
+    ))
+}

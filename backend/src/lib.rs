@@ -1,0 +1,19 @@
+//! natter-server: a real-time chat server. One listener speaks native gRPC (HTTP/2),
+//! gRPC-Web (HTTP/1.1) and plain HTTP; see `server::run`.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod stream;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{build, run, shutdown_signal};

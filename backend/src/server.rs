@@ -1,0 +1,161 @@
+//! Composition: the gRPC services (native and gRPC-Web), health, reflection, HTTP routes and
+//! the web client on ONE listener, with graceful shutdown.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use natter_proto::v1::{
+    auth_service_server::AuthServiceServer, chat_service_server::ChatServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::service::{LayerExt, Routes};
+use tonic_web::GrpcWebLayer;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::{
+    api::{auth::AuthApi, chat::ChatApi},
+    auth::{TokenKeys, load_or_create_secret},
+    bus::local::LocalBus,
+    config::Config,
+    http,
+    service::Natter,
+    store::embedded::EmbeddedStore,
+};
+
+/// How long shutdown waits for open streams and requests to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the store and bus the configuration asks for and loads the token keys.
+pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+    let keys = TokenKeys::new(&secret, config.token_ttl)?;
+    let bus = LocalBus::new();
+    let store = EmbeddedStore::open(&config.data_dir, bus.clone())?;
+    tracing::info!(data_dir = %config.data_dir.display(), "embedded store and local bus");
+    Ok(Arc::new(Natter {
+        store: Arc::new(store),
+        bus: Arc::new(bus),
+        keys,
+        config,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    }))
+}
+
+/// The whole HTTP surface as one router. gRPC-Web is enabled per gRPC service: a
+/// `GrpcWebLayer` around everything would answer 400 to plain HTTP/1.1 requests.
+pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthServiceServer<AuthApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ChatServiceServer<ChatApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(natter_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(natter_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let keys = natter.keys.clone();
+    let chat = ChatServiceServer::with_interceptor(
+        ChatApi::new(natter.clone()),
+        move |mut request: tonic::Request<()>| {
+            let caller = keys.verify_metadata(request.metadata())?;
+            request.extensions_mut().insert(caller);
+            Ok(request)
+        },
+    );
+    let grpc = Routes::new(
+        GrpcWebLayer::new().named_layer(AuthServiceServer::new(AuthApi::new(natter.clone()))),
+    )
+    .add_service(GrpcWebLayer::new().named_layer(chat))
+    .add_service(GrpcWebLayer::new().named_layer(health))
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .into_axum_router();
+
+    let static_dir = natter.config.static_dir.clone();
+    let web_client =
+        ServeDir::new(&static_dir).fallback(ServeFile::new(static_dir.join("index.html")));
+    // Merge first, then set the fallback: merging two routers that both have one panics.
+    Ok(grpc
+        .merge(http::routes(natter))
+        .fallback_service(web_client))
+}
+
+/// Serves until `shutdown` completes, then stops streams and drains for up to 10 s.
+pub async fn run(
+    listener: TcpListener,
+    natter: Arc<Natter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(natter.clone()).await?;
+    let token = natter.shutdown.clone();
+    let signal = {
+        let token = token.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            tracing::info!("shutting down: closing streams");
+            token.cancel();
+        }
+    };
+    tracing::info!(address = %listener.local_addr()?, "listening (gRPC, gRPC-Web and HTTP)");
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_routes(Routes::from(app))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            signal,
+        );
+    let served = server.await.context("serving");
+    natter.tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, natter.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some streams did not finish within the drain timeout");
+    }
+    served
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,127 @@
+//! Registration, sign-in, tokens and the people directory.
+
+use natter_proto::v1 as pb;
+
+use super::Natter;
+use crate::{
+    auth::{self, Caller, Role},
+    domain::{DisplayName, Password, Username, new_id},
+    error::{ApiError, ApiResult},
+    store::UserRecord,
+};
+
+/// Same message for an unknown user and a wrong password: which usernames exist is not
+/// revealed to someone guessing.
+const BAD_CREDENTIALS: &str = "unknown username or wrong password";
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+
+impl Natter {
+    /// Creates an account and signs it in.
+    #[tracing::instrument(name = "register", skip_all, fields(username = %username))]
+    pub async fn register(
+        &self,
+        username: Username,
+        password: Password,
+        display_name: DisplayName,
+    ) -> ApiResult<pb::AuthResponse> {
+        let password_hash = auth::hash_password(password.expose().to_owned()).await?;
+        let user = self
+            .store
+            .create_user(UserRecord {
+                id: new_id(),
+                username: username.as_str().to_owned(),
+                display_name: display_name.as_str().to_owned(),
+                password_hash,
+                created_at: auth::now_ms(),
+            })
+            .await?;
+        tracing::info!(user = %user.id, "registered");
+        self.auth_response(&user)
+    }
+
+    /// Signs in with username and password.
+    #[tracing::instrument(name = "login", skip_all, fields(username = %username))]
+    pub async fn login(&self, username: &str, password: &str) -> ApiResult<pb::AuthResponse> {
+        // A malformed username cannot exist; answer like for any unknown one.
+        let user = match Username::parse(username) {
+            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+            Err(_) => None,
+        };
+        let hash = match &user {
+            Some(user) => user.password_hash.clone(),
+            None => auth::dummy_hash().await.to_owned(),
+        };
+        let matches = auth::verify_password(password.to_owned(), hash).await?;
+        match user {
+            Some(user) if matches => self.auth_response(&user),
+            _ => Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),
+        }
+    }
+
+    /// A fresh token for the holder of a valid one.
+    #[tracing::instrument(name = "refresh_token", skip_all, fields(user = %caller.user_id))]
+    pub async fn refresh(&self, caller: &Caller) -> ApiResult<pb::AuthResponse> {
+        let user = self.account(caller).await?;
+        self.auth_response(&user)
+    }
+
+    fn auth_response(&self, user: &UserRecord) -> ApiResult<pb::AuthResponse> {
+        let role = if self.config.is_admin(&user.username) {
+            Role::Admin
+        } else {
+            Role::User
+        };
+        let issued = self.keys.issue(&user.id, role)?;
+        Ok(pb::AuthResponse {
+            access_token: issued.token,
+            expires_at: issued.expires_at_ms,
+            user: Some(crate::convert::user(user, false)),
+            role: role.as_str().to_owned(),
+        })
+    }
+
+    /// One page of the people directory. The page token is the last username of the
+    /// previous page, so pages stay stable while accounts are added.
+    #[tracing::instrument(name = "list_users", skip_all, fields(user = %caller.user_id))]
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        query: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> ApiResult<pb::ListUsersResponse> {
+        self.account(caller).await?;
+        let limit = match page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        if query.chars().count() > 64 {
+            return Err(
+                crate::domain::InvalidField::new("query", "must be at most 64 characters").into(),
+            );
+        }
+        if page_token.len() > 64 {
+            return Err(crate::domain::InvalidField::new(
+                "page_token",
+                "is not a token from a previous page",
+            )
+            .into());
+        }
+        // One extra row tells whether another page exists.
+        let mut users = self
+            .store
+            .list_users(query.trim(), page_token, limit + 1)
+            .await?;
+        let next_page_token = if users.len() > limit {
+            users.truncate(limit);
+            users.last().map(|u| u.username.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListUsersResponse {
+            users: self.users_view(&users).await?,
+            next_page_token,
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! The chat's behaviour, independent of the wire: every RPC and REST endpoint calls into
+//! [`Natter`]. Inputs are validated domain values; outputs are the API's message types.
+
+mod accounts;
+mod messages;
+mod rooms;
+
+use std::sync::Arc;
+
+use natter_proto::v1 as pb;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::{Caller, TokenKeys},
+    bus::{Bus, Topic},
+    config::Config,
+    convert,
+    error::{ApiError, ApiResult},
+    store::{RoomRecord, Store, UserRecord},
+};
+
+/// Shared state of one server instance: its store, bus, keys and lifecycle handles.
+pub struct Natter {
+    /// Accounts, rooms and message logs.
+    pub store: Arc<dyn Store>,
+    /// Event fan-out and presence.
+    pub bus: Arc<dyn Bus>,
+    /// Access-token signing and verification.
+    pub keys: TokenKeys,
+    /// The configuration this instance runs with.
+    pub config: Config,
+    /// Cancelled when the server shuts down; every stream loop watches it.
+    pub shutdown: CancellationToken,
+    /// Tracks stream tasks so shutdown can wait for them to finish cleanly.
+    pub tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Natter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Natter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Natter {
+    /// The caller's account; a valid token for an account that no longer exists is refused.
+    pub async fn account(&self, caller: &Caller) -> ApiResult<UserRecord> {
+        self.store
+            .user(&caller.user_id)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "the account of this token no longer exists",
+            ))
+    }
+
+    /// The room, if the caller is a member: NOT_FOUND for an unknown room,
+    /// PERMISSION_DENIED for a room the caller is not in.
+    pub async fn member_room(&self, caller: &Caller, room_id: &str) -> ApiResult<RoomRecord> {
+        let room = self
+            .store
+            .room(room_id)
+            .await?
+            .ok_or(ApiError::NotFound("room not found"))?;
+        if !self.store.is_member(room_id, &caller.user_id).await? {
+            return Err(ApiError::PermissionDenied(
+                "you are not a member of this room",
+            ));
+        }
+        Ok(room)
+    }
+
+    /// A room as `viewer` sees it: direct rooms carry the other participant.
+    pub async fn room_view(&self, room: &RoomRecord, viewer: &str) -> ApiResult<pb::Room> {
+        let peer = match &room.direct_pair {
+            Some(pair) => {
+                let peer_id = if pair[0] == viewer {
+                    &pair[1]
+                } else {
+                    &pair[0]
+                };
+                match self.store.user(peer_id).await? {
+                    Some(peer) => {
+                        let online = self.bus.online(std::slice::from_ref(peer_id)).await?;
+                        Some(convert::user(&peer, online.contains(peer_id)))
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        Ok(convert::room(room, peer))
+    }
+
+    /// Users with their presence, in the given order.
+    pub async fn users_view(&self, users: &[UserRecord]) -> ApiResult<Vec<pb::User>> {
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        let online = self.bus.online(&ids).await?;
+        Ok(users
+            .iter()
+            .map(|u| convert::user(u, online.contains(&u.id)))
+            .collect())
+    }
+
+    /// Publishes an event; failures are logged, not returned, because events other than
+    /// messages are transient and the action they describe has already been stored.
+    pub async fn announce(&self, topic: Topic, event: pb::event::Event) {
+        if let Err(e) = self.bus.publish(&topic, convert::event(event)).await {
+            tracing::warn!(%topic, error = ?e, "could not publish an event");
+        }
+    }
+
+    /// Tells `user_id`'s own streams that their room list changed.
+    pub async fn announce_to_user(&self, user_id: &str, room: pb::Room, change: pb::RoomChange) {
+        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
+            room: Some(room),
+            change: change as i32,
+            user: None,
+        });
+        self.announce(Topic::User(user_id.to_owned()), event).await;
+    }
+
+    /// Tells a room's members that someone joined or left.
+    pub async fn announce_member(&self, room: pb::Room, user: pb::User, change: pb::RoomChange) {
+        let topic = Topic::Room(room.id.clone());
+        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
+            room: Some(room),
+            change: change as i32,
+            user: Some(user),
+        });
+        self.announce(topic, event).await;
+    }
+
+    /// Records a stream opening and, if the user just came online, tells their rooms.
+    pub async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
+        if self.bus.stream_opened(&user.id).await? {
+            self.announce_presence(user, true).await;
+        }
+        Ok(())
+    }
+
+    /// Records a stream closing and, if the user just went offline, tells their rooms.
+    pub async fn stream_closed(&self, user: &UserRecord) {
+        match self.bus.stream_closed(&user.id).await {
+            Ok(true) => self.announce_presence(user, false).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user = %user.id, error = ?e, "could not record a closed stream")
+            }
+        }
+    }
+
+    async fn announce_presence(&self, user: &UserRecord, online: bool) {
+        let rooms = match self.store.rooms_of(&user.id).await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                tracing::warn!(user = %user.id, error = ?e, "could not list rooms for presence");
+                return;
+            }
+        };
+        for room in rooms {
+            let event = pb::event::Event::Presence(pb::PresenceChanged {
+                room_id: room.id.clone(),
+                user: Some(convert::user(user, online)),
+                online,
+            });
+            self.announce(Topic::Room(room.id), event).await;
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
+
+use natter_proto::v1::{self as pb, RoomChange};
+
+use super::Natter;
+use crate::{
+    auth::{self, Caller, Role},
+    bus::Topic,
+    convert,
+    domain::{Password, RoomCode, RoomName, new_id},
+    error::{ApiError, ApiResult},
+    store::{RoomKind, RoomRecord},
+};
+
+/// Attempts at drawing an unused join code; with 8.5e11 codes, a second one is rare.
+const CODE_ATTEMPTS: usize = 8;
+
+impl Natter {
+    /// Creates a group room owned by the caller.
+    #[tracing::instrument(name = "create_room", skip_all, fields(user = %caller.user_id))]
+    pub async fn create_room(
+        &self,
+        caller: &Caller,
+        name: RoomName,
+        password: Option<Password>,
+    ) -> ApiResult<pb::Room> {
+        self.account(caller).await?;
+        let password_hash = match password {
+            Some(p) => Some(auth::hash_password(p.expose().to_owned()).await?),
+            None => None,
+        };
+        let mut room = RoomRecord {
+            id: new_id(),
+            name: name.as_str().to_owned(),
+            code: None,
+            owner_id: caller.user_id.clone(),
+            password_hash,
+            kind: RoomKind::Group,
+            created_at: auth::now_ms(),
+            last_seq: 0,
+            first_seq: 1,
+            direct_pair: None,
+        };
+        for _ in 0..CODE_ATTEMPTS {
+            room.code = Some(RoomCode::generate().as_str().to_owned());
+            if self.store.create_room(room.clone()).await? {
+                tracing::info!(room = %room.id, "room created");
+                let view = convert::room(&room, None);
+                self.announce_to_user(&caller.user_id, view.clone(), RoomChange::Joined)
+                    .await;
+                return Ok(view);
+            }
+        }
+        Err(ApiError::Internal(anyhow::anyhow!(
+            "no free join code after {CODE_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// Joins a group room by code; joining a room one is already in just returns it.
+    #[tracing::instrument(name = "join_room", skip_all, fields(user = %caller.user_id))]
+    pub async fn join_room(
+        &self,
+        caller: &Caller,
+        code: RoomCode,
+        password: &str,
+    ) -> ApiResult<pb::Room> {
+        let user = self.account(caller).await?;
+        let room = self
+            .store
+            .room_by_code(code.as_str())
+            .await?
+            .ok_or(ApiError::NotFound("no room has this code"))?;
+        if let Some(hash) = &room.password_hash {
+            if !self.store.is_member(&room.id, &user.id).await?
+                && !auth::verify_password(password.to_owned(), hash.clone()).await?
+            {
+                return Err(ApiError::PermissionDenied("wrong room password"));
+            }
+        }
+        let view = convert::room(&room, None);
+        if self.store.add_member(&room.id, &user.id).await? {
+            tracing::info!(room = %room.id, "joined");
+            self.announce_to_user(&user.id, view.clone(), RoomChange::Joined)
+                .await;
+            let online = self.bus.online(std::slice::from_ref(&user.id)).await?;
+            let member = convert::user(&user, online.contains(&user.id));
+            self.announce_member(view.clone(), member, RoomChange::MemberJoined)
+                .await;
+        }
+        Ok(view)
+    }
+
+    /// Leaves a room. History stays; the owner may still delete it later.
+    #[tracing::instrument(name = "leave_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
+    pub async fn leave_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+        let user = self.account(caller).await?;
+        let room = self.member_room(caller, room_id).await?;
+        if self.store.remove_member(room_id, &user.id).await? {
+            let view = self.room_view(&room, &user.id).await?;
+            self.announce_to_user(&user.id, view.clone(), RoomChange::Left)
+                .await;
+            self.announce_member(view, convert::user(&user, false), RoomChange::MemberLeft)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Deletes a room with its history: the owner or an admin only.
+    #[tracing::instrument(name = "delete_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
+    pub async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+        self.account(caller).await?;
+        let room = self
+            .store
+            .room(room_id)
+            .await?
+            .ok_or(ApiError::NotFound("room not found"))?;
+        if room.owner_id != caller.user_id && caller.role != Role::Admin {
+            return Err(ApiError::PermissionDenied(
+                "only the room's owner or an admin may delete it",
+            ));
+        }
+        self.store.delete_room(room_id).await?;
+        tracing::info!("room deleted");
+        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
+            room: Some(convert::room(&room, None)),
+            change: RoomChange::Deleted as i32,
+            user: None,
+        });
+        self.announce(Topic::Room(room.id), event).await;
+        Ok(())
+    }
+
+    /// The caller's rooms, oldest first.
+    #[tracing::instrument(name = "list_rooms", skip_all, fields(user = %caller.user_id))]
+    pub async fn list_rooms(&self, caller: &Caller) -> ApiResult<Vec<pb::Room>> {
+        self.account(caller).await?;
+        let mut rooms = self.store.rooms_of(&caller.user_id).await?;
+        rooms.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut views = Vec::with_capacity(rooms.len());
+        for room in &rooms {
+            views.push(self.room_view(room, &caller.user_id).await?);
+        }
+        Ok(views)
+    }
+
+    /// The direct room between the caller and another user, created on first use. Either
+    /// side gets the same room; a participant who had left is brought back.
+    #[tracing::instrument(name = "open_direct", skip_all, fields(user = %caller.user_id, peer = %peer_id))]
+    pub async fn open_direct(&self, caller: &Caller, peer_id: &str) -> ApiResult<pb::Room> {
+        let me = self.account(caller).await?;
+        if peer_id == me.id {
+            return Err(crate::domain::InvalidField::new("user_id", "must be another user").into());
+        }
+        let peer = self
+            .store
+            .user(peer_id)
+            .await?
+            .ok_or(ApiError::NotFound("user not found"))?;
+        let mut pair = [me.id.clone(), peer.id.clone()];
+        pair.sort();
+        let mut names = [me.username.clone(), peer.username.clone()];
+        names.sort();
+        let candidate = RoomRecord {
+            id: new_id(),
+            name: names.join(" & "),
+            code: None,
+            owner_id: me.id.clone(),
+            password_hash: None,
+            kind: RoomKind::Direct,
+            created_at: auth::now_ms(),
+            last_seq: 0,
+            first_seq: 1,
+            direct_pair: Some(pair),
+        };
+        let (room, created) = self.store.open_direct(candidate).await?;
+        for participant in [&me, &peer] {
+            let newly_member = if created {
+                true
+            } else {
+                self.store.add_member(&room.id, &participant.id).await?
+            };
+            if newly_member {
+                let view = self.room_view(&room, &participant.id).await?;
+                self.announce_to_user(&participant.id, view, RoomChange::Joined)
+                    .await;
+            }
+        }
+        self.room_view(&room, &me.id).await
+    }
+
+    /// Members of a room the caller belongs to, owner first, with presence.
+    #[tracing::instrument(name = "list_members", skip_all, fields(user = %caller.user_id, room = %room_id))]
+    pub async fn list_members(&self, caller: &Caller, room_id: &str) -> ApiResult<Vec<pb::Member>> {
+        let room = self.member_room(caller, room_id).await?;
+        let mut users = Vec::new();
+        for id in self.store.members_of(room_id).await? {
+            if let Some(user) = self.store.user(&id).await? {
+                users.push(user);
+            }
+        }
+        users.sort_by(|a, b| {
+            (a.id != room.owner_id, &a.username).cmp(&(b.id != room.owner_id, &b.username))
+        });
+        Ok(self
+            .users_view(&users)
+            .await?
+            .into_iter()
+            .map(|user| pb::Member {
+                is_owner: user.id == room.owner_id,
+                user: Some(user),
+            })
+            .collect())
+    }
+}

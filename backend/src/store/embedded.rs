@@ -1,0 +1,530 @@
+//! The embedded default store: one redb file in the data directory.
+//!
+//! redb gives ACID transactions with one writer at a time and fsync on commit, so a message
+//! acknowledged to its sender survives a crash. Records are JSON (small, readable with any
+//! redb tool); keys are tuples so each room's log, members and idempotency keys are
+//! contiguous ranges.
+
+use std::{path::Path, sync::Arc, sync::Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use natter_proto::v1::{Event, event};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    Appended, MessageRecord, NewMessage, RoomRecord, Store, StoreError, StoreResult, UserRecord,
+};
+use crate::bus::{Topic, local::LocalBus};
+use crate::convert;
+
+const USERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("users");
+const USERNAMES: TableDefinition<'_, &str, &str> = TableDefinition::new("usernames");
+const ROOMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rooms");
+const ROOM_SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("room_seq");
+const CODES: TableDefinition<'_, &str, &str> = TableDefinition::new("codes");
+const DIRECTS: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("directs");
+const USER_ROOMS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("user_rooms");
+const ROOM_USERS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("room_users");
+const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
+const CLIENT_IDS: TableDefinition<'_, (&str, &str, &str), u64> = TableDefinition::new("client_ids");
+
+/// The embedded store. Appends publish on the [`LocalBus`] it was opened with.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    bus: LocalBus,
+    /// Held from before an append's transaction until after its publish, so that events
+    /// leave in seq order. redb already serialises writers; this extends that to the publish.
+    append_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(value).context("encoding a record")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).context("decoding a stored record")
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `natter.redb` in `data_dir` and its tables.
+    pub fn open(data_dir: &Path, bus: LocalBus) -> anyhow::Result<Self> {
+        let path = data_dir.join("natter.redb");
+        let db = Database::create(&path)
+            .with_context(|| format!("opening the database at {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(USERS)?;
+        txn.open_table(USERNAMES)?;
+        txn.open_table(ROOMS)?;
+        txn.open_table(ROOM_SEQ)?;
+        txn.open_table(CODES)?;
+        txn.open_table(DIRECTS)?;
+        txn.open_table(USER_ROOMS)?;
+        txn.open_table(ROOM_USERS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(CLIENT_IDS)?;
+        txn.commit()?;
+        Ok(Self {
+            db: Arc::new(db),
+            bus,
+            append_lock: Arc::default(),
+        })
+    }
+
+    /// Runs blocking database work off the async runtime.
+    async fn blocking<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EmbeddedStore) -> anyhow::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| StoreError::Internal(e.into()))?
+            .map_err(StoreError::Internal)
+    }
+
+    fn read_room(
+        &self,
+        txn: &redb::ReadTransaction,
+        id: &str,
+    ) -> anyhow::Result<Option<RoomRecord>> {
+        let rooms = txn.open_table(ROOMS)?;
+        let Some(bytes) = rooms.get(id)? else {
+            return Ok(None);
+        };
+        let mut room: RoomRecord = decode(bytes.value())?;
+        room.last_seq = txn.open_table(ROOM_SEQ)?.get(id)?.map_or(0, |s| s.value());
+        Ok(Some(room))
+    }
+
+    fn insert_room(
+        txn: &redb::WriteTransaction,
+        room: &RoomRecord,
+        members: &[&str],
+    ) -> anyhow::Result<()> {
+        txn.open_table(ROOMS)?
+            .insert(room.id.as_str(), encode(room)?.as_slice())?;
+        txn.open_table(ROOM_SEQ)?.insert(room.id.as_str(), 0)?;
+        let mut user_rooms = txn.open_table(USER_ROOMS)?;
+        let mut room_users = txn.open_table(ROOM_USERS)?;
+        for member in members {
+            user_rooms.insert((*member, room.id.as_str()), ())?;
+            room_users.insert((room.id.as_str(), *member), ())?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord> {
+        let created = self
+            .blocking(move |s| {
+                let txn = s.db.begin_write()?;
+                {
+                    let mut names = txn.open_table(USERNAMES)?;
+                    if names.get(user.username.as_str())?.is_some() {
+                        return Ok(None);
+                    }
+                    names.insert(user.username.as_str(), user.id.as_str())?;
+                    txn.open_table(USERS)?
+                        .insert(user.id.as_str(), encode(&user)?.as_slice())?;
+                }
+                txn.commit()?;
+                Ok(Some(user))
+            })
+            .await?;
+        created.ok_or(StoreError::UsernameTaken)
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let Some(id) = txn
+                .open_table(USERNAMES)?
+                .get(username.as_str())?
+                .map(|g| g.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            let users = txn.open_table(USERS)?;
+            users
+                .get(id.as_str())?
+                .map(|b| decode(b.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let id = id.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let users = txn.open_table(USERS)?;
+            users
+                .get(id.as_str())?
+                .map(|b| decode(b.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        query: &str,
+        after_username: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let query = query.to_lowercase();
+        let after = after_username.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let names = txn.open_table(USERNAMES)?;
+            let users = txn.open_table(USERS)?;
+            let mut found = Vec::new();
+            for entry in names.range(after.as_str()..)? {
+                let (name, id) = entry?;
+                if name.value() == after {
+                    continue;
+                }
+                let Some(bytes) = users.get(id.value())? else {
+                    continue;
+                };
+                let user: UserRecord = decode(bytes.value())?;
+                if user.username.contains(&query)
+                    || user.display_name.to_lowercase().contains(&query)
+                {
+                    found.push(user);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
+        self.blocking(move |s| {
+            let code = room.code.clone().context("a group room needs a code")?;
+            let txn = s.db.begin_write()?;
+            {
+                let mut codes = txn.open_table(CODES)?;
+                if codes.get(code.as_str())?.is_some() {
+                    return Ok(false);
+                }
+                codes.insert(code.as_str(), room.id.as_str())?;
+            }
+            Self::insert_room(&txn, &room, &[room.owner_id.as_str()])?;
+            txn.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
+        let id = id.to_owned();
+        self.blocking(move |s| s.read_room(&s.db.begin_read()?, &id))
+            .await
+    }
+
+    async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {
+        let code = code.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let Some(id) = txn
+                .open_table(CODES)?
+                .get(code.as_str())?
+                .map(|g| g.value().to_owned())
+            else {
+                return Ok(None);
+            };
+            s.read_room(&txn, &id)
+        })
+        .await
+    }
+
+    async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
+        self.blocking(move |s| {
+            let [a, b] = candidate
+                .direct_pair
+                .clone()
+                .context("a direct room needs its pair")?;
+            let txn = s.db.begin_write()?;
+            let existing = txn
+                .open_table(DIRECTS)?
+                .get((a.as_str(), b.as_str()))?
+                .map(|g| g.value().to_owned());
+            if let Some(id) = existing {
+                drop(txn);
+                let room = s
+                    .read_room(&s.db.begin_read()?, &id)?
+                    .context("direct room index points nowhere")?;
+                return Ok((room, false));
+            }
+            txn.open_table(DIRECTS)?
+                .insert((a.as_str(), b.as_str()), candidate.id.as_str())?;
+            Self::insert_room(&txn, &candidate, &[a.as_str(), b.as_str()])?;
+            txn.commit()?;
+            Ok((candidate, true))
+        })
+        .await
+    }
+
+    async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
+        let room_id = room_id.to_owned();
+        self.blocking(move |s| {
+            let id = room_id.as_str();
+            let txn = s.db.begin_write()?;
+            let members = {
+                let mut rooms = txn.open_table(ROOMS)?;
+                let Some(bytes) = rooms.remove(id)? else {
+                    return Ok(Vec::new());
+                };
+                let room: RoomRecord = decode(bytes.value())?;
+                drop(bytes);
+                drop(rooms);
+                if let Some(code) = &room.code {
+                    txn.open_table(CODES)?.remove(code.as_str())?;
+                }
+                if let Some([a, b]) = &room.direct_pair {
+                    txn.open_table(DIRECTS)?.remove((a.as_str(), b.as_str()))?;
+                }
+                txn.open_table(ROOM_SEQ)?.remove(id)?;
+
+                let mut room_users = txn.open_table(ROOM_USERS)?;
+                let mut user_rooms = txn.open_table(USER_ROOMS)?;
+                let members = members_in_range(&room_users, id)?;
+                for member in &members {
+                    room_users.remove((id, member.as_str()))?;
+                    user_rooms.remove((member.as_str(), id))?;
+                }
+
+                let mut messages = txn.open_table(MESSAGES)?;
+                let seqs: Vec<u64> = messages
+                    .range((id, 0)..=(id, u64::MAX))?
+                    .map(|e| e.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for seq in seqs {
+                    messages.remove((id, seq))?;
+                }
+
+                let mut client_ids = txn.open_table(CLIENT_IDS)?;
+                let mut keys = Vec::new();
+                for entry in client_ids.range((id, "", "")..)? {
+                    let (key, _) = entry?;
+                    let (room, sender, client_id) = key.value();
+                    if room != id {
+                        break;
+                    }
+                    keys.push((sender.to_owned(), client_id.to_owned()));
+                }
+                for (sender, client_id) in &keys {
+                    client_ids.remove((id, sender.as_str(), client_id.as_str()))?;
+                }
+                members
+            };
+            txn.commit()?;
+            Ok(members)
+        })
+        .await
+    }
+
+    async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+        self.blocking(move |s| {
+            let txn = s.db.begin_write()?;
+            let added = txn
+                .open_table(ROOM_USERS)?
+                .insert((room_id.as_str(), user_id.as_str()), ())?
+                .is_none();
+            txn.open_table(USER_ROOMS)?
+                .insert((user_id.as_str(), room_id.as_str()), ())?;
+            txn.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+        self.blocking(move |s| {
+            let txn = s.db.begin_write()?;
+            let removed = txn
+                .open_table(ROOM_USERS)?
+                .remove((room_id.as_str(), user_id.as_str()))?
+                .is_some();
+            txn.open_table(USER_ROOMS)?
+                .remove((user_id.as_str(), room_id.as_str()))?;
+            txn.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn is_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            Ok(txn
+                .open_table(ROOM_USERS)?
+                .get((room_id.as_str(), user_id.as_str()))?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let ids = members_in_range(&txn.open_table(USER_ROOMS)?, &user_id)?;
+            let mut rooms = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(room) = s.read_room(&txn, &id)? {
+                    rooms.push(room);
+                }
+            }
+            Ok(rooms)
+        })
+        .await
+    }
+
+    async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>> {
+        let room_id = room_id.to_owned();
+        self.blocking(move |s| {
+            members_in_range(&s.db.begin_read()?.open_table(ROOM_USERS)?, &room_id)
+        })
+        .await
+    }
+
+    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
+        self.blocking(move |s| {
+            let mut message = new.message;
+            let _order = s.append_lock.lock().expect("append lock poisoned");
+            let txn = s.db.begin_write()?;
+            {
+                let room = message.room_id.as_str();
+                let mut client_ids = txn.open_table(CLIENT_IDS)?;
+                let key = (room, message.sender_id.as_str(), message.client_id.as_str());
+                if !message.client_id.is_empty() {
+                    if let Some(seq) = client_ids.get(key)?.map(|g| g.value()) {
+                        let messages = txn.open_table(MESSAGES)?;
+                        let bytes = messages
+                            .get((room, seq))?
+                            .context("idempotency key points nowhere")?;
+                        return Ok(Appended {
+                            message: decode(bytes.value())?,
+                            created: false,
+                        });
+                    }
+                }
+                let mut seqs = txn.open_table(ROOM_SEQ)?;
+                let last = seqs
+                    .get(room)?
+                    .map(|g| g.value())
+                    .context("appending to an unknown room")?;
+                message.seq = last + 1;
+                seqs.insert(room, message.seq)?;
+                txn.open_table(MESSAGES)?
+                    .insert((room, message.seq), encode(&message)?.as_slice())?;
+                if !message.client_id.is_empty() {
+                    client_ids.insert(key, message.seq)?;
+                }
+            }
+            txn.commit()?;
+            s.bus.publish_now(
+                &Topic::Room(message.room_id.clone()),
+                Event {
+                    event: Some(event::Event::Message(convert::message(&message))),
+                },
+            );
+            Ok(Appended {
+                message,
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        room_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let room_id = room_id.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let messages = txn.open_table(MESSAGES)?;
+            let start = after_seq.saturating_add(1);
+            messages
+                .range((room_id.as_str(), start)..=(room_id.as_str(), u64::MAX))?
+                .take(limit)
+                .map(|e| decode(e?.1.value()))
+                .collect()
+        })
+        .await
+    }
+
+    async fn messages_before(
+        &self,
+        room_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let room_id = room_id.to_owned();
+        let end = if before_seq == 0 {
+            u64::MAX
+        } else {
+            before_seq
+        };
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let messages = txn.open_table(MESSAGES)?;
+            let mut newest_first: Vec<MessageRecord> = messages
+                .range((room_id.as_str(), 0)..(room_id.as_str(), end))?
+                .rev()
+                .take(limit)
+                .map(|e| decode(e?.1.value()))
+                .collect::<anyhow::Result<_>>()?;
+            newest_first.reverse();
+            Ok(newest_first)
+        })
+        .await
+    }
+
+    async fn ready(&self) -> bool {
+        self.blocking(|s| Ok(s.db.begin_read().is_ok()))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// Second components of the `(owner, *)` keys of a membership table.
+fn members_in_range<T>(table: &T, owner: &str) -> anyhow::Result<Vec<String>>
+where
+    T: ReadableTable<(&'static str, &'static str), ()>,
+{
+    let mut out = Vec::new();
+    for entry in table.range((owner, "")..)? {
+        let (key, _) = entry?;
+        let (first, second) = key.value();
+        if first != owner {
+            break;
+        }
+        out.push(second.to_owned());
+    }
+    Ok(out)
+}

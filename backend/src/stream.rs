@@ -1,0 +1,451 @@
+//! One event stream (a `Subscribe` or `Chat` call): replay from cursors, then live events of
+//! all the user's rooms, in per-room seq order, with no gap and no duplicate.
+//!
+//! How order is kept: the stream subscribes to a room's topic *before* reading its log, so
+//! nothing published after the read can be missed; live messages at or below the last
+//! delivered seq are dropped as duplicates; a live message further ahead than the next seq
+//! (a lagging receiver, a bus reconnect) triggers a read of the missing range from the log.
+//! The log, not the bus, is the source of truth; the bus only says "something new".
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
+use tokio::sync::mpsc;
+use tokio_stream::{
+    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
+};
+use tonic::Status;
+
+use crate::{
+    auth::{self, Caller},
+    bus::{SharedEvent, Topic},
+    convert,
+    error::{ApiError, ApiResult},
+    service::Natter,
+    store::{RoomRecord, UserRecord},
+};
+
+/// Messages read from the log per store call while catching up.
+const CATCH_UP_BATCH: usize = 256;
+/// Events buffered towards a client before the stream waits for it (and its bus receivers
+/// start to lag, which the log repairs).
+pub const OUTBOX_CAPACITY: usize = 128;
+
+/// Where the stream's events go: tonic's response stream.
+pub type Outbox = mpsc::Sender<Result<pb::Event, Status>>;
+
+type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
+
+/// Why a stream stopped.
+enum End {
+    /// The client went away or the server is shutting down.
+    Closed,
+    /// A dependency failed; the client should reconnect and resume with its cursors.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for End {
+    fn from(e: ApiError) -> Self {
+        End::Failed(e)
+    }
+}
+
+/// The state of one open event stream.
+pub struct Session {
+    natter: Arc<Natter>,
+    caller: Caller,
+    user: UserRecord,
+    out: Outbox,
+    /// Highest seq delivered per followed room.
+    delivered: HashMap<String, u64>,
+    /// Live receivers of followed rooms' topics.
+    live: Live,
+    /// Receiver of the user's own topic (room list changes); `None` until subscribed.
+    own: Option<BroadcastStream<SharedEvent>>,
+}
+
+impl Session {
+    /// A session for a signed-in caller.
+    pub async fn open(natter: Arc<Natter>, caller: Caller, out: Outbox) -> ApiResult<Self> {
+        let user = natter.account(&caller).await?;
+        Ok(Self {
+            natter,
+            caller,
+            user,
+            out,
+            delivered: HashMap::new(),
+            live: StreamMap::new(),
+            own: None,
+        })
+    }
+
+    /// Runs the stream until the client leaves, the server shuts down or a dependency fails.
+    /// `frames` carries a `Chat` call's client frames; a `Subscribe` call passes `initial`.
+    pub async fn run<F>(mut self, initial: Option<pb::SubscribeRequest>, frames: Option<F>)
+    where
+        F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+    {
+        let natter = self.natter.clone();
+        if let Err(e) = natter.stream_opened(&self.user).await {
+            let _ = self.out.send(Err(e.into())).await;
+            return;
+        }
+        let end = self.serve(initial, frames).await;
+        natter.stream_closed(&self.user).await;
+        if let End::Failed(e) = end {
+            let _ = self.out.send(Err(e.into())).await;
+        }
+    }
+
+    async fn serve<F>(
+        &mut self,
+        initial: Option<pb::SubscribeRequest>,
+        mut frames: Option<F>,
+    ) -> End
+    where
+        F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+    {
+        if let Some(request) = initial {
+            if let Err(end) = self.subscribe(request).await {
+                return end;
+            }
+        }
+        let interval = self
+            .natter
+            .config
+            .heartbeat_interval
+            .max(Duration::from_millis(10));
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.natter.shutdown.clone();
+        loop {
+            let step = tokio::select! {
+                () = shutdown.cancelled() => Err(End::Closed),
+                () = self.out.closed() => Err(End::Closed),
+                _ = heartbeat.tick() => {
+                    self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
+                }
+                Some(item) = next_own(&mut self.own) => self.on_own_event(item).await,
+                Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
+                Some(frame) = next_frame(&mut frames) => match frame {
+                    Ok(frame) => self.on_frame(frame).await,
+                    Err(status) => {
+                        tracing::debug!(%status, "client frame stream failed");
+                        Err(End::Closed)
+                    }
+                },
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn send(&self, event: Ev) -> Result<(), End> {
+        self.out
+            .send(Ok(convert::event(event)))
+            .await
+            .map_err(|_| End::Closed)
+    }
+
+    /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
+    async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
+        let bus = self.natter.bus.clone();
+        // The user's own topic first: a room joined from now on is announced there.
+        self.own = Some(BroadcastStream::new(
+            bus.subscribe(&Topic::User(self.user.id.clone()))
+                .await
+                .map_err(ApiError::from)?,
+        ));
+        let rooms = self
+            .natter
+            .store
+            .rooms_of(&self.user.id)
+            .await
+            .map_err(ApiError::from)?;
+        for room in &rooms {
+            let receiver = bus
+                .subscribe(&Topic::Room(room.id.clone()))
+                .await
+                .map_err(ApiError::from)?;
+            self.live
+                .insert(room.id.clone(), BroadcastStream::new(receiver));
+        }
+        let mut views = Vec::with_capacity(rooms.len());
+        for room in &rooms {
+            views.push(self.natter.room_view(room, &self.user.id).await?);
+        }
+        let heartbeat_interval_ms =
+            u32::try_from(self.natter.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
+        self.send(Ev::Ready(pb::Ready {
+            rooms: views,
+            heartbeat_interval_ms,
+        }))
+        .await?;
+
+        let cursors: HashMap<&str, u64> = request
+            .resume
+            .iter()
+            .map(|c| (c.room_id.as_str(), c.after_seq))
+            .collect();
+        for room in &rooms {
+            // Without a cursor, the room starts at its newest message at subscription time;
+            // catching up from there still delivers anything sent since `rooms_of`.
+            // A cursor beyond the log (a confused client) is clamped, or it would swallow
+            // the next messages as duplicates.
+            let start = cursors
+                .get(room.id.as_str())
+                .copied()
+                .unwrap_or(room.last_seq);
+            self.follow_from(room, start.min(room.last_seq)).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts delivering a room's messages after `after_seq`, signalling trimmed history.
+    async fn follow_from(&mut self, room: &RoomRecord, after_seq: u64) -> Result<(), End> {
+        self.delivered.insert(room.id.clone(), after_seq);
+        self.catch_up(&room.id).await
+    }
+
+    /// Delivers everything in the log after the room's last delivered seq.
+    async fn catch_up(&mut self, room_id: &str) -> Result<(), End> {
+        loop {
+            let Some(&after) = self.delivered.get(room_id) else {
+                return Ok(());
+            };
+            let batch = self
+                .natter
+                .store
+                .messages_after(room_id, after, CATCH_UP_BATCH)
+                .await
+                .map_err(ApiError::from)?;
+            let Some(first) = batch.first() else {
+                return Ok(());
+            };
+            if first.seq > after + 1 {
+                self.send(Ev::HistoryTrimmed(pb::HistoryTrimmed {
+                    room_id: room_id.to_owned(),
+                    after_seq: after,
+                    first_available_seq: first.seq,
+                }))
+                .await?;
+            }
+            let full = batch.len() == CATCH_UP_BATCH;
+            for message in &batch {
+                self.send(Ev::Message(convert::message(message))).await?;
+                self.delivered.insert(room_id.to_owned(), message.seq);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_room_event(
+        &mut self,
+        room_id: String,
+        item: Result<SharedEvent, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        let event = match item {
+            Ok(event) => event,
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
+                return self.catch_up(&room_id).await;
+            }
+        };
+        match &event.event {
+            Some(Ev::Message(message)) => {
+                let Some(&delivered) = self.delivered.get(&room_id) else {
+                    return Ok(());
+                };
+                if message.seq <= delivered {
+                    Ok(())
+                } else if message.seq == delivered + 1 {
+                    self.delivered.insert(room_id, message.seq);
+                    self.send(Ev::Message(message.clone())).await
+                } else {
+                    self.catch_up(&room_id).await
+                }
+            }
+            Some(Ev::Typing(typing))
+                if typing.user.as_ref().is_some_and(|u| u.id == self.user.id) =>
+            {
+                Ok(())
+            }
+            Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
+                self.unfollow(&room_id);
+                self.send(Ev::RoomChanged(change.clone())).await
+            }
+            Some(other) => self.send(other.clone()).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn on_own_event(
+        &mut self,
+        item: Result<SharedEvent, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        let event = match item {
+            Ok(event) => event,
+            Err(BroadcastStreamRecvError::Lagged(_)) => return self.resync_rooms().await,
+        };
+        let Some(Ev::RoomChanged(change)) = &event.event else {
+            return Ok(());
+        };
+        let Some(room) = &change.room else {
+            return Ok(());
+        };
+        if change.change == RoomChange::Joined as i32 {
+            if self.delivered.contains_key(&room.id) {
+                return Ok(());
+            }
+            self.send(Ev::RoomChanged(change.clone())).await?;
+            let Some(record) = self
+                .natter
+                .store
+                .room(&room.id)
+                .await
+                .map_err(ApiError::from)?
+            else {
+                return Ok(());
+            };
+            let receiver = self
+                .natter
+                .bus
+                .subscribe(&Topic::Room(room.id.clone()))
+                .await
+                .map_err(ApiError::from)?;
+            self.live
+                .insert(room.id.clone(), BroadcastStream::new(receiver));
+            // Messages sent between the join and this subscription are in the log.
+            self.follow_from(&record, room.last_seq).await
+        } else if change.change == RoomChange::Left as i32 {
+            if self.unfollow(&room.id) {
+                self.send(Ev::RoomChanged(change.clone())).await?;
+            }
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left.
+    async fn resync_rooms(&mut self) -> Result<(), End> {
+        let rooms = self
+            .natter
+            .store
+            .rooms_of(&self.user.id)
+            .await
+            .map_err(ApiError::from)?;
+        let current: Vec<String> = self.delivered.keys().cloned().collect();
+        for id in current {
+            if !rooms.iter().any(|r| r.id == id) {
+                self.unfollow(&id);
+            }
+        }
+        for room in rooms {
+            if !self.delivered.contains_key(&room.id) {
+                let view = self.natter.room_view(&room, &self.user.id).await?;
+                let change = pb::RoomChanged {
+                    room: Some(view),
+                    change: RoomChange::Joined as i32,
+                    user: None,
+                };
+                self.send(Ev::RoomChanged(change)).await?;
+                let receiver = self
+                    .natter
+                    .bus
+                    .subscribe(&Topic::Room(room.id.clone()))
+                    .await
+                    .map_err(ApiError::from)?;
+                self.live
+                    .insert(room.id.clone(), BroadcastStream::new(receiver));
+                self.follow_from(&room, room.last_seq).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unfollow(&mut self, room_id: &str) -> bool {
+        self.live.remove(room_id);
+        self.delivered.remove(room_id).is_some()
+    }
+
+    /// Handles one `Chat` frame. Errors are answered on the stream; it stays open.
+    async fn on_frame(&mut self, frame: pb::ClientFrame) -> Result<(), End> {
+        let frame_id = frame.frame_id.clone();
+        let outcome: ApiResult<Option<Ev>> = match frame.frame {
+            Some(pb::client_frame::Frame::Subscribe(request)) => {
+                if self.own.is_some() {
+                    Err(ApiError::FailedPrecondition(
+                        "this stream is already subscribed",
+                    ))
+                } else {
+                    return self.subscribe(request).await;
+                }
+            }
+            Some(pb::client_frame::Frame::Send(send)) => {
+                crate::api::chat::send(&self.natter, &self.caller, send)
+                    .await
+                    .map(|message| {
+                        Some(Ev::SendAck(pb::SendAck {
+                            frame_id: frame_id.clone(),
+                            message: Some(message),
+                        }))
+                    })
+            }
+            Some(pb::client_frame::Frame::Typing(typing)) => {
+                crate::api::chat::typing(&self.natter, &self.caller, typing)
+                    .await
+                    .map(|()| None)
+            }
+            None => Err(crate::domain::InvalidField::new(
+                "frame",
+                "must be one of subscribe, send or typing",
+            )
+            .into()),
+        };
+        match outcome {
+            Ok(Some(event)) => self.send(event).await,
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                self.send(Ev::FrameError(pb::FrameError {
+                    frame_id,
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                }))
+                .await
+            }
+        }
+    }
+}
+
+async fn next_own(
+    own: &mut Option<BroadcastStream<SharedEvent>>,
+) -> Option<Result<SharedEvent, BroadcastStreamRecvError>> {
+    match own {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_frame<F>(frames: &mut Option<F>) -> Option<Result<pb::ClientFrame, Status>>
+where
+    F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+{
+    match frames {
+        Some(stream) => match stream.next().await {
+            Some(item) => Some(item),
+            None => {
+                // Half-closed by the client: stop polling it, keep the events flowing.
+                *frames = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
