@@ -1,0 +1,241 @@
+//! `spawn_app()` and typed clients: each test gets its own server on a free port with a
+//! fresh data directory.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use natter_proto::v1::{
+    self as pb, auth_service_client::AuthServiceClient, chat_service_client::ChatServiceClient,
+    event::Event as Ev,
+};
+use natter_server::Config;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// Upper bound on any single wait in tests: generous for a loaded 2-core CI machine.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub data_dir: Arc<TempDir>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let value: MetadataValue<_> = format!("Bearer {}", self.0).parse().expect("ascii token");
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+pub type Chat = ChatServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A registered user with a signed-in client.
+pub struct TestUser {
+    pub user: pb::User,
+    pub token: String,
+    pub chat: Chat,
+}
+
+/// Settings every test server uses unless a test changes them.
+pub fn test_config(data_dir: &TempDir) -> Config {
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.path().to_path_buf();
+    config.static_dir = data_dir.path().join("no-web-client");
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut config = test_config(&data_dir);
+    adjust(&mut config);
+    spawn_app_in(data_dir, config).await
+}
+
+/// Starts a server on `config` (its data dir must live as long as `data_dir`).
+pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        natter_server::telemetry::init("info,natter_server=debug");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let natter = natter_server::build(config).await.expect("build server");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(natter_server::run(listener, natter, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{addr}");
+    let channel = Channel::from_shared(url.clone()).unwrap().connect_lazy();
+    TestApp { addr, url, data_dir, channel, stop: Some(stop), handle: Some(handle) }
+}
+
+impl TestApp {
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn chat_with_token(&self, token: &str) -> Chat {
+        ChatServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_owned()))
+    }
+
+    /// Registers `username` with a fixed password and returns a signed-in client.
+    pub async fn register(&self, username: &str) -> TestUser {
+        let response = self
+            .auth()
+            .register(pb::RegisterRequest {
+                username: username.into(),
+                password: "correct-horse".into(),
+                display_name: format!("{username} display"),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        // Each user gets a connection of their own, as real clients do: on a shared HTTP/2
+        // connection, one user's unread stream would hold back everyone's responses.
+        let own_connection = Channel::from_shared(self.url.clone()).unwrap().connect_lazy();
+        TestUser {
+            user: response.user.unwrap(),
+            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(response.access_token.clone())),
+            token: response.access_token,
+        }
+    }
+
+    /// Graceful shutdown; returns the data directory for a restart.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.handle.take().unwrap())
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("server ran cleanly");
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestUser {
+    pub async fn create_room(&mut self, name: &str) -> pb::Room {
+        self.chat
+            .create_room(pb::CreateRoomRequest { name: name.into(), password: String::new() })
+            .await
+            .expect("create room")
+            .into_inner()
+    }
+
+    pub async fn join(&mut self, code: &str) -> pb::Room {
+        self.chat
+            .join_room(pb::JoinRoomRequest { code: code.into(), password: String::new() })
+            .await
+            .expect("join room")
+            .into_inner()
+    }
+
+    pub async fn send(&mut self, room_id: &str, text: &str) -> pb::Message {
+        self.chat
+            .send_message(pb::SendMessageRequest {
+                room_id: room_id.into(),
+                text: text.into(),
+                client_id: String::new(),
+            })
+            .await
+            .expect("send")
+            .into_inner()
+    }
+
+    pub async fn subscribe(&mut self, resume: Vec<pb::RoomCursor>) -> tonic::Streaming<pb::Event> {
+        self.chat
+            .subscribe(pb::SubscribeRequest { resume })
+            .await
+            .expect("subscribe")
+            .into_inner()
+    }
+
+    pub async fn history(&mut self, room_id: &str) -> Vec<pb::Message> {
+        self.chat
+            .get_history(pb::GetHistoryRequest { room_id: room_id.into(), before_seq: 0, limit: 200 })
+            .await
+            .expect("history")
+            .into_inner()
+            .messages
+    }
+}
+
+/// The next event other than a heartbeat, failing the test after [`WAIT`].
+pub async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> Ev {
+    loop {
+        let event = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("an event in time")
+            .expect("stream healthy")
+            .expect("stream open")
+            .event
+            .expect("event set");
+        if !matches!(event, Ev::Heartbeat(_)) {
+            return event;
+        }
+    }
+}
+
+/// Skips events until a message arrives and returns it.
+pub async fn next_message(stream: &mut tonic::Streaming<pb::Event>) -> pb::Message {
+    loop {
+        if let Ev::Message(message) = next_event(stream).await {
+            return message;
+        }
+    }
+}
+
+/// Skips events until `pick` accepts one.
+pub async fn wait_for<T>(stream: &mut tonic::Streaming<pb::Event>, mut pick: impl FnMut(Ev) -> Option<T>) -> T {
+    loop {
+        if let Some(found) = pick(next_event(stream).await) {
+            return found;
+        }
+    }
+}
+
+/// Expects the first event to be `Ready` and returns it.
+pub async fn expect_ready(stream: &mut tonic::Streaming<pb::Event>) -> pb::Ready {
+    match next_event(stream).await {
+        Ev::Ready(ready) => ready,
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
+/// Asserts a call failed with `code` and a message containing `needle`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: tonic::Code, needle: &str) {
+    let status = result.expect_err("call should fail");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "message {:?} should mention {needle:?}",
+        status.message()
+    );
+}

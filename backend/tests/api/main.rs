@@ -1,0 +1,12 @@
+//! Integration tests of natter-server: one binary, one module per area (zero2prod style).
+
+#![allow(unreachable_pub)]
+
+mod accounts;
+mod grpc_web;
+mod helpers;
+mod messages;
+mod persistence;
+mod probes;
+mod rooms;
+mod streams;
