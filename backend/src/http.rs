@@ -18,6 +18,7 @@ pub fn routes(natter: Arc<Natter>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/register", post(register))
         .route("/api/v1/login", post(login))
         .with_state(natter)
@@ -26,6 +27,17 @@ pub fn routes(natter: Arc<Natter>) -> Router {
 /// Liveness: the process serves requests.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Counters in the Prometheus text format.
+async fn metrics(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        natter.metrics.render(),
+    )
 }
 
 #[derive(Serialize)]

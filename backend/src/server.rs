@@ -42,6 +42,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
         config,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        metrics: Default::default(),
     }))
 }
 

@@ -7,7 +7,7 @@
 //! (a lagging receiver, a bus reconnect) triggers a read of the missing range from the log.
 //! The log, not the bus, is the source of truth; the bus only says "something new".
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use futures::{Stream, StreamExt};
 use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
@@ -22,6 +22,7 @@ use crate::{
     bus::{SharedEvent, Topic},
     convert,
     error::{ApiError, ApiResult},
+    metrics::Metrics,
     service::Natter,
     store::{RoomRecord, UserRecord},
 };
@@ -91,7 +92,9 @@ impl Session {
             let _ = self.out.send(Err(e.into())).await;
             return;
         }
+        natter.metrics.streams_open.fetch_add(1, Ordering::Relaxed);
         let end = self.serve(initial, frames).await;
+        natter.metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
         natter.stream_closed(&self.user).await;
         if let End::Failed(e) = end {
             let _ = self.out.send(Err(e.into())).await;
@@ -141,6 +144,14 @@ impl Session {
                 return end;
             }
         }
+    }
+
+    /// Delivers the next message of a room and records it as delivered.
+    async fn send_message(&mut self, message: pb::Message) -> Result<(), End> {
+        self.delivered.insert(message.room_id.clone(), message.seq);
+        self.send(Ev::Message(message)).await?;
+        Metrics::inc(&self.natter.metrics.messages_delivered);
+        Ok(())
     }
 
     async fn send(&self, event: Ev) -> Result<(), End> {
@@ -235,8 +246,7 @@ impl Session {
             }
             let full = batch.len() == CATCH_UP_BATCH;
             for message in &batch {
-                self.send(Ev::Message(convert::message(message))).await?;
-                self.delivered.insert(room_id.to_owned(), message.seq);
+                self.send_message(convert::message(message)).await?;
             }
             if !full {
                 return Ok(());
@@ -253,6 +263,7 @@ impl Session {
             Ok(event) => event,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => {
                 tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
+                Metrics::inc(&self.natter.metrics.stream_repairs);
                 return self.catch_up(&room_id).await;
             }
         };
@@ -264,9 +275,9 @@ impl Session {
                 if message.seq <= delivered {
                     Ok(())
                 } else if message.seq == delivered + 1 {
-                    self.delivered.insert(room_id, message.seq);
-                    self.send(Ev::Message(message.clone())).await
+                    self.send_message(message.clone()).await
                 } else {
+                    Metrics::inc(&self.natter.metrics.stream_repairs);
                     self.catch_up(&room_id).await
                 }
             }

@@ -47,6 +47,9 @@ impl Natter {
             created = appended.created,
             "message stored"
         );
+        if appended.created {
+            crate::metrics::Metrics::inc(&self.metrics.messages_stored);
+        }
         Ok(convert::message(&appended.message))
     }
 

@@ -33,6 +33,8 @@ pub struct Natter {
     pub shutdown: CancellationToken,
     /// Tracks stream tasks so shutdown can wait for them to finish cleanly.
     pub tasks: TaskTracker,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Natter {

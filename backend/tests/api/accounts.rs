@@ -4,14 +4,22 @@ use tonic::Code;
 use crate::helpers::*;
 
 fn register(username: &str, password: &str, display_name: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest { username: username.into(), password: password.into(), display_name: display_name.into() }
+    pb::RegisterRequest {
+        username: username.into(),
+        password: password.into(),
+        display_name: display_name.into(),
+    }
 }
 
 #[tokio::test]
 async fn register_login_and_refresh() {
     let app = spawn_app().await;
     let mut auth = app.auth();
-    let registered = auth.register(register("Alice", "correct-horse", "Alice A.")).await.unwrap().into_inner();
+    let registered = auth
+        .register(register("Alice", "correct-horse", "Alice A."))
+        .await
+        .unwrap()
+        .into_inner();
     let user = registered.user.unwrap();
     assert_eq!(user.username, "alice");
     assert_eq!(user.display_name, "Alice A.");
@@ -19,17 +27,26 @@ async fn register_login_and_refresh() {
     assert!(registered.expires_at > 0);
 
     let login = auth
-        .login(pb::LoginRequest { username: "ALICE".into(), password: "correct-horse".into() })
+        .login(pb::LoginRequest {
+            username: "ALICE".into(),
+            password: "correct-horse".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(login.user.unwrap().id, user.id);
 
     let mut request = tonic::Request::new(pb::RefreshTokenRequest {});
-    request.metadata_mut().insert("authorization", format!("Bearer {}", login.access_token).parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", login.access_token).parse().unwrap(),
+    );
     let refreshed = auth.refresh_token(request).await.unwrap().into_inner();
     assert_eq!(refreshed.user.unwrap().id, user.id);
-    app.chat_with_token(&refreshed.access_token).list_rooms(pb::ListRoomsRequest {}).await.unwrap();
+    app.chat_with_token(&refreshed.access_token)
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -41,8 +58,14 @@ async fn invalid_registrations_name_the_field() {
         (register("has space", "correct-horse", ""), "username"),
         (register(&"x".repeat(33), "correct-horse", ""), "username"),
         (register("bob", "short", ""), "password"),
-        (register("bob", "correct-horse", &"d".repeat(65)), "display_name"),
-        (register("bob", "correct-horse", "bell\u{7}"), "display_name"),
+        (
+            register("bob", "correct-horse", &"d".repeat(65)),
+            "display_name",
+        ),
+        (
+            register("bob", "correct-horse", "bell\u{7}"),
+            "display_name",
+        ),
     ];
     for (request, field) in cases {
         assert_status(auth.register(request).await, Code::InvalidArgument, field);
@@ -53,7 +76,13 @@ async fn invalid_registrations_name_the_field() {
 async fn taken_usernames_are_case_insensitive() {
     let app = spawn_app().await;
     app.register("carol").await;
-    assert_status(app.auth().register(register("CAROL", "correct-horse", "")).await, Code::AlreadyExists, "taken");
+    assert_status(
+        app.auth()
+            .register(register("CAROL", "correct-horse", ""))
+            .await,
+        Code::AlreadyExists,
+        "taken",
+    );
 }
 
 #[tokio::test]
@@ -61,8 +90,18 @@ async fn unknown_user_and_wrong_password_look_the_same() {
     let app = spawn_app().await;
     app.register("dave").await;
     let mut auth = app.auth();
-    let wrong = auth.login(pb::LoginRequest { username: "dave".into(), password: "wrong-password".into() }).await;
-    let unknown = auth.login(pb::LoginRequest { username: "nobody".into(), password: "wrong-password".into() }).await;
+    let wrong = auth
+        .login(pb::LoginRequest {
+            username: "dave".into(),
+            password: "wrong-password".into(),
+        })
+        .await;
+    let unknown = auth
+        .login(pb::LoginRequest {
+            username: "nobody".into(),
+            password: "wrong-password".into(),
+        })
+        .await;
     let (wrong, unknown) = (wrong.unwrap_err(), unknown.unwrap_err());
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(unknown.code(), Code::Unauthenticated);
@@ -73,22 +112,45 @@ async fn unknown_user_and_wrong_password_look_the_same() {
 async fn bad_tokens_are_unauthenticated() {
     let app = spawn_app().await;
     let user = app.register("erin").await;
-    let mut no_token = natter_proto::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
-    assert_status(no_token.list_rooms(pb::ListRoomsRequest {}).await, Code::Unauthenticated, "authorization");
+    let mut no_token =
+        natter_proto::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
+    assert_status(
+        no_token.list_rooms(pb::ListRoomsRequest {}).await,
+        Code::Unauthenticated,
+        "authorization",
+    );
 
     let mut malformed = no_token.clone();
     let mut request = tonic::Request::new(pb::ListRoomsRequest {});
-    request.metadata_mut().insert("authorization", "Basic abc".parse().unwrap());
-    assert_status(malformed.list_rooms(request).await, Code::Unauthenticated, "Bearer");
+    request
+        .metadata_mut()
+        .insert("authorization", "Basic abc".parse().unwrap());
+    assert_status(
+        malformed.list_rooms(request).await,
+        Code::Unauthenticated,
+        "Bearer",
+    );
 
-    assert_status(app.chat_with_token("not.a.jwt").list_rooms(pb::ListRoomsRequest {}).await, Code::Unauthenticated, "token");
+    assert_status(
+        app.chat_with_token("not.a.jwt")
+            .list_rooms(pb::ListRoomsRequest {})
+            .await,
+        Code::Unauthenticated,
+        "token",
+    );
 
     // Same claims, signed with another key.
     let mut parts: Vec<&str> = user.token.split('.').collect();
     let forged_signature = "A".repeat(parts[2].len());
     parts[2] = &forged_signature;
     let forged = parts.join(".");
-    assert_status(app.chat_with_token(&forged).list_rooms(pb::ListRoomsRequest {}).await, Code::Unauthenticated, "token");
+    assert_status(
+        app.chat_with_token(&forged)
+            .list_rooms(pb::ListRoomsRequest {})
+            .await,
+        Code::Unauthenticated,
+        "token",
+    );
 }
 
 #[tokio::test]
@@ -96,14 +158,23 @@ async fn expired_tokens_are_unauthenticated() {
     const SECRET: &str = "an-explicit-test-secret-of-32-bytes-or-more";
     let app = spawn_app_with(|c| c.jwt_secret = Some(SECRET.into())).await;
     let user = app.register("frank").await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = serde_json::json!({
         "sub": user.user.id, "role": "user", "iat": now - 7200, "exp": now - 3600,
         "iss": "natter", "aud": "natter-api",
     });
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
     let expired = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
-    assert_status(app.chat_with_token(&expired).list_rooms(pb::ListRoomsRequest {}).await, Code::Unauthenticated, "expired");
+    assert_status(
+        app.chat_with_token(&expired)
+            .list_rooms(pb::ListRoomsRequest {})
+            .await,
+        Code::Unauthenticated,
+        "expired",
+    );
 
     // The same claims with a future expiry pass: the rejection above is about expiry.
     let fresh = serde_json::json!({
@@ -111,13 +182,21 @@ async fn expired_tokens_are_unauthenticated() {
         "iss": "natter", "aud": "natter-api",
     });
     let fresh = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &fresh, &key).unwrap();
-    app.chat_with_token(&fresh).list_rooms(pb::ListRoomsRequest {}).await.unwrap();
+    app.chat_with_token(&fresh)
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn admins_come_from_config() {
     let app = spawn_app_with(|c| c.admins = vec!["root".into()]).await;
-    let response = app.auth().register(register("Root", "correct-horse", "")).await.unwrap().into_inner();
+    let response = app
+        .auth()
+        .register(register("Root", "correct-horse", ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(response.role, "admin");
 }
 
@@ -133,17 +212,63 @@ async fn directory_search_and_pagination() {
         page_size: size,
         page_token: token.into(),
     };
-    let first = alice.chat.list_users(page("", 2, "")).await.unwrap().into_inner();
-    assert_eq!(first.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
-    let second = alice.chat.list_users(page("", 2, &first.next_page_token)).await.unwrap().into_inner();
-    assert_eq!(second.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["bobby", "carol"]);
-    let third = alice.chat.list_users(page("", 2, &second.next_page_token)).await.unwrap().into_inner();
-    assert_eq!(third.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["dan"]);
+    let first = alice
+        .chat
+        .list_users(page("", 2, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    let second = alice
+        .chat
+        .list_users(page("", 2, &first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["bobby", "carol"]
+    );
+    let third = alice
+        .chat
+        .list_users(page("", 2, &second.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        third
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["dan"]
+    );
     assert!(third.next_page_token.is_empty());
 
-    let bobs = alice.chat.list_users(page("BOB", 0, "")).await.unwrap().into_inner();
+    let bobs = alice
+        .chat
+        .list_users(page("BOB", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(bobs.users.len(), 2);
-    let by_display = alice.chat.list_users(page("carol disp", 0, "")).await.unwrap().into_inner();
+    let by_display = alice
+        .chat
+        .list_users(page("carol disp", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(by_display.users[0].username, "carol");
     assert!(by_display.users.iter().all(|u| !u.online));
 }

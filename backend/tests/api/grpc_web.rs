@@ -4,8 +4,11 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use natter_proto::v1::{
+    self as pb, auth_service_client::AuthServiceClient, chat_service_client::ChatServiceClient,
+    event::Event as Ev,
+};
 use tonic::service::interceptor::InterceptedService;
-use natter_proto::v1::{self as pb, auth_service_client::AuthServiceClient, chat_service_client::ChatServiceClient, event::Event as Ev};
 use tonic_web::GrpcWebClientLayer;
 
 use crate::helpers::*;
@@ -17,7 +20,9 @@ type WebService = tonic_web::GrpcWebClientService<Client<HttpConnector, WebBody>
 /// unless asked to).
 fn web_service() -> WebService {
     let http1_only = Client::builder(TokioExecutor::new()).build_http::<WebBody>();
-    tower::ServiceBuilder::new().layer(GrpcWebClientLayer::new()).service(http1_only)
+    tower::ServiceBuilder::new()
+        .layer(GrpcWebClientLayer::new())
+        .service(http1_only)
 }
 
 #[tokio::test]
@@ -26,16 +31,31 @@ async fn unary_and_server_streaming_over_grpc_web() {
     let origin: http::Uri = app.url.parse().unwrap();
     let mut auth = AuthServiceClient::with_origin(web_service(), origin.clone());
     let signed_in = auth
-        .register(pb::RegisterRequest { username: "webby".into(), password: "correct-horse".into(), display_name: String::new() })
+        .register(pb::RegisterRequest {
+            username: "webby".into(),
+            password: "correct-horse".into(),
+            display_name: String::new(),
+        })
         .await
         .expect("register over gRPC-Web")
         .into_inner();
 
     let with_token = InterceptedService::new(web_service(), Bearer(signed_in.access_token.clone()));
     let mut chat = ChatServiceClient::with_origin(with_token, origin);
-    let room = chat.create_room(pb::CreateRoomRequest { name: "Web".into(), password: String::new() }).await.unwrap().into_inner();
+    let room = chat
+        .create_room(pb::CreateRoomRequest {
+            name: "Web".into(),
+            password: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
-    let mut events = chat.subscribe(pb::SubscribeRequest::default()).await.expect("subscribe over gRPC-Web").into_inner();
+    let mut events = chat
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .expect("subscribe over gRPC-Web")
+        .into_inner();
     let ready = expect_ready(&mut events).await;
     assert_eq!(ready.rooms[0].id, room.id);
 
@@ -52,7 +72,11 @@ async fn unary_and_server_streaming_over_grpc_web() {
 
     // Errors arrive as gRPC statuses too.
     assert_status(
-        auth.login(pb::LoginRequest { username: "webby".into(), password: "wrong-password".into() }).await,
+        auth.login(pb::LoginRequest {
+            username: "webby".into(),
+            password: "wrong-password".into(),
+        })
+        .await,
         tonic::Code::Unauthenticated,
         "wrong password",
     );

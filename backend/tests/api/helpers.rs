@@ -76,7 +76,9 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         natter_server::telemetry::init("info,natter_server=debug");
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().unwrap();
     let natter = natter_server::build(config).await.expect("build server");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -85,7 +87,14 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
     }));
     let url = format!("http://{addr}");
     let channel = Channel::from_shared(url.clone()).unwrap().connect_lazy();
-    TestApp { addr, url, data_dir, channel, stop: Some(stop), handle: Some(handle) }
+    TestApp {
+        addr,
+        url,
+        data_dir,
+        channel,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
 }
 
 impl TestApp {
@@ -111,10 +120,15 @@ impl TestApp {
             .into_inner();
         // Each user gets a connection of their own, as real clients do: on a shared HTTP/2
         // connection, one user's unread stream would hold back everyone's responses.
-        let own_connection = Channel::from_shared(self.url.clone()).unwrap().connect_lazy();
+        let own_connection = Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect_lazy();
         TestUser {
             user: response.user.unwrap(),
-            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(response.access_token.clone())),
+            chat: ChatServiceClient::with_interceptor(
+                own_connection,
+                Bearer(response.access_token.clone()),
+            ),
             token: response.access_token,
         }
     }
@@ -142,7 +156,10 @@ impl Drop for TestApp {
 impl TestUser {
     pub async fn create_room(&mut self, name: &str) -> pb::Room {
         self.chat
-            .create_room(pb::CreateRoomRequest { name: name.into(), password: String::new() })
+            .create_room(pb::CreateRoomRequest {
+                name: name.into(),
+                password: String::new(),
+            })
             .await
             .expect("create room")
             .into_inner()
@@ -150,7 +167,10 @@ impl TestUser {
 
     pub async fn join(&mut self, code: &str) -> pb::Room {
         self.chat
-            .join_room(pb::JoinRoomRequest { code: code.into(), password: String::new() })
+            .join_room(pb::JoinRoomRequest {
+                code: code.into(),
+                password: String::new(),
+            })
             .await
             .expect("join room")
             .into_inner()
@@ -178,7 +198,11 @@ impl TestUser {
 
     pub async fn history(&mut self, room_id: &str) -> Vec<pb::Message> {
         self.chat
-            .get_history(pb::GetHistoryRequest { room_id: room_id.into(), before_seq: 0, limit: 200 })
+            .get_history(pb::GetHistoryRequest {
+                room_id: room_id.into(),
+                before_seq: 0,
+                limit: 200,
+            })
             .await
             .expect("history")
             .into_inner()
@@ -212,7 +236,10 @@ pub async fn next_message(stream: &mut tonic::Streaming<pb::Event>) -> pb::Messa
 }
 
 /// Skips events until `pick` accepts one.
-pub async fn wait_for<T>(stream: &mut tonic::Streaming<pb::Event>, mut pick: impl FnMut(Ev) -> Option<T>) -> T {
+pub async fn wait_for<T>(
+    stream: &mut tonic::Streaming<pb::Event>,
+    mut pick: impl FnMut(Ev) -> Option<T>,
+) -> T {
     loop {
         if let Some(found) = pick(next_event(stream).await) {
             return found;
@@ -230,7 +257,11 @@ pub async fn expect_ready(stream: &mut tonic::Streaming<pb::Event>) -> pb::Ready
 
 /// Asserts a call failed with `code` and a message containing `needle`.
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: tonic::Code, needle: &str) {
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
     let status = result.expect_err("call should fail");
     assert_eq!(status.code(), code, "unexpected status: {status:?}");
     assert!(

@@ -22,18 +22,40 @@ async fn messages_get_consecutive_seqs_and_history_pages() {
     assert_eq!(last.sender_id, bob.user.id);
     assert_eq!(last.sender_name, "bob display");
 
-    let page = |before_seq: u64| pb::GetHistoryRequest { room_id: room.id.clone(), before_seq, limit: 3 };
+    let page = |before_seq: u64| pb::GetHistoryRequest {
+        room_id: room.id.clone(),
+        before_seq,
+        limit: 3,
+    };
     let newest = alice.chat.get_history(page(0)).await.unwrap().into_inner();
-    assert_eq!(newest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [6, 7, 8]);
+    assert_eq!(
+        newest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [6, 7, 8]
+    );
     assert!(newest.has_more);
     let older = alice.chat.get_history(page(6)).await.unwrap().into_inner();
-    assert_eq!(older.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(
+        older.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
     let oldest = alice.chat.get_history(page(3)).await.unwrap().into_inner();
-    assert_eq!(oldest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        oldest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(!oldest.has_more);
 
-    let rooms = alice.chat.list_rooms(pb::ListRoomsRequest {}).await.unwrap().into_inner().rooms;
-    assert_eq!(rooms[0].last_seq, 8, "last_seq lets clients count unread messages");
+    let rooms = alice
+        .chat
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .rooms;
+    assert_eq!(
+        rooms[0].last_seq, 8,
+        "last_seq lets clients count unread messages"
+    );
 }
 
 #[tokio::test]
@@ -46,23 +68,63 @@ async fn invalid_messages_name_the_field_and_store_nothing() {
         text,
         client_id: client_id.into(),
     };
-    for text in ["".to_string(), "   \n\t ".into(), "x".repeat(4001), "null\u{0}byte".into(), "esc\u{1b}[31m".into()] {
-        assert_status(alice.chat.send_message(send(text, "")).await, Code::InvalidArgument, "text");
+    for text in [
+        "".to_string(),
+        "   \n\t ".into(),
+        "x".repeat(4001),
+        "null\u{0}byte".into(),
+        "esc\u{1b}[31m".into(),
+    ] {
+        assert_status(
+            alice.chat.send_message(send(text, "")).await,
+            Code::InvalidArgument,
+            "text",
+        );
     }
-    assert_status(alice.chat.send_message(send("ok".into(), "has space")).await, Code::InvalidArgument, "client_id");
     assert_status(
-        alice.chat.send_message(pb::SendMessageRequest { room_id: String::new(), text: "hi".into(), client_id: String::new() }).await,
+        alice
+            .chat
+            .send_message(send("ok".into(), "has space"))
+            .await,
+        Code::InvalidArgument,
+        "client_id",
+    );
+    assert_status(
+        alice
+            .chat
+            .send_message(pb::SendMessageRequest {
+                room_id: String::new(),
+                text: "hi".into(),
+                client_id: String::new(),
+            })
+            .await,
         Code::InvalidArgument,
         "room_id",
     );
     assert_status(
-        alice.chat.send_message(pb::SendMessageRequest { room_id: "0".repeat(32), text: "hi".into(), client_id: String::new() }).await,
+        alice
+            .chat
+            .send_message(pb::SendMessageRequest {
+                room_id: "0".repeat(32),
+                text: "hi".into(),
+                client_id: String::new(),
+            })
+            .await,
         Code::NotFound,
         "room",
     );
     // 4000 characters (not bytes), with newlines and tabs, are fine.
     let long = format!("{}\n\t{}", "é".repeat(1998), "ü".repeat(2000));
-    assert_eq!(alice.chat.send_message(send(long, "")).await.unwrap().into_inner().seq, 1);
+    assert_eq!(
+        alice
+            .chat
+            .send_message(send(long, ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .seq,
+        1
+    );
     assert_eq!(alice.history(&room.id).await.len(), 1);
 }
 
@@ -79,11 +141,34 @@ async fn retrying_with_a_client_id_stores_nothing_new() {
         client_id: client_id.into(),
     };
 
-    let first = alice.chat.send_message(send("hello", "c-1")).await.unwrap().into_inner();
-    let retry = alice.chat.send_message(send("hello", "c-1")).await.unwrap().into_inner();
+    let first = alice
+        .chat
+        .send_message(send("hello", "c-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = alice
+        .chat
+        .send_message(send("hello", "c-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first, retry);
     // Keys are per sender: bob's "c-1" is a different message.
-    let bobs = bob.chat.send_message(send("hi", "c-1")).await.unwrap().into_inner();
+    let bobs = bob
+        .chat
+        .send_message(send("hi", "c-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(bobs.seq, 2);
-    assert_eq!(alice.history(&room.id).await.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        alice
+            .history(&room.id)
+            .await
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
 }

@@ -9,7 +9,14 @@ async fn everything_survives_a_restart() {
     let mut bob = app.register("bob").await;
     let room = alice.create_room("General").await;
     bob.join(&room.code).await;
-    let direct = alice.chat.open_direct(pb::OpenDirectRequest { user_id: bob.user.id.clone() }).await.unwrap().into_inner();
+    let direct = alice
+        .chat
+        .open_direct(pb::OpenDirectRequest {
+            user_id: bob.user.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..5 {
         alice.send(&room.id, &format!("before restart {i}")).await;
     }
@@ -22,19 +29,39 @@ async fn everything_survives_a_restart() {
 
     // The generated JWT secret was kept: old tokens still work, and so do passwords.
     let mut old_token = app.chat_with_token(&alice.token);
-    let rooms = old_token.list_rooms(pb::ListRoomsRequest {}).await.unwrap().into_inner().rooms;
+    let rooms = old_token
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .rooms;
     assert_eq!(rooms.len(), 2);
     let login = app
         .auth()
-        .login(pb::LoginRequest { username: "bob".into(), password: "correct-horse".into() })
+        .login(pb::LoginRequest {
+            username: "bob".into(),
+            password: "correct-horse".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    let mut bob = TestUser { user: login.user.unwrap(), chat: app.chat_with_token(&login.access_token), token: login.access_token };
+    let mut bob = TestUser {
+        user: login.user.unwrap(),
+        chat: app.chat_with_token(&login.access_token),
+        token: login.access_token,
+    };
 
     assert_eq!(bob.history(&room.id).await, before);
     assert_eq!(bob.history(&direct.id).await[0].text, "psst");
-    let members = bob.chat.list_members(pb::ListMembersRequest { room_id: room.id.clone() }).await.unwrap().into_inner().members;
+    let members = bob
+        .chat
+        .list_members(pb::ListMembersRequest {
+            room_id: room.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
     assert_eq!(members.len(), 2);
     // The sequence continues where it stopped, and the join code still works.
     assert_eq!(bob.send(&room.id, "after restart").await.seq, 6);

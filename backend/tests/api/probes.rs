@@ -1,5 +1,7 @@
 use natter_proto::v1 as pb;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -12,7 +14,13 @@ async fn grpc_health_answers() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "natter.v1.ChatService", "natter.v1.AuthService"] {
-        let response = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(response.status, ServingStatus::Serving as i32, "{service}");
     }
 }
@@ -21,23 +29,39 @@ async fn grpc_health_answers() {
 async fn reflection_lists_and_describes_services() {
     let app = spawn_app().await;
     let mut reflection = ServerReflectionClient::new(app.channel.clone());
-    let request = |message| ServerReflectionRequest { host: String::new(), message_request: Some(message) };
+    let request = |message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    };
     let responses = reflection
         .server_reflection_info(tokio_stream::iter([
             request(MessageRequest::ListServices(String::new())),
-            request(MessageRequest::FileContainingSymbol("natter.v1.ChatService".into())),
+            request(MessageRequest::FileContainingSymbol(
+                "natter.v1.ChatService".into(),
+            )),
         ]))
         .await
         .unwrap()
         .into_inner();
     use futures::StreamExt;
-    let responses: Vec<_> = responses.map(|r| r.unwrap().message_response.unwrap()).collect().await;
-    let MessageResponse::ListServicesResponse(list) = &responses[0] else { panic!("{:?}", responses[0]) };
+    let responses: Vec<_> = responses
+        .map(|r| r.unwrap().message_response.unwrap())
+        .collect()
+        .await;
+    let MessageResponse::ListServicesResponse(list) = &responses[0] else {
+        panic!("{:?}", responses[0])
+    };
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in ["natter.v1.AuthService", "natter.v1.ChatService", "grpc.health.v1.Health"] {
+    for expected in [
+        "natter.v1.AuthService",
+        "natter.v1.ChatService",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.contains(&expected), "{names:?}");
     }
-    let MessageResponse::FileDescriptorResponse(files) = &responses[1] else { panic!("{:?}", responses[1]) };
+    let MessageResponse::FileDescriptorResponse(files) = &responses[1] else {
+        panic!("{:?}", responses[1])
+    };
     assert!(!files.file_descriptor_proto.is_empty());
 }
 
@@ -47,21 +71,60 @@ async fn http_probes_and_json_auth_share_the_port() {
     let health = http_request(&app, "GET", "/healthz", None).await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let ready = http_request(&app, "GET", "/readyz", None).await;
-    assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("\"ready\":true"), "{ready}");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("\"ready\":true"),
+        "{ready}"
+    );
 
     let body = r#"{"username":"Scripted","password":"correct-horse","display_name":"Bot"}"#;
     let registered = http_request(&app, "POST", "/api/v1/register", Some(body)).await;
-    assert!(registered.starts_with("HTTP/1.1 200") && registered.contains("access_token"), "{registered}");
+    assert!(
+        registered.starts_with("HTTP/1.1 200") && registered.contains("access_token"),
+        "{registered}"
+    );
     let again = http_request(&app, "POST", "/api/v1/register", Some(body)).await;
-    assert!(again.starts_with("HTTP/1.1 409") && again.contains("ALREADY_EXISTS"), "{again}");
-    let invalid = http_request(&app, "POST", "/api/v1/register", Some(r#"{"username":"x","password":"correct-horse"}"#)).await;
-    assert!(invalid.starts_with("HTTP/1.1 400") && invalid.contains("username"), "{invalid}");
-    let login = http_request(&app, "POST", "/api/v1/login", Some(r#"{"username":"scripted","password":"correct-horse"}"#)).await;
+    assert!(
+        again.starts_with("HTTP/1.1 409") && again.contains("ALREADY_EXISTS"),
+        "{again}"
+    );
+    let invalid = http_request(
+        &app,
+        "POST",
+        "/api/v1/register",
+        Some(r#"{"username":"x","password":"correct-horse"}"#),
+    )
+    .await;
+    assert!(
+        invalid.starts_with("HTTP/1.1 400") && invalid.contains("username"),
+        "{invalid}"
+    );
+    let login = http_request(
+        &app,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"username":"scripted","password":"correct-horse"}"#),
+    )
+    .await;
     assert!(login.starts_with("HTTP/1.1 200"), "{login}");
-    let token = login.split("\"access_token\":\"").nth(1).unwrap().split('"').next().unwrap();
+    let token = login
+        .split("\"access_token\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     // The token works on the gRPC API of the same port.
-    app.chat_with_token(token).list_rooms(pb::ListRoomsRequest {}).await.unwrap();
-    let bad = http_request(&app, "POST", "/api/v1/login", Some(r#"{"username":"scripted","password":"nope-nope"}"#)).await;
+    app.chat_with_token(token)
+        .list_rooms(pb::ListRoomsRequest {})
+        .await
+        .unwrap();
+    let bad = http_request(
+        &app,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"username":"scripted","password":"nope-nope"}"#),
+    )
+    .await;
     assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
 }
 
@@ -76,6 +139,9 @@ pub async fn http_request(app: &TestApp, method: &str, path: &str, body: Option<
     );
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }

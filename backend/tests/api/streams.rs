@@ -8,7 +8,10 @@ use tonic::Code;
 use crate::helpers::*;
 
 fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
-    pb::RoomCursor { room_id: room_id.into(), after_seq }
+    pb::RoomCursor {
+        room_id: room_id.into(),
+        after_seq,
+    }
 }
 
 #[tokio::test]
@@ -22,15 +25,29 @@ async fn two_users_exchange_messages_through_subscribe() {
     let mut alice_events = alice.subscribe(vec![]).await;
     let mut bob_events = bob.subscribe(vec![]).await;
     let ready = expect_ready(&mut alice_events).await;
-    assert_eq!(ready.rooms.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [room.id.as_str()]);
+    assert_eq!(
+        ready
+            .rooms
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        [room.id.as_str()]
+    );
     assert!(ready.heartbeat_interval_ms > 0);
     expect_ready(&mut bob_events).await;
 
     alice.send(&room.id, "hi bob").await;
     let got = next_message(&mut bob_events).await;
-    assert_eq!((got.seq, got.text.as_str(), got.sender_id.as_str()), (1, "hi bob", alice.user.id.as_str()));
+    assert_eq!(
+        (got.seq, got.text.as_str(), got.sender_id.as_str()),
+        (1, "hi bob", alice.user.id.as_str())
+    );
     bob.send(&room.id, "hi alice").await;
-    assert_eq!(next_message(&mut alice_events).await.seq, 1, "own messages are on the stream too");
+    assert_eq!(
+        next_message(&mut alice_events).await.seq,
+        1,
+        "own messages are on the stream too"
+    );
     let reply = next_message(&mut alice_events).await;
     assert_eq!((reply.seq, reply.text.as_str()), (2, "hi alice"));
 }
@@ -63,10 +80,21 @@ async fn rooms_joined_after_subscribing_are_followed() {
 
     alice.send(&room.id, "after bob").await;
     let got = next_message(&mut bob_events).await;
-    assert_eq!((got.seq, got.text.as_str()), (2, "after bob"), "a joined room starts at its newest message");
+    assert_eq!(
+        (got.seq, got.text.as_str()),
+        (2, "after bob"),
+        "a joined room starts at its newest message"
+    );
 
     // A direct conversation opened by someone else shows up the same way.
-    let direct = alice.chat.open_direct(pb::OpenDirectRequest { user_id: bob.user.id.clone() }).await.unwrap().into_inner();
+    let direct = alice
+        .chat
+        .open_direct(pb::OpenDirectRequest {
+            user_id: bob.user.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     alice.send(&direct.id, "psst").await;
     let joined = wait_for(&mut bob_events, |e| match e {
         Ev::RoomChanged(c) if c.change == RoomChange::Joined as i32 => c.room,
@@ -75,10 +103,18 @@ async fn rooms_joined_after_subscribing_are_followed() {
     .await;
     assert_eq!(joined.id, direct.id);
     let got = next_message(&mut bob_events).await;
-    assert_eq!((got.room_id.as_str(), got.text.as_str()), (direct.id.as_str(), "psst"));
+    assert_eq!(
+        (got.room_id.as_str(), got.text.as_str()),
+        (direct.id.as_str(), "psst")
+    );
 
     // Leaving removes the room from the stream.
-    bob.chat.leave_room(pb::LeaveRoomRequest { room_id: room.id.clone() }).await.unwrap();
+    bob.chat
+        .leave_room(pb::LeaveRoomRequest {
+            room_id: room.id.clone(),
+        })
+        .await
+        .unwrap();
     let left = wait_for(&mut bob_events, |e| match e {
         Ev::RoomChanged(c) if c.change == RoomChange::Left as i32 => c.room,
         _ => None,
@@ -142,7 +178,9 @@ async fn cursors_replay_what_was_missed_while_offline() {
     }
 
     // Bob had seen general up to 2 and random up to 4; no cursor means "from now".
-    let mut events = bob.subscribe(vec![cursor(&general.id, 2), cursor(&random.id, 4)]).await;
+    let mut events = bob
+        .subscribe(vec![cursor(&general.id, 2), cursor(&random.id, 4)])
+        .await;
     expect_ready(&mut events).await;
     let mut per_room: std::collections::HashMap<String, Vec<u64>> = Default::default();
     for _ in 0..4 {
@@ -159,12 +197,22 @@ async fn cursors_replay_what_was_missed_while_offline() {
 async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
     // More messages than the bus buffers (1024) plus the outbox (128): the unread stream's
     // bus receiver lags, and the session must fill the hole from the log.
-    const TOTAL: u64 = 1400;
+    const TOTAL: u64 = 3000;
     let app = spawn_app().await;
     let mut alice = app.register("alice").await;
     let mut bob = app.register("bob").await;
     let room = alice.create_room("Flood").await;
     bob.join(&room.code).await;
+    // Small HTTP/2 windows, so that the client side buffers only a few messages.
+    let small_windows = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect_lazy();
+    bob.chat = natter_proto::v1::chat_service_client::ChatServiceClient::with_interceptor(
+        small_windows,
+        Bearer(bob.token.clone()),
+    );
     let mut events = bob.subscribe(vec![]).await;
     expect_ready(&mut events).await;
     for i in 1..=TOTAL {
@@ -175,6 +223,19 @@ async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
         seen.push(next_message(&mut events).await.seq);
     }
     assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>());
+    let metrics = crate::probes::http_request(&app, "GET", "/metrics", None).await;
+    let repairs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("natter_stream_repairs_total "))
+        .expect("repair counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(repairs > 0, "the lag path was exercised:\n{metrics}");
+    assert!(
+        metrics.contains(&format!("natter_messages_stored_total {TOTAL}")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -196,12 +257,37 @@ async fn presence_and_typing_reach_room_members() {
     .await;
     assert!(online.online);
     assert_eq!(online.room_id, room.id);
-    let members = alice.chat.list_members(pb::ListMembersRequest { room_id: room.id.clone() }).await.unwrap().into_inner().members;
-    assert!(members.iter().all(|m| m.user.as_ref().unwrap().online), "both hold a stream");
-    let directory = alice.chat.list_users(pb::ListUsersRequest { query: "bob".into(), ..Default::default() }).await.unwrap().into_inner();
+    let members = alice
+        .chat
+        .list_members(pb::ListMembersRequest {
+            room_id: room.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert!(
+        members.iter().all(|m| m.user.as_ref().unwrap().online),
+        "both hold a stream"
+    );
+    let directory = alice
+        .chat
+        .list_users(pb::ListUsersRequest {
+            query: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(directory.users[0].online);
 
-    bob.chat.set_typing(pb::SetTypingRequest { room_id: room.id.clone(), typing: true }).await.unwrap();
+    bob.chat
+        .set_typing(pb::SetTypingRequest {
+            room_id: room.id.clone(),
+            typing: true,
+        })
+        .await
+        .unwrap();
     let typing = wait_for(&mut alice_events, |e| match e {
         Ev::Typing(t) => Some(t),
         _ => None,
@@ -231,7 +317,13 @@ async fn deleting_a_room_tells_its_members() {
     bob.join(&room.code).await;
     let mut bob_events = bob.subscribe(vec![]).await;
     expect_ready(&mut bob_events).await;
-    alice.chat.delete_room(pb::DeleteRoomRequest { room_id: room.id.clone() }).await.unwrap();
+    alice
+        .chat
+        .delete_room(pb::DeleteRoomRequest {
+            room_id: room.id.clone(),
+        })
+        .await
+        .unwrap();
     let deleted = wait_for(&mut bob_events, |e| match e {
         Ev::RoomChanged(c) if c.change == RoomChange::Deleted as i32 => c.room,
         _ => None,
@@ -248,7 +340,11 @@ async fn idle_streams_get_heartbeats() {
     let ready = expect_ready(&mut events).await;
     assert_eq!(ready.heartbeat_interval_ms, 100);
     for _ in 0..2 {
-        let event = tokio::time::timeout(WAIT, events.message()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(WAIT, events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(matches!(event.event, Some(Ev::Heartbeat(_))), "{event:?}");
     }
 }
@@ -264,17 +360,36 @@ async fn chat_streams_send_acknowledge_and_receive() {
     expect_ready(&mut bob_events).await;
 
     let (frames, outgoing) = mpsc::channel(16);
-    let mut alice_events = alice.chat.chat(ReceiverStream::new(outgoing)).await.unwrap().into_inner();
-    let frame = |id: &str, frame: pb::client_frame::Frame| pb::ClientFrame { frame: Some(frame), frame_id: id.into() };
-    frames.send(frame("f0", pb::client_frame::Frame::Subscribe(pb::SubscribeRequest::default()))).await.unwrap();
+    let mut alice_events = alice
+        .chat
+        .chat(ReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    let frame = |id: &str, frame: pb::client_frame::Frame| pb::ClientFrame {
+        frame: Some(frame),
+        frame_id: id.into(),
+    };
+    frames
+        .send(frame(
+            "f0",
+            pb::client_frame::Frame::Subscribe(pb::SubscribeRequest::default()),
+        ))
+        .await
+        .unwrap();
     expect_ready(&mut alice_events).await;
 
-    let send = |text: &str, client_id: &str| pb::client_frame::Frame::Send(pb::SendMessageRequest {
-        room_id: room.id.clone(),
-        text: text.into(),
-        client_id: client_id.into(),
-    });
-    frames.send(frame("f1", send("over chat", "k1"))).await.unwrap();
+    let send = |text: &str, client_id: &str| {
+        pb::client_frame::Frame::Send(pb::SendMessageRequest {
+            room_id: room.id.clone(),
+            text: text.into(),
+            client_id: client_id.into(),
+        })
+    };
+    frames
+        .send(frame("f1", send("over chat", "k1")))
+        .await
+        .unwrap();
     let ack = wait_for(&mut alice_events, |e| match e {
         Ev::SendAck(a) => Some(a),
         _ => None,
@@ -299,25 +414,46 @@ async fn chat_streams_send_acknowledge_and_receive() {
         _ => None,
     })
     .await;
-    assert_eq!((error.frame_id.as_str(), error.code), ("f2", Code::InvalidArgument as i32));
+    assert_eq!(
+        (error.frame_id.as_str(), error.code),
+        ("f2", Code::InvalidArgument as i32)
+    );
     assert!(error.message.contains("text"));
-    frames.send(frame("f3", pb::client_frame::Frame::Subscribe(pb::SubscribeRequest::default()))).await.unwrap();
+    frames
+        .send(frame(
+            "f3",
+            pb::client_frame::Frame::Subscribe(pb::SubscribeRequest::default()),
+        ))
+        .await
+        .unwrap();
     let error = wait_for(&mut alice_events, |e| match e {
         Ev::FrameError(f) => Some(f),
         _ => None,
     })
     .await;
-    assert_eq!((error.frame_id.as_str(), error.code), ("f3", Code::FailedPrecondition as i32));
+    assert_eq!(
+        (error.frame_id.as_str(), error.code),
+        ("f3", Code::FailedPrecondition as i32)
+    );
 
     // Typing over the stream, and a retried send with the same key is acknowledged with
     // the original message.
     frames
-        .send(frame("f4", pb::client_frame::Frame::Typing(pb::SetTypingRequest { room_id: room.id.clone(), typing: true })))
+        .send(frame(
+            "f4",
+            pb::client_frame::Frame::Typing(pb::SetTypingRequest {
+                room_id: room.id.clone(),
+                typing: true,
+            }),
+        ))
         .await
         .unwrap();
     assert!(matches!(next_event(&mut bob_events).await, Ev::Message(m) if m.seq == 2));
     assert!(matches!(next_event(&mut bob_events).await, Ev::Typing(t) if t.typing));
-    frames.send(frame("f5", send("over chat", "k1"))).await.unwrap();
+    frames
+        .send(frame("f5", send("over chat", "k1")))
+        .await
+        .unwrap();
     let ack = wait_for(&mut alice_events, |e| match e {
         Ev::SendAck(a) => Some(a),
         _ => None,

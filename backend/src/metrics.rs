@@ -1,0 +1,60 @@
+//! A few process-wide counters, exposed at `GET /metrics` in the Prometheus text format.
+//! Hand-rolled atomics: the set is small and fixed, and a metrics framework would cost more
+//! than it brings here.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters of one server instance.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Messages appended to a log (retries with a known client_id excluded).
+    pub messages_stored: AtomicU64,
+    /// Messages written to event streams, replays included.
+    pub messages_delivered: AtomicU64,
+    /// Times a stream found a hole in its live feed and filled it from the log.
+    pub stream_repairs: AtomicU64,
+    /// Event streams (Subscribe and Chat) open now.
+    pub streams_open: AtomicI64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of all counters.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        line(
+            "natter_messages_stored_total",
+            "counter",
+            "Messages appended to a room log.",
+            self.messages_stored.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_messages_delivered_total",
+            "counter",
+            "Messages written to event streams, replays included.",
+            self.messages_delivered.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_stream_repairs_total",
+            "counter",
+            "Holes in a stream's live feed filled from the log.",
+            self.stream_repairs.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_streams_open",
+            "gauge",
+            "Event streams open now.",
+            self.streams_open.load(Ordering::Relaxed).to_string(),
+        );
+        out
+    }
+}
