@@ -109,10 +109,10 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        if let Some(request) = initial {
-            if let Err(end) = self.subscribe(request).await {
-                return end;
-            }
+        if let Some(request) = initial
+            && let Err(end) = self.subscribe(request).await
+        {
+            return end;
         }
         let interval = self
             .natter

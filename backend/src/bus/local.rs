@@ -37,11 +37,11 @@ impl LocalBus {
     /// append lock, so that publish order equals seq order.
     pub fn publish_now(&self, topic: &Topic, event: Event) {
         let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
-        if let Some(sender) = topics.get(topic) {
-            if sender.send(Arc::new(event)).is_err() {
-                // Nobody listens any more: forget the channel so the map does not grow.
-                topics.remove(topic);
-            }
+        if let Some(sender) = topics.get(topic)
+            && sender.send(Arc::new(event)).is_err()
+        {
+            // Nobody listens any more: forget the channel so the map does not grow.
+            topics.remove(topic);
         }
     }
 

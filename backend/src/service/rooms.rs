@@ -70,12 +70,12 @@ impl Natter {
             .room_by_code(code.as_str())
             .await?
             .ok_or(ApiError::NotFound("no room has this code"))?;
-        if let Some(hash) = &room.password_hash {
-            if !self.store.is_member(&room.id, &user.id).await?
-                && !auth::verify_password(password.to_owned(), hash.clone()).await?
-            {
-                return Err(ApiError::PermissionDenied("wrong room password"));
-            }
+        // Members are not asked again: joining twice just returns the room.
+        if let Some(hash) = &room.password_hash
+            && !self.store.is_member(&room.id, &user.id).await?
+            && !auth::verify_password(password.to_owned(), hash.clone()).await?
+        {
+            return Err(ApiError::PermissionDenied("wrong room password"));
         }
         let view = convert::room(&room, None);
         if self.store.add_member(&room.id, &user.id).await? {

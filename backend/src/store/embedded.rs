@@ -418,17 +418,17 @@ impl Store for EmbeddedStore {
                 let room = message.room_id.as_str();
                 let mut client_ids = txn.open_table(CLIENT_IDS)?;
                 let key = (room, message.sender_id.as_str(), message.client_id.as_str());
-                if !message.client_id.is_empty() {
-                    if let Some(seq) = client_ids.get(key)?.map(|g| g.value()) {
-                        let messages = txn.open_table(MESSAGES)?;
-                        let bytes = messages
-                            .get((room, seq))?
-                            .context("idempotency key points nowhere")?;
-                        return Ok(Appended {
-                            message: decode(bytes.value())?,
-                            created: false,
-                        });
-                    }
+                if !message.client_id.is_empty()
+                    && let Some(seq) = client_ids.get(key)?.map(|g| g.value())
+                {
+                    let messages = txn.open_table(MESSAGES)?;
+                    let bytes = messages
+                        .get((room, seq))?
+                        .context("idempotency key points nowhere")?;
+                    return Ok(Appended {
+                        message: decode(bytes.value())?,
+                        created: false,
+                    });
                 }
                 let mut seqs = txn.open_table(ROOM_SEQ)?;
                 let last = seqs
