@@ -176,23 +176,30 @@ pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyho
         let bytes: [u8; 32] = rand::rng().random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
-    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    write_private_atomically(&path, &secret)
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a JWT secret");
     Ok(secret.into_bytes())
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Writes a file readable by its owner only, via a synced temporary file renamed into place:
+/// a crash leaves either no file or the whole one, never an empty secret.
+fn write_private_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let temporary = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// Hashes a password with argon2id on a blocking thread (it takes tens of milliseconds).
 pub async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_permit(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -200,34 +207,65 @@ pub async fn hash_password(password: String) -> ApiResult<String> {
             .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(ApiError::Internal)
 }
 
 /// Checks a password against a stored argon2 hash on a blocking thread.
 pub async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_permit(move || {
         let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
         Ok(Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(ApiError::Internal)
+}
+
+static DUMMY_HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// Computes the hash that logins of unknown users verify against, at startup: a failure
+/// stops the server instead of making unknown users distinguishable later.
+pub async fn init_dummy_hash() -> anyhow::Result<()> {
+    DUMMY_HASH
+        .get_or_try_init(|| async {
+            hash_password("natter-dummy-password".into())
+                .await
+                .map_err(|e| anyhow::anyhow!("computing the dummy password hash: {e:?}"))
+        })
+        .await?;
+    Ok(())
 }
 
 /// A hash to verify against when the user does not exist, so that an unknown username
 /// costs as much time as a wrong password and does not reveal which accounts exist.
-pub async fn dummy_hash() -> &'static str {
-    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DUMMY
-        .get_or_init(|| async {
-            hash_password("natter-dummy-password".into())
-                .await
-                .unwrap_or_default()
-        })
+pub fn dummy_hash() -> ApiResult<&'static str> {
+    DUMMY_HASH
+        .get()
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the dummy hash was not initialised")))
+}
+
+/// Bounds concurrent argon2 work (about 19 MiB and tens of milliseconds each) to the number
+/// of cores, so a flood of sign-ins queues instead of exhausting memory and the blocking
+/// thread pool that the embedded store also uses.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+async fn with_hashing_permit<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let _permit = hashing_permits()
+        .acquire()
         .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
 }
 
 /// Time since the unix epoch.

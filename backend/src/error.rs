@@ -40,6 +40,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::UsernameTaken => ApiError::AlreadyExists("username is already taken"),
+            StoreError::RoomNotFound => ApiError::NotFound("room not found"),
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Internal(cause) => ApiError::Internal(cause),
         }

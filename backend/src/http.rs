@@ -11,7 +11,11 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{api::auth::parse_registration, error::ApiError, service::Natter};
+use axum::extract::rejection::JsonRejection;
+
+use crate::{
+    api::auth::parse_registration, domain::InvalidField, error::ApiError, service::Natter,
+};
 
 /// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
 pub fn routes(natter: Arc<Natter>) -> Router {
@@ -127,10 +131,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body as JSON, or `INVALID_ARGUMENT` (as JSON) saying what is wrong with it.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value)
+        .map_err(|rejection| InvalidField::new("body", rejection.body_text()).into())
+}
+
 async fn register(
     State(natter): State<Arc<Natter>>,
-    Json(body): Json<RegisterBody>,
+    body: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<Json<AuthJson>, ApiError> {
+    let body = json_body(body)?;
     let (username, password, display_name) =
         parse_registration(&body.username, &body.password, &body.display_name)?;
     Ok(Json(
@@ -143,8 +154,9 @@ async fn register(
 
 async fn login(
     State(natter): State<Arc<Natter>>,
-    Json(body): Json<LoginBody>,
+    body: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<AuthJson>, ApiError> {
+    let body = json_body(body)?;
     Ok(Json(
         natter.login(&body.username, &body.password).await?.into(),
     ))

@@ -18,3 +18,4 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use server::{build, run, shutdown_signal};
+pub mod redis_schema;

@@ -15,7 +15,7 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
-    auth::{TokenKeys, load_or_create_secret},
+    auth::{self, TokenKeys, load_or_create_secret},
     bus::local::LocalBus,
     config::Config,
     http,
@@ -28,8 +28,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the store and bus the configuration asks for and loads the token keys.
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
+    auth::init_dummy_hash().await?;
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let bus = LocalBus::new();
@@ -43,7 +43,20 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         metrics: Default::default(),
+        typing: Default::default(),
     }))
+}
+
+/// Creates the data directory readable by its owner only: it holds password hashes,
+/// messages and the token secret.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
 /// The whole HTTP surface as one router. gRPC-Web is enabled per gRPC service: a
@@ -122,7 +135,19 @@ pub async fn run(
             tonic::transport::server::TcpIncoming::from(listener),
             signal,
         );
-    let served = server.await.context("serving");
+    // Once shutdown starts, connections get DRAIN_TIMEOUT to finish; a client that never
+    // reads cannot hold the process.
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        served = server => served.context("serving"),
+        () = deadline => {
+            tracing::warn!("connections still open after the drain timeout; stopping anyway");
+            Ok(())
+        }
+    };
     natter.tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, natter.tasks.wait())
         .await

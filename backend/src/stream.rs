@@ -19,7 +19,7 @@ use tonic::Status;
 
 use crate::{
     auth::{self, Caller},
-    bus::{SharedEvent, Topic},
+    bus::{BusMessage, SharedEvent, Topic},
     convert,
     error::{ApiError, ApiResult},
     metrics::Metrics,
@@ -154,11 +154,13 @@ impl Session {
         Ok(())
     }
 
+    /// Queues an event for the client. Waits while the client is slow (its bus receivers
+    /// lag meanwhile and are repaired later), but never past shutdown.
     async fn send(&self, event: Ev) -> Result<(), End> {
-        self.out
-            .send(Ok(convert::event(event)))
-            .await
-            .map_err(|_| End::Closed)
+        tokio::select! {
+            sent = self.out.send(Ok(convert::event(event))) => sent.map_err(|_| End::Closed),
+            () = self.natter.shutdown.cancelled() => Err(End::Closed),
+        }
     }
 
     /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
@@ -259,13 +261,16 @@ impl Session {
         room_id: String,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
-        let event = match item {
-            Ok(event) => event,
+        let shared = match item {
+            Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => {
                 tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
-                Metrics::inc(&self.natter.metrics.stream_repairs);
-                return self.catch_up(&room_id).await;
+                return self.repair_room(&room_id).await;
             }
+        };
+        let event = match shared.as_ref() {
+            BusMessage::Event(event) => event,
+            BusMessage::Resync => return self.repair_room(&room_id).await,
         };
         match &event.event {
             Some(Ev::Message(message)) => {
@@ -287,8 +292,7 @@ impl Session {
                 Ok(())
             }
             Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
-                self.unfollow(&room_id);
-                self.send(Ev::RoomChanged(change.clone())).await
+                self.drop_room(&room_id, change.clone()).await
             }
             Some(other) => self.send(other.clone()).await,
             None => Ok(()),
@@ -299,9 +303,12 @@ impl Session {
         &mut self,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
-        let event = match item {
-            Ok(event) => event,
+        let shared = match item {
+            Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(_)) => return self.resync_rooms().await,
+        };
+        let BusMessage::Event(event) = shared.as_ref() else {
+            return self.resync_rooms().await;
         };
         let Some(Ev::RoomChanged(change)) = &event.event else {
             return Ok(());
@@ -309,41 +316,86 @@ impl Session {
         let Some(room) = &change.room else {
             return Ok(());
         };
-        if change.change == RoomChange::Joined as i32 {
-            if self.delivered.contains_key(&room.id) {
-                return Ok(());
+        match RoomChange::try_from(change.change) {
+            Ok(RoomChange::Joined) => {
+                if self.delivered.contains_key(&room.id) {
+                    return Ok(());
+                }
+                let store = &self.natter.store;
+                let Some(record) = store.room(&room.id).await.map_err(ApiError::from)? else {
+                    return Ok(()); // deleted meanwhile
+                };
+                // Messages sent between the join and this subscription are in the log.
+                self.follow(&record, room.last_seq, Some(change.clone()))
+                    .await
             }
-            self.send(Ev::RoomChanged(change.clone())).await?;
-            let Some(record) = self
-                .natter
-                .store
-                .room(&room.id)
-                .await
-                .map_err(ApiError::from)?
-            else {
-                return Ok(());
-            };
-            let receiver = self
-                .natter
-                .bus
-                .subscribe(&Topic::Room(room.id.clone()))
-                .await
-                .map_err(ApiError::from)?;
-            self.live
-                .insert(room.id.clone(), BroadcastStream::new(receiver));
-            // Messages sent between the join and this subscription are in the log.
-            self.follow_from(&record, room.last_seq).await
-        } else if change.change == RoomChange::Left as i32 {
-            if self.unfollow(&room.id) {
-                self.send(Ev::RoomChanged(change.clone())).await?;
+            Ok(RoomChange::Left | RoomChange::Deleted) => {
+                self.drop_room(&room.id, change.clone()).await
             }
-            Ok(())
-        } else {
-            Ok(())
+            _ => Ok(()),
         }
     }
 
-    /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left.
+    /// Starts following a room: subscribes to its topic, announces it (if `joined` is given),
+    /// then delivers its log after `after_seq`.
+    async fn follow(
+        &mut self,
+        room: &RoomRecord,
+        after_seq: u64,
+        joined: Option<pb::RoomChanged>,
+    ) -> Result<(), End> {
+        let receiver = self
+            .natter
+            .bus
+            .subscribe(&Topic::Room(room.id.clone()))
+            .await
+            .map_err(ApiError::from)?;
+        self.live
+            .insert(room.id.clone(), BroadcastStream::new(receiver));
+        if let Some(change) = joined {
+            self.send(Ev::RoomChanged(change)).await?;
+        }
+        self.follow_from(room, after_seq).await
+    }
+
+    /// Stops following a room and tells the client why, once.
+    async fn drop_room(&mut self, room_id: &str, change: pb::RoomChanged) -> Result<(), End> {
+        self.live.remove(room_id);
+        if self.delivered.remove(room_id).is_some() {
+            self.send(Ev::RoomChanged(change)).await?;
+        }
+        Ok(())
+    }
+
+    /// After a hole in a room's live feed (lag, bus reconnect): the room may be gone, or the
+    /// user may have left it, while events were missed; otherwise the log fills the hole.
+    async fn repair_room(&mut self, room_id: &str) -> Result<(), End> {
+        Metrics::inc(&self.natter.metrics.stream_repairs);
+        let store = &self.natter.store;
+        let room = store.room(room_id).await.map_err(ApiError::from)?;
+        let member = store
+            .is_member(room_id, &self.user.id)
+            .await
+            .map_err(ApiError::from)?;
+        match room {
+            Some(_) if member => self.catch_up(room_id).await,
+            Some(room) => {
+                let change = room_changed(convert::room(&room, None), RoomChange::Left);
+                self.drop_room(room_id, change).await
+            }
+            None => {
+                let gone = pb::Room {
+                    id: room_id.to_owned(),
+                    ..Default::default()
+                };
+                self.drop_room(room_id, room_changed(gone, RoomChange::Deleted))
+                    .await
+            }
+        }
+    }
+
+    /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left or
+    /// deleted meanwhile, telling the client about each.
     async fn resync_rooms(&mut self) -> Result<(), End> {
         let rooms = self
             .natter
@@ -351,38 +403,24 @@ impl Session {
             .rooms_of(&self.user.id)
             .await
             .map_err(ApiError::from)?;
-        let current: Vec<String> = self.delivered.keys().cloned().collect();
-        for id in current {
+        let followed: Vec<String> = self.delivered.keys().cloned().collect();
+        for id in followed {
             if !rooms.iter().any(|r| r.id == id) {
-                self.unfollow(&id);
+                self.repair_room(&id).await?;
             }
         }
         for room in rooms {
             if !self.delivered.contains_key(&room.id) {
                 let view = self.natter.room_view(&room, &self.user.id).await?;
-                let change = pb::RoomChanged {
-                    room: Some(view),
-                    change: RoomChange::Joined as i32,
-                    user: None,
-                };
-                self.send(Ev::RoomChanged(change)).await?;
-                let receiver = self
-                    .natter
-                    .bus
-                    .subscribe(&Topic::Room(room.id.clone()))
-                    .await
-                    .map_err(ApiError::from)?;
-                self.live
-                    .insert(room.id.clone(), BroadcastStream::new(receiver));
-                self.follow_from(&room, room.last_seq).await?;
+                self.follow(
+                    &room,
+                    room.last_seq,
+                    Some(room_changed(view, RoomChange::Joined)),
+                )
+                .await?;
             }
         }
         Ok(())
-    }
-
-    fn unfollow(&mut self, room_id: &str) -> bool {
-        self.live.remove(room_id);
-        self.delivered.remove(room_id).is_some()
     }
 
     /// Handles one `Chat` frame. Errors are answered on the stream; it stays open.
@@ -432,6 +470,14 @@ impl Session {
                 .await
             }
         }
+    }
+}
+
+fn room_changed(room: pb::Room, change: RoomChange) -> pb::RoomChanged {
+    pb::RoomChanged {
+        room: Some(room),
+        change: change as i32,
+        user: None,
     }
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use natter_proto::v1::Event;
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, SharedEvent, TOPIC_CAPACITY, Topic};
+use super::{Bus, BusError, BusMessage, SharedEvent, TOPIC_CAPACITY, Topic};
 
 /// The embedded default's bus; cheap to clone (all clones share one state).
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,8 @@ struct Inner {
     /// Topic channels. A std mutex: it is never held across an `.await`, and each critical
     /// section is a map lookup, so an async mutex would only add overhead.
     topics: Mutex<HashMap<Topic, broadcast::Sender<SharedEvent>>>,
+    /// Size of `topics` after the last sweep of unused channels.
+    swept_at: Mutex<usize>,
     /// Open streams per user; a user is online while their count is above zero.
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -38,7 +40,7 @@ impl LocalBus {
     pub fn publish_now(&self, topic: &Topic, event: Event) {
         let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
         if let Some(sender) = topics.get(topic)
-            && sender.send(Arc::new(event)).is_err()
+            && sender.send(Arc::new(BusMessage::Event(event))).is_err()
         {
             // Nobody listens any more: forget the channel so the map does not grow.
             topics.remove(topic);
@@ -47,6 +49,14 @@ impl LocalBus {
 
     fn receiver(&self, topic: &Topic) -> broadcast::Receiver<SharedEvent> {
         let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
+        // Channels of topics nobody follows any more (closed streams, deleted rooms) are
+        // dropped whenever the map has doubled since the last sweep: amortised O(1).
+        let mut swept_at = self.inner.swept_at.lock().expect("bus lock poisoned");
+        if topics.len() >= (*swept_at * 2).max(64) {
+            topics.retain(|_, sender| sender.receiver_count() > 0);
+            *swept_at = topics.len();
+        }
+        drop(swept_at);
         topics
             .entry(topic.clone())
             .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
@@ -119,11 +129,24 @@ mod tests {
         let mut rx = bus.subscribe(&topic).await.unwrap();
         bus.publish(&topic, heartbeat(1)).await.unwrap();
         bus.publish(&topic, heartbeat(2)).await.unwrap();
-        assert_eq!(*rx.recv().await.unwrap(), heartbeat(1));
-        assert_eq!(*rx.recv().await.unwrap(), heartbeat(2));
+        assert_eq!(*rx.recv().await.unwrap(), BusMessage::Event(heartbeat(1)));
+        assert_eq!(*rx.recv().await.unwrap(), BusMessage::Event(heartbeat(2)));
         drop(rx);
         bus.publish(&topic, heartbeat(3)).await.unwrap();
         assert!(bus.inner.topics.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn channels_nobody_follows_are_swept() {
+        let bus = LocalBus::new();
+        let kept = bus.subscribe(&Topic::User("kept".into())).await.unwrap();
+        for i in 0..200 {
+            drop(bus.subscribe(&Topic::Room(format!("r{i}"))).await.unwrap());
+        }
+        let topics = bus.inner.topics.lock().unwrap();
+        assert!(topics.len() < 70, "{} channels left", topics.len());
+        assert!(topics.contains_key(&Topic::User("kept".into())));
+        drop(kept);
     }
 
     #[tokio::test]

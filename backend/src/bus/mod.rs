@@ -31,8 +31,18 @@ impl fmt::Display for Topic {
     }
 }
 
-/// An event as shared between all receivers of a topic.
-pub type SharedEvent = Arc<Event>;
+/// What a topic's receivers get.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    /// An event to deliver.
+    Event(Event),
+    /// The bus may have missed events (its connection to the broker was re-established):
+    /// receivers must re-read what they follow from the store.
+    Resync,
+}
+
+/// A bus message as shared between all receivers of a topic: built once, never copied.
+pub type SharedEvent = Arc<BusMessage>;
 
 /// Capacity of each topic's local broadcast. A receiver that falls further behind gets
 /// `Lagged` and repairs from the message log, so this bounds memory, not correctness.

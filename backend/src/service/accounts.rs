@@ -50,7 +50,7 @@ impl Natter {
         };
         let hash = match &user {
             Some(user) => user.password_hash.clone(),
-            None => auth::dummy_hash().await.to_owned(),
+            None => auth::dummy_hash()?.to_owned(),
         };
         let matches = auth::verify_password(password.to_owned(), hash).await?;
         match user {
@@ -108,20 +108,13 @@ impl Natter {
             )
             .into());
         }
-        // One extra row tells whether another page exists.
-        let mut users = self
+        let page = self
             .store
-            .list_users(query.trim(), page_token, limit + 1)
+            .list_users(query.trim(), page_token, limit)
             .await?;
-        let next_page_token = if users.len() > limit {
-            users.truncate(limit);
-            users.last().map(|u| u.username.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
         Ok(pb::ListUsersResponse {
-            users: self.users_view(&users).await?,
-            next_page_token,
+            users: self.users_view(&page.users).await?,
+            next_page_token: page.next_after.unwrap_or_default(),
         })
     }
 }

@@ -1,5 +1,11 @@
 //! Sending, history and typing.
 
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use natter_proto::v1 as pb;
 
 use super::Natter;
@@ -11,6 +17,36 @@ use crate::{
     error::ApiResult,
     store::{MessageRecord, NewMessage},
 };
+
+/// Shortest interval between two typing events of one user in one room. Clients send
+/// "typing" at most every few seconds; more is noise that would only push other events out
+/// of the room's broadcast buffer. Clients should expire a typing indicator by themselves.
+const TYPING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Drops typing events that follow another of the same user and room too closely.
+#[derive(Debug, Default)]
+pub struct TypingThrottle {
+    last: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl TypingThrottle {
+    /// Whether an event may go out now (and records it if so).
+    fn admit(&self, user_id: &str, room_id: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().expect("typing lock poisoned");
+        if last.len() > 10_000 {
+            last.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
+        }
+        let key = (user_id.to_owned(), room_id.to_owned());
+        match last.get(&key) {
+            Some(at) if now.duration_since(*at) < TYPING_INTERVAL => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
+    }
+}
 
 const DEFAULT_HISTORY: usize = 50;
 const MAX_HISTORY: usize = 200;
@@ -86,6 +122,9 @@ impl Natter {
     pub async fn set_typing(&self, caller: &Caller, room_id: &str, typing: bool) -> ApiResult<()> {
         let user = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
+        if !self.typing.admit(&user.id, room_id) {
+            return Ok(());
+        }
         let event = pb::event::Event::Typing(pb::Typing {
             room_id: room_id.to_owned(),
             user: Some(convert::user(&user, true)),
@@ -95,5 +134,19 @@ impl Natter {
             .publish(&Topic::Room(room_id.to_owned()), convert::event(event))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_is_throttled_per_user_and_room() {
+        let throttle = TypingThrottle::default();
+        assert!(throttle.admit("u1", "r1"));
+        assert!(!throttle.admit("u1", "r1"), "too soon after the last one");
+        assert!(throttle.admit("u1", "r2"), "another room");
+        assert!(throttle.admit("u2", "r1"), "another user");
     }
 }

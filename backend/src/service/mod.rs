@@ -2,7 +2,7 @@
 //! [`Natter`]. Inputs are validated domain values; outputs are the API's message types.
 
 mod accounts;
-mod messages;
+pub mod messages;
 mod rooms;
 
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub struct Natter {
     pub tasks: TaskTracker,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Rate limit of typing events.
+    pub typing: messages::TypingThrottle,
 }
 
 impl std::fmt::Debug for Natter {
@@ -136,7 +138,7 @@ impl Natter {
     /// Records a stream opening and, if the user just came online, tells their rooms.
     pub async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
         if self.bus.stream_opened(&user.id).await? {
-            self.announce_presence(user, true).await;
+            self.announce_presence(user).await;
         }
         Ok(())
     }
@@ -144,7 +146,7 @@ impl Natter {
     /// Records a stream closing and, if the user just went offline, tells their rooms.
     pub async fn stream_closed(&self, user: &UserRecord) {
         match self.bus.stream_closed(&user.id).await {
-            Ok(true) => self.announce_presence(user, false).await,
+            Ok(true) => self.announce_presence(user).await,
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(user = %user.id, error = ?e, "could not record a closed stream")
@@ -152,11 +154,21 @@ impl Natter {
         }
     }
 
-    async fn announce_presence(&self, user: &UserRecord, online: bool) {
+    /// Announces a user's presence. The state published is read again after listing the
+    /// rooms, not taken from the transition: two streams opening and closing at once can
+    /// announce in either order, and both then publish the state that holds.
+    async fn announce_presence(&self, user: &UserRecord) {
         let rooms = match self.store.rooms_of(&user.id).await {
             Ok(rooms) => rooms,
             Err(e) => {
                 tracing::warn!(user = %user.id, error = ?e, "could not list rooms for presence");
+                return;
+            }
+        };
+        let online = match self.bus.online(std::slice::from_ref(&user.id)).await {
+            Ok(online) => online.contains(&user.id),
+            Err(e) => {
+                tracing::warn!(user = %user.id, error = ?e, "could not read presence");
                 return;
             }
         };

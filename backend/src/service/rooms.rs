@@ -4,7 +4,7 @@ use natter_proto::v1::{self as pb, RoomChange};
 
 use super::Natter;
 use crate::{
-    auth::{self, Caller, Role},
+    auth::{self, Caller},
     bus::Topic,
     convert,
     domain::{Password, RoomCode, RoomName, new_id},
@@ -108,25 +108,33 @@ impl Natter {
     /// Deletes a room with its history: the owner or an admin only.
     #[tracing::instrument(name = "delete_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
     pub async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
-        self.account(caller).await?;
+        let user = self.account(caller).await?;
         let room = self
             .store
             .room(room_id)
             .await?
             .ok_or(ApiError::NotFound("room not found"))?;
-        if room.owner_id != caller.user_id && caller.role != Role::Admin {
+        // Admin rights follow the configuration now, not when the token was issued.
+        if room.owner_id != caller.user_id && !self.config.is_admin(&user.username) {
             return Err(ApiError::PermissionDenied(
                 "only the room's owner or an admin may delete it",
             ));
         }
-        self.store.delete_room(room_id).await?;
+        let former_members = self.store.delete_room(room_id).await?;
         tracing::info!("room deleted");
+        let view = convert::room(&room, None);
         let event = pb::event::Event::RoomChanged(pb::RoomChanged {
-            room: Some(convert::room(&room, None)),
+            room: Some(view.clone()),
             change: RoomChange::Deleted as i32,
             user: None,
         });
         self.announce(Topic::Room(room.id), event).await;
+        // Also on each member's own topic: a stream that subscribed to the room just as it
+        // was deleted, or whose room receiver lagged, still learns of it.
+        for member in former_members {
+            self.announce_to_user(&member, view.clone(), RoomChange::Deleted)
+                .await;
+        }
         Ok(())
     }
 

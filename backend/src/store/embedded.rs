@@ -14,7 +14,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Appended, MessageRecord, NewMessage, RoomRecord, Store, StoreError, StoreResult, UserRecord,
+    Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
+    StoreResult, UserPage, UserRecord,
 };
 use crate::bus::{Topic, local::LocalBus};
 use crate::convert;
@@ -43,6 +44,36 @@ pub struct EmbeddedStore {
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+/// A room with its current `last_seq`, read through any transaction's tables.
+fn room_from<R, S>(rooms: &R, seqs: &S, id: &str) -> anyhow::Result<Option<RoomRecord>>
+where
+    R: ReadableTable<&'static str, &'static [u8]>,
+    S: ReadableTable<&'static str, u64>,
+{
+    let Some(bytes) = rooms.get(id)? else {
+        return Ok(None);
+    };
+    let mut room: RoomRecord = decode(bytes.value())?;
+    room.last_seq = seqs.get(id)?.map_or(0, |s| s.value());
+    Ok(Some(room))
+}
+
+/// Raised inside a transaction when the room it works on does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("room not found")]
+struct Gone;
+
+/// Fails with [`Gone`] unless the room exists (read through the given transaction's view).
+fn require_room<T: ReadableTable<&'static str, &'static [u8]>>(
+    rooms: &T,
+    id: &str,
+) -> anyhow::Result<()> {
+    match rooms.get(id)? {
+        Some(_) => Ok(()),
+        None => Err(Gone.into()),
     }
 }
 
@@ -89,7 +120,10 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || work(&store))
             .await
             .map_err(|e| StoreError::Internal(e.into()))?
-            .map_err(StoreError::Internal)
+            .map_err(|e| match e.downcast::<Gone>() {
+                Ok(Gone) => StoreError::RoomNotFound,
+                Err(e) => StoreError::Internal(e),
+            })
     }
 
     fn read_room(
@@ -97,13 +131,7 @@ impl EmbeddedStore {
         txn: &redb::ReadTransaction,
         id: &str,
     ) -> anyhow::Result<Option<RoomRecord>> {
-        let rooms = txn.open_table(ROOMS)?;
-        let Some(bytes) = rooms.get(id)? else {
-            return Ok(None);
-        };
-        let mut room: RoomRecord = decode(bytes.value())?;
-        room.last_seq = txn.open_table(ROOM_SEQ)?.get(id)?.map_or(0, |s| s.value());
-        Ok(Some(room))
+        room_from(&txn.open_table(ROOMS)?, &txn.open_table(ROOM_SEQ)?, id)
     }
 
     fn insert_room(
@@ -184,19 +212,28 @@ impl Store for EmbeddedStore {
         query: &str,
         after_username: &str,
         limit: usize,
-    ) -> StoreResult<Vec<UserRecord>> {
+    ) -> StoreResult<UserPage> {
         let query = query.to_lowercase();
         let after = after_username.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
             let names = txn.open_table(USERNAMES)?;
             let users = txn.open_table(USERS)?;
-            let mut found = Vec::new();
+            let mut page = UserPage::default();
+            let mut examined = 0;
+            let mut last_examined = None;
             for entry in names.range(after.as_str()..)? {
                 let (name, id) = entry?;
                 if name.value() == after {
                     continue;
                 }
+                if page.users.len() == limit || examined == DIRECTORY_SCAN_LIMIT {
+                    // More names follow: the next page starts after the last one examined.
+                    page.next_after = last_examined;
+                    break;
+                }
+                examined += 1;
+                last_examined = Some(name.value().to_owned());
                 let Some(bytes) = users.get(id.value())? else {
                     continue;
                 };
@@ -204,13 +241,10 @@ impl Store for EmbeddedStore {
                 if user.username.contains(&query)
                     || user.display_name.to_lowercase().contains(&query)
                 {
-                    found.push(user);
-                    if found.len() == limit {
-                        break;
-                    }
+                    page.users.push(user);
                 }
             }
-            Ok(found)
+            Ok(page)
         })
         .await
     }
@@ -267,9 +301,7 @@ impl Store for EmbeddedStore {
                 .get((a.as_str(), b.as_str()))?
                 .map(|g| g.value().to_owned());
             if let Some(id) = existing {
-                drop(txn);
-                let room = s
-                    .read_room(&s.db.begin_read()?, &id)?
+                let room = room_from(&txn.open_table(ROOMS)?, &txn.open_table(ROOM_SEQ)?, &id)?
                     .context("direct room index points nowhere")?;
                 return Ok((room, false));
             }
@@ -345,6 +377,7 @@ impl Store for EmbeddedStore {
         let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
         self.blocking(move |s| {
             let txn = s.db.begin_write()?;
+            require_room(&txn.open_table(ROOMS)?, &room_id)?;
             let added = txn
                 .open_table(ROOM_USERS)?
                 .insert((room_id.as_str(), user_id.as_str()), ())?
@@ -431,10 +464,7 @@ impl Store for EmbeddedStore {
                     });
                 }
                 let mut seqs = txn.open_table(ROOM_SEQ)?;
-                let last = seqs
-                    .get(room)?
-                    .map(|g| g.value())
-                    .context("appending to an unknown room")?;
+                let last = seqs.get(room)?.map(|g| g.value()).ok_or(Gone)?;
                 message.seq = last + 1;
                 seqs.insert(room, message.seq)?;
                 txn.open_table(MESSAGES)?

@@ -14,6 +14,9 @@ pub enum StoreError {
     /// Another account already has this (case-insensitive) username.
     #[error("username is taken")]
     UsernameTaken,
+    /// The room does not exist (any more): it may have been deleted meanwhile.
+    #[error("room not found")]
+    RoomNotFound,
     /// The backing service cannot be reached right now; retrying later may work.
     #[error("store unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -95,6 +98,19 @@ pub struct MessageRecord {
     pub client_id: String,
 }
 
+/// One page of the user directory.
+#[derive(Debug, Clone, Default)]
+pub struct UserPage {
+    /// Matching users, ordered by username.
+    pub users: Vec<UserRecord>,
+    /// Where the next page starts (the last username examined), if the scan stopped early.
+    pub next_after: Option<String>,
+}
+
+/// Most usernames a directory query examines per page, so that a search matching nobody
+/// costs a bounded amount of work; the client continues with the page token.
+pub const DIRECTORY_SCAN_LIMIT: usize = 2000;
+
 /// A message to append; the store assigns `seq` (and keeps `id` and `sent_at` as given).
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -121,13 +137,14 @@ pub trait Store: Send + Sync + 'static {
     /// Looks up an account by id.
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
     /// Users whose username or display name contains `query` (case-insensitive), ordered by
-    /// username, starting after `after_username`, at most `limit`.
+    /// username, starting after `after_username`: at most `limit` of them, examining at most
+    /// [`DIRECTORY_SCAN_LIMIT`] usernames.
     async fn list_users(
         &self,
         query: &str,
         after_username: &str,
         limit: usize,
-    ) -> StoreResult<Vec<UserRecord>>;
+    ) -> StoreResult<UserPage>;
 
     /// Stores a new group room (its code must be unused; the store retries nothing) and
     /// makes the owner a member. Returns false if the code is taken.
@@ -142,7 +159,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a room, its memberships and its log; returns the former members.
     async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>>;
 
-    /// Adds a member; false if already a member.
+    /// Adds a member; false if already a member; `RoomNotFound` if the room is gone.
     async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool>;
     /// Removes a member; false if not a member.
     async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool>;
@@ -156,6 +173,7 @@ pub trait Store: Send + Sync + 'static {
     /// Assigns the next seq, appends the message and publishes it to the room's topic on
     /// the bus, as one step: every observer sees one order per room without holes. A known
     /// non-empty `(room, sender, client_id)` returns the original message instead.
+    /// `RoomNotFound` if the room is gone.
     async fn append_message(&self, new: NewMessage) -> StoreResult<Appended>;
     /// Messages with seq > `after_seq`, oldest first, at most `limit`.
     async fn messages_after(

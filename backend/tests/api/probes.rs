@@ -98,6 +98,19 @@ async fn http_probes_and_json_auth_share_the_port() {
         invalid.starts_with("HTTP/1.1 400") && invalid.contains("username"),
         "{invalid}"
     );
+    let malformed = http_request(
+        &app,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"username":"scripted""#),
+    )
+    .await;
+    assert!(
+        malformed.starts_with("HTTP/1.1 400")
+            && malformed.contains("INVALID_ARGUMENT")
+            && malformed.contains("body"),
+        "{malformed}"
+    );
     let login = http_request(
         &app,
         "POST",
