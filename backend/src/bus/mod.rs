@@ -33,6 +33,7 @@ impl fmt::Display for Topic {
 
 /// What a topic's receivers get.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "always behind an Arc, never moved by value")]
 pub enum BusMessage {
     /// An event to deliver.
     Event(Event),
