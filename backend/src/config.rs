@@ -35,6 +35,26 @@ pub struct Config {
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
+    /// Redis URL (e.g. redis://127.0.0.1:6379/0). When set, accounts, rooms and logs live in
+    /// Redis and events fan out through Redis pub/sub, so any number of instances form one
+    /// service. Requires an explicit --jwt-secret shared by all instances.
+    #[arg(long, env = "NATTER_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    #[arg(long, env = "NATTER_REDIS_PREFIX", default_value = "natter")]
+    pub redis_prefix: String,
+
+    /// Messages kept per room in Redis (0 keeps everything). Older ones are trimmed; clients
+    /// resuming from before the kept window get a HistoryTrimmed event.
+    #[arg(long, env = "NATTER_HISTORY_RETENTION", default_value_t = 0)]
+    pub history_retention: u64,
+
+    /// In Redis mode: an instance that stops sending heartbeats for this long is considered
+    /// dead, and its users go offline for everyone.
+    #[arg(long, env = "NATTER_PRESENCE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,

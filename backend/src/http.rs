@@ -40,7 +40,7 @@ async fn metrics(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        natter.metrics.render(),
+        natter.metrics.render(natter.bus.reconnects()),
     )
 }
 

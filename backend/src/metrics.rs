@@ -24,7 +24,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of all counters.
-    pub fn render(&self) -> String {
+    pub fn render(&self, bus_reconnects: u64) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
             out.push_str(&format!(
@@ -48,6 +48,12 @@ impl Metrics {
             "counter",
             "Holes in a stream's live feed filled from the log.",
             self.stream_repairs.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_bus_reconnects_total",
+            "counter",
+            "Times the pub/sub connection to Redis was re-established.",
+            bus_reconnects.to_string(),
         );
         line(
             "natter_streams_open",

@@ -16,11 +16,16 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
-    bus::local::LocalBus,
+    bus::{Bus, local::LocalBus, redis::RedisBus},
     config::Config,
     http,
+    redis_schema::Schema,
     service::Natter,
     store::embedded::EmbeddedStore,
+    store::{
+        Store,
+        redis::{RedisStore, connection_manager},
+    },
 };
 
 /// How long shutdown waits for open streams and requests to finish.
@@ -30,18 +35,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     create_private_dir(&config.data_dir)?;
     auth::init_dummy_hash().await?;
+    if config.redis_url.is_some() && config.jwt_secret.is_none() {
+        anyhow::bail!(
+            "Redis mode needs an explicit --jwt-secret (or NATTER_JWT_SECRET) of at least {} bytes, \
+             the same on every instance, so that a token issued by one instance is valid on all",
+            auth::MIN_SECRET_BYTES
+        );
+    }
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
-    let bus = LocalBus::new();
-    let store = EmbeddedStore::open(&config.data_dir, bus.clone())?;
-    tracing::info!(data_dir = %config.data_dir.display(), "embedded store and local bus");
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (store, bus): (Arc<dyn Store>, Arc<dyn Bus>) = match &config.redis_url {
+        Some(url) => {
+            let schema = Schema::new(&config.redis_prefix);
+            let conn = connection_manager(url)?;
+            let bus = RedisBus::start(
+                url,
+                conn.clone(),
+                schema.clone(),
+                config.presence_ttl,
+                shutdown.clone(),
+                &tasks,
+            )?;
+            tracing::info!(prefix = %config.redis_prefix, "Redis store and Redis pub/sub bus");
+            (
+                Arc::new(RedisStore::new(conn, schema, config.history_retention)),
+                Arc::new(bus),
+            )
+        }
+        None => {
+            let bus = LocalBus::new();
+            let store = EmbeddedStore::open(&config.data_dir, bus.clone())?;
+            tracing::info!(data_dir = %config.data_dir.display(), "embedded store and local bus");
+            (Arc::new(store), Arc::new(bus))
+        }
+    };
     Ok(Arc::new(Natter {
-        store: Arc::new(store),
-        bus: Arc::new(bus),
+        store,
+        bus,
         keys,
         config,
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
+        shutdown,
+        tasks,
         metrics: Default::default(),
         typing: Default::default(),
     }))
@@ -112,6 +148,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(natter.clone()).await?;
+    natter.tasks.spawn(presence_janitor(natter.clone()));
     let token = natter.shutdown.clone();
     let signal = {
         let token = token.clone();
@@ -156,6 +193,29 @@ pub async fn run(
         tracing::warn!("some streams did not finish within the drain timeout");
     }
     served
+}
+
+/// Keeps this instance's presence heartbeat alive and announces users who went offline
+/// because another instance died without cleaning up.
+async fn presence_janitor(natter: Arc<Natter>) {
+    let period = (natter.config.presence_ttl / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = natter.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match natter.bus.maintain_presence().await {
+            Ok(gone) => {
+                for user_id in gone {
+                    if let Ok(Some(user)) = natter.store.user(&user_id).await {
+                        natter.announce_presence(&user).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, "presence maintenance failed"),
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

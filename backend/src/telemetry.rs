@@ -6,8 +6,10 @@ use tracing_subscriber::{EnvFilter, fmt};
 pub fn init(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

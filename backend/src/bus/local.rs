@@ -106,8 +106,17 @@ impl Bus for LocalBus {
             .collect())
     }
 
+    async fn maintain_presence(&self) -> Result<Vec<String>, BusError> {
+        // One process: its users' streams die with it.
+        Ok(Vec::new())
+    }
+
     async fn ready(&self) -> bool {
         true
+    }
+
+    fn reconnects(&self) -> u64 {
+        0
     }
 }
 

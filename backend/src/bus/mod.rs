@@ -5,6 +5,7 @@
 //! per topic, so an event is built once however many streams receive it.
 
 pub mod local;
+pub mod redis;
 
 use std::{collections::HashSet, fmt, sync::Arc};
 
@@ -33,7 +34,10 @@ impl fmt::Display for Topic {
 
 /// What a topic's receivers get.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(clippy::large_enum_variant, reason = "always behind an Arc, never moved by value")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "always behind an Arc, never moved by value"
+)]
 pub enum BusMessage {
     /// An event to deliver.
     Event(Event),
@@ -71,6 +75,13 @@ pub trait Bus: Send + Sync + 'static {
     /// Which of these users are online.
     async fn online(&self, user_ids: &[String]) -> Result<HashSet<String>, BusError>;
 
+    /// Refreshes this instance's liveness and returns users who just went offline because
+    /// the instance holding their streams died; called periodically.
+    async fn maintain_presence(&self) -> Result<Vec<String>, BusError>;
+
     /// Whether the bus can deliver now (for `/readyz`).
     async fn ready(&self) -> bool;
+
+    /// Times the connection to the broker was re-established.
+    fn reconnects(&self) -> u64;
 }

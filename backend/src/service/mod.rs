@@ -157,7 +157,7 @@ impl Natter {
     /// Announces a user's presence. The state published is read again after listing the
     /// rooms, not taken from the transition: two streams opening and closing at once can
     /// announce in either order, and both then publish the state that holds.
-    async fn announce_presence(&self, user: &UserRecord) {
+    pub async fn announce_presence(&self, user: &UserRecord) {
         let rooms = match self.store.rooms_of(&user.id).await {
             Ok(rooms) => rooms,
             Err(e) => {

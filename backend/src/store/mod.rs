@@ -4,6 +4,7 @@
 //! the Redis store for scale-out. Nothing outside this module knows which one is in use.
 
 pub mod embedded;
+pub mod redis;
 
 use async_trait::async_trait;
 

@@ -60,6 +60,25 @@ pub fn test_config(data_dir: &TempDir) -> Config {
     config
 }
 
+/// The JWT secret every instance of a Redis fleet shares.
+pub const SHARED_SECRET: &str = "one-secret-shared-by-every-instance-of-the-fleet";
+
+/// An instance in Redis mode: instances started on the same server and prefix form one service.
+pub async fn spawn_redis_app(
+    redis: &crate::redis_server::RedisServer,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(|c| {
+        c.redis_url = Some(url);
+        c.redis_prefix = "fleet".into();
+        c.jwt_secret = Some(SHARED_SECRET.into());
+        c.presence_ttl = Duration::from_secs(3);
+        adjust(c);
+    })
+    .await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -130,6 +149,18 @@ impl TestApp {
                 Bearer(response.access_token.clone()),
             ),
             token: response.access_token,
+        }
+    }
+
+    /// The same user, connected to this instance with their token.
+    pub fn connect(&self, user: &TestUser) -> TestUser {
+        let own_connection = Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect_lazy();
+        TestUser {
+            user: user.user.clone(),
+            token: user.token.clone(),
+            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(user.token.clone())),
         }
     }
 

@@ -8,5 +8,8 @@ mod helpers;
 mod messages;
 mod persistence;
 mod probes;
+mod process;
+mod redis_server;
 mod rooms;
+mod scale;
 mod streams;

@@ -1,0 +1,594 @@
+//! The Redis store, for running several instances as one service.
+//!
+//! Layout (see [`Schema`]): records are JSON strings; memberships are sets; each room's log
+//! is a Redis Stream whose entry ids are `<seq>-0`. Streams fit a chat log: ordered, range
+//! reads by seq in both directions (`XRANGE`/`XREVRANGE`) without a secondary index, compact
+//! storage, and trimming built in (`XADD MAXLEN`) for retention. Multi-key changes run as Lua
+//! scripts, which Redis executes atomically; the append script also PUBLISHes the message,
+//! so seq assignment, log append and fan-out are one step that all instances observe in the
+//! same order.
+
+use std::{sync::LazyLock, time::Duration};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use redis::{
+    AsyncCommands, RedisError, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use super::{
+    Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
+    StoreResult, UserPage, UserRecord,
+};
+use crate::{
+    bus::Topic,
+    redis_schema::{MESSAGE_TAG, Schema, decode_log_entry},
+};
+
+/// Opens a managed connection: reconnects by itself, and never lets a command wait long on
+/// a dead server (the caller gets UNAVAILABLE instead).
+pub fn connection_manager(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("invalid Redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+/// Whether a Redis error means "the server cannot be reached now" (UNAVAILABLE, retry later)
+/// rather than a bug.
+pub fn is_unavailable(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+}
+
+fn store_error(e: RedisError) -> StoreError {
+    if is_unavailable(&e) {
+        StoreError::Unavailable(e.into())
+    } else {
+        StoreError::Internal(e.into())
+    }
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Internal(e.into())
+}
+
+static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: username key, user key, usernames zset. ARGV: id, json, username
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+return 1",
+    )
+});
+
+static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: code key, room key, seq key, members set, owner's rooms set. ARGV: room id, json, owner id
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], 0)
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[1])
+return 1",
+    )
+});
+
+static OPEN_DIRECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: direct key, room key, seq key, members set, a's rooms, b's rooms. ARGV: id, json, a, b
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], 0)
+redis.call('SADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
+return {1, ARGV[1]}",
+    )
+});
+
+static ADD_MEMBER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: room key, members set, user's rooms set. ARGV: user id, room id
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('SADD', KEYS[3], ARGV[2])
+return redis.call('SADD', KEYS[2], ARGV[1])",
+    )
+});
+
+/// Seq assignment, append, idempotency and publish in one atomic step.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: room key, seq key, log stream, client-id hash
+-- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
+if ARGV[1] ~= '' then
+  local known = redis.call('HGET', KEYS[4], ARGV[1])
+  if known then
+    local entry = redis.call('XRANGE', KEYS[3], known .. '-0', known .. '-0')
+    if entry[1] then return {0, tonumber(known), entry[1][2][2]} end
+    return {0, tonumber(known), ''}
+  end
+end
+local seq = redis.call('INCR', KEYS[2])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'm', ARGV[2])
+else
+  redis.call('XADD', KEYS[3], seq .. '-0', 'm', ARGV[2])
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], seq) end
+redis.call('PUBLISH', ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
+return {1, seq, ''}",
+    )
+});
+
+static DELETE_ROOM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: room, members, seq, log, client ids, code or direct key (optional). ARGV: room id, prefix
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local members = redis.call('SMEMBERS', KEYS[2])
+for _, member in ipairs(members) do
+  redis.call('SREM', ARGV[2] .. 'user:' .. member .. ':rooms', ARGV[1])
+end
+redis.call('DEL', unpack(KEYS))
+return members",
+    )
+});
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    schema: Schema,
+    /// Messages kept per room; 0 keeps all.
+    retention: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store over a managed connection (which connects lazily and reconnects by itself).
+    pub fn new(conn: ConnectionManager, schema: Schema, retention: u64) -> Self {
+        Self {
+            conn,
+            schema,
+            retention,
+        }
+    }
+
+    /// Rooms with their current last seq and first retained seq, in the order of `ids`.
+    async fn load_rooms(&self, ids: &[String]) -> StoreResult<Vec<RoomRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.get(self.schema.room(id))
+                .get(self.schema.room_seq(id))
+                .xrange_count(self.schema.room_log(id), "-", "+", 1);
+        }
+        type Row = (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>);
+        let rows: Vec<Row> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        let mut rooms = Vec::with_capacity(rows.len());
+        for (json, seq, first) in rows {
+            let Some(json) = json else { continue };
+            let mut room: RoomRecord = serde_json::from_slice(&json).map_err(internal)?;
+            room.last_seq = seq.unwrap_or(0);
+            room.first_seq = match first.first() {
+                Some(entry) => entry_seq(entry)?,
+                None => room.last_seq + 1,
+            };
+            rooms.push(room);
+        }
+        Ok(rooms)
+    }
+
+    async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<UserRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.schema.user(id)).collect();
+        let rows: Vec<Option<Vec<u8>>> = self.conn.clone().mget(keys).await.map_err(store_error)?;
+        rows.into_iter()
+            .flatten()
+            .map(|json| serde_json::from_slice(&json).map_err(internal))
+            .collect()
+    }
+}
+
+/// One XRANGE entry: id and field/value pairs.
+type LogEntry = (String, Vec<(String, Vec<u8>)>);
+
+fn entry_seq(entry: &LogEntry) -> StoreResult<u64> {
+    entry
+        .0
+        .split_once('-')
+        .and_then(|(seq, _)| seq.parse().ok())
+        .ok_or_else(|| internal(anyhow::anyhow!("unexpected stream id {}", entry.0)))
+}
+
+fn entry_message(entry: &LogEntry) -> StoreResult<MessageRecord> {
+    let seq = entry_seq(entry)?;
+    let json = entry
+        .1
+        .iter()
+        .find_map(|(field, value)| (field == "m").then_some(value))
+        .ok_or_else(|| internal(anyhow::anyhow!("log entry {} without a message", entry.0)))?;
+    decode_log_entry(seq, json).map_err(internal)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(internal)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord> {
+        let created: i64 = CREATE_USER
+            .key(self.schema.username(&user.username))
+            .key(self.schema.user(&user.id))
+            .key(self.schema.usernames())
+            .arg(&user.id)
+            .arg(to_json(&user)?)
+            .arg(&user.username)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        if created == 1 {
+            Ok(user)
+        } else {
+            Err(StoreError::UsernameTaken)
+        }
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let id: Option<String> = self
+            .conn
+            .clone()
+            .get(self.schema.username(username))
+            .await
+            .map_err(store_error)?;
+        match id {
+            Some(id) => self.user(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let json: Option<Vec<u8>> = self
+            .conn
+            .clone()
+            .get(self.schema.user(id))
+            .await
+            .map_err(store_error)?;
+        json.map(|j| serde_json::from_slice(&j).map_err(internal))
+            .transpose()
+    }
+
+    async fn list_users(
+        &self,
+        query: &str,
+        after_username: &str,
+        limit: usize,
+    ) -> StoreResult<UserPage> {
+        let query = query.to_lowercase();
+        let mut page = UserPage::default();
+        let mut cursor = after_username.to_owned();
+        let mut examined = 0;
+        const BATCH: usize = 200;
+        loop {
+            let start = if cursor.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("({cursor}")
+            };
+            let names: Vec<String> = self
+                .conn
+                .clone()
+                .zrangebylex_limit(self.schema.usernames(), start, "+", 0, BATCH as isize)
+                .await
+                .map_err(store_error)?;
+            if names.is_empty() {
+                return Ok(page);
+            }
+            let ids: Vec<Option<String>> = self
+                .conn
+                .clone()
+                .mget(
+                    names
+                        .iter()
+                        .map(|n| self.schema.username(n))
+                        .collect::<Vec<_>>(),
+                )
+                .await
+                .map_err(store_error)?;
+            let users = self
+                .users_by_ids(&ids.into_iter().flatten().collect::<Vec<_>>())
+                .await?;
+            let mut users = users.into_iter().peekable();
+            for name in &names {
+                if page.users.len() == limit || examined == DIRECTORY_SCAN_LIMIT {
+                    page.next_after = Some(cursor);
+                    return Ok(page);
+                }
+                examined += 1;
+                cursor = name.clone();
+                if let Some(user) = users.next_if(|u| &u.username == name)
+                    && (user.username.contains(&query)
+                        || user.display_name.to_lowercase().contains(&query))
+                {
+                    page.users.push(user);
+                }
+            }
+            if names.len() < BATCH {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
+        let code = room
+            .code
+            .clone()
+            .ok_or_else(|| internal(anyhow::anyhow!("a group room needs a code")))?;
+        let created: i64 = CREATE_ROOM
+            .key(self.schema.code(&code))
+            .key(self.schema.room(&room.id))
+            .key(self.schema.room_seq(&room.id))
+            .key(self.schema.room_members(&room.id))
+            .key(self.schema.user_rooms(&room.owner_id))
+            .arg(&room.id)
+            .arg(to_json(&room)?)
+            .arg(&room.owner_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(created == 1)
+    }
+
+    async fn room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
+        Ok(self.load_rooms(&[id.to_owned()]).await?.pop())
+    }
+
+    async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {
+        let id: Option<String> = self
+            .conn
+            .clone()
+            .get(self.schema.code(code))
+            .await
+            .map_err(store_error)?;
+        match id {
+            Some(id) => self.room(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
+        let [a, b] = candidate
+            .direct_pair
+            .clone()
+            .ok_or_else(|| internal(anyhow::anyhow!("a direct room needs its pair")))?;
+        let (created, id): (i64, String) = OPEN_DIRECT
+            .key(self.schema.direct(&a, &b))
+            .key(self.schema.room(&candidate.id))
+            .key(self.schema.room_seq(&candidate.id))
+            .key(self.schema.room_members(&candidate.id))
+            .key(self.schema.user_rooms(&a))
+            .key(self.schema.user_rooms(&b))
+            .arg(&candidate.id)
+            .arg(to_json(&candidate)?)
+            .arg(&a)
+            .arg(&b)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        if created == 1 {
+            return Ok((candidate, true));
+        }
+        let room = self.room(&id).await?.ok_or(StoreError::RoomNotFound)?;
+        Ok((room, false))
+    }
+
+    async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
+        let Some(room) = self.room(room_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut invocation = DELETE_ROOM.key(self.schema.room(room_id));
+        invocation
+            .key(self.schema.room_members(room_id))
+            .key(self.schema.room_seq(room_id))
+            .key(self.schema.room_log(room_id))
+            .key(self.schema.room_client_ids(room_id));
+        if let Some(code) = &room.code {
+            invocation.key(self.schema.code(code));
+        }
+        if let Some([a, b]) = &room.direct_pair {
+            invocation.key(self.schema.direct(a, b));
+        }
+        let members: Vec<String> = invocation
+            .arg(room_id)
+            .arg(self.schema.base())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(members)
+    }
+
+    async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        let added: i64 = ADD_MEMBER
+            .key(self.schema.room(room_id))
+            .key(self.schema.room_members(room_id))
+            .key(self.schema.user_rooms(user_id))
+            .arg(user_id)
+            .arg(room_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        match added {
+            -1 => Err(StoreError::RoomNotFound),
+            n => Ok(n == 1),
+        }
+    }
+
+    async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (removed, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .srem(self.schema.room_members(room_id), user_id)
+            .srem(self.schema.user_rooms(user_id), room_id)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(removed == 1)
+    }
+
+    async fn is_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+        self.conn
+            .clone()
+            .sismember(self.schema.room_members(room_id), user_id)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>> {
+        let ids: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.schema.user_rooms(user_id))
+            .await
+            .map_err(store_error)?;
+        self.load_rooms(&ids).await
+    }
+
+    async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>> {
+        self.conn
+            .clone()
+            .smembers(self.schema.room_members(room_id))
+            .await
+            .map_err(store_error)
+    }
+
+    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
+        let message = new.message;
+        let room = &message.room_id;
+        let client_field = if message.client_id.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", message.sender_id, message.client_id)
+        };
+        let (status, seq, stored): (i64, u64, Vec<u8>) = APPEND
+            .key(self.schema.room(room))
+            .key(self.schema.room_seq(room))
+            .key(self.schema.room_log(room))
+            .key(self.schema.room_client_ids(room))
+            .arg(client_field)
+            .arg(to_json(&message)?)
+            .arg(self.schema.channel(&Topic::Room(room.clone())))
+            .arg(self.retention)
+            .arg(MESSAGE_TAG)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        match status {
+            -1 => Err(StoreError::RoomNotFound),
+            1 => Ok(Appended {
+                message: MessageRecord { seq, ..message },
+                created: true,
+            }),
+            // A retry. If the original was trimmed away, this request describes it.
+            _ if stored.is_empty() => Ok(Appended {
+                message: MessageRecord { seq, ..message },
+                created: false,
+            }),
+            _ => Ok(Appended {
+                message: decode_log_entry(seq, &stored).map_err(internal)?,
+                created: false,
+            }),
+        }
+    }
+
+    async fn messages_after(
+        &self,
+        room_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let entries: Vec<LogEntry> = self
+            .conn
+            .clone()
+            .xrange_count(
+                self.schema.room_log(room_id),
+                format!("{}-0", after_seq + 1),
+                "+",
+                limit,
+            )
+            .await
+            .map_err(store_error)?;
+        entries.iter().map(entry_message).collect()
+    }
+
+    async fn messages_before(
+        &self,
+        room_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        if before_seq == 1 {
+            return Ok(Vec::new());
+        }
+        let end = if before_seq == 0 {
+            "+".to_owned()
+        } else {
+            format!("{}-0", before_seq - 1)
+        };
+        let entries: Vec<LogEntry> = self
+            .conn
+            .clone()
+            .xrevrange_count(self.schema.room_log(room_id), end, "-", limit)
+            .await
+            .map_err(store_error)?;
+        entries.iter().rev().map(entry_message).collect()
+    }
+
+    async fn ready(&self) -> bool {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .is_ok()
+    }
+}
