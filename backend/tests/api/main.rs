@@ -12,4 +12,5 @@ mod process;
 mod redis_server;
 mod rooms;
 mod scale;
+mod store_contract;
 mod streams;
