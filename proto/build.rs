@@ -19,11 +19,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()
-        .build_server(server)
+        .build_server(false)
         .build_client(native_client || wasm_client)
         .build_transport(native_client)
         .file_descriptor_set_path(out_dir.join("natter_descriptor.bin"))
         .compile_with_config(prost_config, PROTOS, &["."])?;
+
+    if server {
+        // The services alone, in their own directory. Messages come from `crate::v1`, except
+        // `Event`, which servers send as already-encoded bytes (`crate::EncodedEvent`): an
+        // event fanned out to many streams is encoded once, not once per stream.
+        let server_dir = out_dir.join("server");
+        std::fs::create_dir_all(&server_dir)?;
+        let mut prost_config = prost_build::Config::new();
+        prost_config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+        tonic_prost_build::configure()
+            .build_server(true)
+            .build_client(false)
+            .out_dir(&server_dir)
+            .extern_path(".natter.v1.Event", "crate::EncodedEvent")
+            .extern_path(".natter.v1", "crate::v1")
+            .compile_with_config(prost_config, PROTOS, &["."])?;
+    }
 
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

@@ -5,7 +5,13 @@
 use natter_proto::v1::{Event, event};
 use prost::Message as _;
 
-use crate::{bus::Topic, convert, store::MessageRecord};
+use natter_proto::EncodedEvent;
+
+use crate::{
+    bus::{BusMessage, Topic},
+    convert,
+    store::MessageRecord,
+};
 
 /// Key and channel names under one prefix.
 #[derive(Debug, Clone)]
@@ -114,10 +120,15 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
     payload
 }
 
-/// Decodes a channel payload.
-pub fn decode_payload(payload: &[u8]) -> anyhow::Result<Event> {
+/// Decodes a channel payload into what local streams receive. An `E` payload already holds
+/// the event's encoding, which is kept as is; a message from the append script is encoded
+/// here, once per instance.
+pub fn decode_payload(payload: &[u8]) -> anyhow::Result<BusMessage> {
     match payload.split_first() {
-        Some((&EVENT_TAG, body)) => Ok(Event::decode(body)?),
+        Some((&EVENT_TAG, body)) => Ok(BusMessage::Event {
+            event: Event::decode(body)?,
+            encoded: EncodedEvent(bytes::Bytes::copy_from_slice(body)),
+        }),
         Some((b'M', body)) => {
             let newline = body
                 .iter()
@@ -125,9 +136,9 @@ pub fn decode_payload(payload: &[u8]) -> anyhow::Result<Event> {
                 .ok_or_else(|| anyhow::anyhow!("message payload without a seq line"))?;
             let seq: u64 = std::str::from_utf8(&body[..newline])?.parse()?;
             let record = decode_log_entry(seq, &body[newline + 1..])?;
-            Ok(Event {
+            Ok(BusMessage::event(Event {
                 event: Some(event::Event::Message(convert::message(&record))),
-            })
+            }))
         }
         _ => anyhow::bail!("unknown payload tag"),
     }
@@ -159,7 +170,10 @@ mod tests {
         let event = Event {
             event: Some(event::Event::Heartbeat(Heartbeat { server_time: 7 })),
         };
-        assert_eq!(decode_payload(&encode_event(&event)).unwrap(), event);
+        assert_eq!(
+            decode_payload(&encode_event(&event)).unwrap(),
+            BusMessage::event(event)
+        );
 
         let record = MessageRecord {
             id: "m".into(),
@@ -172,9 +186,10 @@ mod tests {
             client_id: String::new(),
         };
         let payload = format!("M42\n{}", serde_json::to_string(&record).unwrap());
-        let Some(event::Event::Message(message)) =
-            decode_payload(payload.as_bytes()).unwrap().event
-        else {
+        let BusMessage::Event { event, .. } = decode_payload(payload.as_bytes()).unwrap() else {
+            panic!("an event");
+        };
+        let Some(event::Event::Message(message)) = event.event else {
             panic!("a message");
         };
         assert_eq!(

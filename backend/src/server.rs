@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use natter_proto::v1::{
+use natter_proto::v1::server::{
     auth_service_server::AuthServiceServer, chat_service_server::ChatServiceServer,
 };
 use tokio::net::TcpListener;

@@ -10,7 +10,10 @@
 use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use futures::{Stream, StreamExt};
-use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
+use natter_proto::{
+    EncodedEvent,
+    v1::{self as pb, RoomChange, event::Event as Ev},
+};
 use tokio::sync::mpsc;
 use tokio_stream::{
     StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
@@ -34,7 +37,7 @@ const CATCH_UP_BATCH: usize = 256;
 pub const OUTBOX_CAPACITY: usize = 128;
 
 /// Where the stream's events go: tonic's response stream.
-pub type Outbox = mpsc::Sender<Result<pb::Event, Status>>;
+pub type Outbox = mpsc::Sender<Result<EncodedEvent, Status>>;
 
 type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
 
@@ -154,11 +157,17 @@ impl Session {
         Ok(())
     }
 
-    /// Queues an event for the client. Waits while the client is slow (its bus receivers
-    /// lag meanwhile and are repaired later), but never past shutdown.
+    /// Queues an event for this client only, encoding it.
     async fn send(&self, event: Ev) -> Result<(), End> {
+        self.send_encoded(EncodedEvent::from(&convert::event(event)))
+            .await
+    }
+
+    /// Queues an encoded event. Waits while the client is slow (its bus receivers lag
+    /// meanwhile and are repaired later), but never past shutdown.
+    async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
         tokio::select! {
-            sent = self.out.send(Ok(convert::event(event))) => sent.map_err(|_| End::Closed),
+            sent = self.out.send(Ok(event)) => sent.map_err(|_| End::Closed),
             () = self.natter.shutdown.cancelled() => Err(End::Closed),
         }
     }
@@ -268,8 +277,8 @@ impl Session {
                 return self.repair_room(&room_id).await;
             }
         };
-        let event = match shared.as_ref() {
-            BusMessage::Event(event) => event,
+        let (event, encoded) = match shared.as_ref() {
+            BusMessage::Event { event, encoded } => (event, encoded),
             BusMessage::Resync => return self.repair_room(&room_id).await,
         };
         match &event.event {
@@ -280,7 +289,10 @@ impl Session {
                 if message.seq <= delivered {
                     Ok(())
                 } else if message.seq == delivered + 1 {
-                    self.send_message(message.clone()).await
+                    self.delivered.insert(room_id, message.seq);
+                    self.send_encoded(encoded.clone()).await?;
+                    Metrics::inc(&self.natter.metrics.messages_delivered);
+                    Ok(())
                 } else {
                     Metrics::inc(&self.natter.metrics.stream_repairs);
                     self.catch_up(&room_id).await
@@ -294,7 +306,7 @@ impl Session {
             Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
                 self.drop_room(&room_id, change.clone()).await
             }
-            Some(other) => self.send(other.clone()).await,
+            Some(_) => self.send_encoded(encoded.clone()).await,
             None => Ok(()),
         }
     }
@@ -307,7 +319,7 @@ impl Session {
             Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(_)) => return self.resync_rooms().await,
         };
-        let BusMessage::Event(event) = shared.as_ref() else {
+        let BusMessage::Event { event, .. } = shared.as_ref() else {
             return self.resync_rooms().await;
         };
         let Some(Ev::RoomChanged(change)) = &event.event else {

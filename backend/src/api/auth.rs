@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use natter_proto::v1::{self as pb, auth_service_server::AuthService};
+use natter_proto::v1::{self as pb, server::auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
 use crate::{

@@ -3,7 +3,10 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use natter_proto::v1::{self as pb, chat_service_server::ChatService};
+use natter_proto::{
+    EncodedEvent,
+    v1::{self as pb, server::chat_service_server::ChatService},
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -70,7 +73,7 @@ fn room_id(raw: &str) -> Result<String, ApiError> {
 }
 
 /// The response stream of `Subscribe` and `Chat`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {

@@ -40,7 +40,7 @@ impl LocalBus {
     pub fn publish_now(&self, topic: &Topic, event: Event) {
         let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
         if let Some(sender) = topics.get(topic)
-            && sender.send(Arc::new(BusMessage::Event(event))).is_err()
+            && sender.send(Arc::new(BusMessage::event(event))).is_err()
         {
             // Nobody listens any more: forget the channel so the map does not grow.
             topics.remove(topic);
@@ -138,8 +138,8 @@ mod tests {
         let mut rx = bus.subscribe(&topic).await.unwrap();
         bus.publish(&topic, heartbeat(1)).await.unwrap();
         bus.publish(&topic, heartbeat(2)).await.unwrap();
-        assert_eq!(*rx.recv().await.unwrap(), BusMessage::Event(heartbeat(1)));
-        assert_eq!(*rx.recv().await.unwrap(), BusMessage::Event(heartbeat(2)));
+        assert_eq!(*rx.recv().await.unwrap(), BusMessage::event(heartbeat(1)));
+        assert_eq!(*rx.recv().await.unwrap(), BusMessage::event(heartbeat(2)));
         drop(rx);
         bus.publish(&topic, heartbeat(3)).await.unwrap();
         assert!(bus.inner.topics.lock().unwrap().is_empty());

@@ -10,7 +10,7 @@ pub mod redis;
 use std::{collections::HashSet, fmt, sync::Arc};
 
 use async_trait::async_trait;
-use natter_proto::v1::Event;
+use natter_proto::{EncodedEvent, v1::Event};
 use tokio::sync::broadcast;
 
 /// Where events go: a room (its messages, typing, presence and membership changes) or one
@@ -39,11 +39,24 @@ impl fmt::Display for Topic {
     reason = "always behind an Arc, never moved by value"
 )]
 pub enum BusMessage {
-    /// An event to deliver.
-    Event(Event),
+    /// An event to deliver, with its encoding, made once for all the streams it goes to.
+    Event {
+        /// The event, for streams that look into it (seq checks, filters).
+        event: Event,
+        /// The same event encoded, which streams send as is.
+        encoded: EncodedEvent,
+    },
     /// The bus may have missed events (its connection to the broker was re-established):
     /// receivers must re-read what they follow from the store.
     Resync,
+}
+
+impl BusMessage {
+    /// Wraps an event, encoding it once.
+    pub fn event(event: Event) -> Self {
+        let encoded = EncodedEvent::from(&event);
+        BusMessage::Event { event, encoded }
+    }
 }
 
 /// A bus message as shared between all receivers of a topic: built once, never copied.

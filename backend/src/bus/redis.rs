@@ -224,8 +224,8 @@ impl Inner {
         let Some(topic) = self.schema.topic(msg.get_channel_name()) else {
             return;
         };
-        let event = match decode_payload(msg.get_payload_bytes()) {
-            Ok(event) => event,
+        let message = match decode_payload(msg.get_payload_bytes()) {
+            Ok(message) => message,
             Err(e) => {
                 tracing::warn!(channel = msg.get_channel_name(), error = ?e, "undecodable bus payload");
                 return;
@@ -233,7 +233,7 @@ impl Inner {
         };
         let topics = self.topics.lock().expect("bus lock poisoned");
         if let Some(sender) = topics.get(&topic) {
-            let _ = sender.send(Arc::new(BusMessage::Event(event)));
+            let _ = sender.send(Arc::new(message));
         }
     }
 
