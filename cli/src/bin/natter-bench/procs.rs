@@ -1,0 +1,110 @@
+//! Processes the benchmark runs: redis-server and natter-server instances, killed on drop.
+
+use std::{path::PathBuf, process::Stdio};
+
+use anyhow::{Context, bail};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// JWT secret shared by the benchmark's instances.
+pub(crate) const SECRET: &str = "natter-bench-secret-shared-by-all-instances";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A redis-server with AOF fsynced every second (a common production setting).
+pub(crate) struct Redis {
+    pub(crate) url: String,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "everysec", "--daemonize", "no", "--logfile", "", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("Ready to accept connections") {
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Ok(Self { url: format!("redis://127.0.0.1:{port}/"), _child: child, _dir: dir });
+            }
+        }
+        bail!("redis-server exited before it was ready")
+    }
+}
+
+/// A natter-server process.
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) pid: u32,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATTER_SERVER_BIN") {
+        return Ok(path.into());
+    }
+    let path = std::env::current_exe()?.with_file_name("natter-server");
+    anyhow::ensure!(path.exists(), "{} not found: build it (cargo build --release -p natter-server)", path.display());
+    Ok(path)
+}
+
+impl Server {
+    /// Starts an instance (embedded when `redis` is `None`) and waits until it listens.
+    pub(crate) async fn start(redis: Option<&Redis>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut command = Command::new(server_binary()?);
+        command
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn,natter_server::server=info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(redis) = redis {
+            command.args(["--redis-url", &redis.url, "--redis-prefix", "bench"]);
+        }
+        let mut child = command.spawn().context("starting natter-server")?;
+        let pid = child.id().context("pid")?;
+        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Ok(Self { url: format!("http://{address}"), pid, _child: child, _dir: dir });
+            }
+        }
+        bail!("natter-server exited before listening")
+    }
+
+    /// Resident memory of the process, bytes.
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
+        rss_of(self.pid)
+    }
+}
+
+/// Resident memory of a process, from /proc.
+pub(crate) fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}

@@ -1,0 +1,234 @@
+//! The measured scenarios against a running deployment (1 embedded instance, or several
+//! instances over one Redis).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use natter_cli::client::{self, ChatClient};
+use natter_proto::v1::{self as pb, event::Event as Ev};
+use tokio::sync::Mutex;
+
+use crate::procs::{Redis, Server};
+
+/// Streams sharing one HTTP/2 connection, as browsers' tabs would not, but as a gateway or
+/// a many-user client process would.
+const STREAMS_PER_CONNECTION: usize = 50;
+/// Users the subscriber streams belong to.
+const SUBSCRIBER_USERS: usize = 10;
+
+/// The servers under test.
+pub(crate) struct Deployment {
+    pub(crate) label: &'static str,
+    pub(crate) servers: Vec<Server>,
+    _redis: Option<Redis>,
+}
+
+impl Deployment {
+    pub(crate) async fn embedded() -> anyhow::Result<Self> {
+        Ok(Self { label: "embedded (1 instance)", servers: vec![Server::start(None).await?], _redis: None })
+    }
+
+    pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
+        let redis = Redis::start().await?;
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            servers.push(Server::start(Some(&redis)).await?);
+        }
+        Ok(Self { label: "Redis (2 instances)", servers, _redis: Some(redis) })
+    }
+
+    fn server(&self, i: usize) -> &Server {
+        &self.servers[i % self.servers.len()]
+    }
+
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
+        self.servers.iter().map(Server::rss).sum()
+    }
+}
+
+/// A signed-in user.
+#[derive(Clone)]
+struct User {
+    token: String,
+}
+
+async fn register(server: &Server, name: &str) -> anyhow::Result<User> {
+    let response = client::auth_client(client::channel(&server.url)?)
+        .register(pb::RegisterRequest { username: name.into(), password: "bench-password".into(), display_name: String::new() })
+        .await?
+        .into_inner();
+    Ok(User { token: response.access_token })
+}
+
+fn chat(server: &Server, user: &User) -> anyhow::Result<ChatClient> {
+    client::chat_client(client::channel(&server.url)?, &user.token)
+}
+
+/// A room with `members` users (`prefix0..`), created on the first instance.
+async fn room_with_members(deployment: &Deployment, prefix: &str, members: usize) -> anyhow::Result<(pb::Room, Vec<User>)> {
+    let owner = register(deployment.server(0), &format!("{prefix}owner")).await?;
+    let room = chat(deployment.server(0), &owner)?
+        .create_room(pb::CreateRoomRequest { name: prefix.into(), password: String::new() })
+        .await?
+        .into_inner();
+    let mut users = Vec::new();
+    for i in 0..members {
+        let user = register(deployment.server(0), &format!("{prefix}{i}")).await?;
+        chat(deployment.server(0), &user)?.join_room(pb::JoinRoomRequest { code: room.code.clone(), password: String::new() }).await?;
+        users.push(user);
+    }
+    Ok((room, users))
+}
+
+/// Opens `count` Subscribe streams spread over the instances, `STREAMS_PER_CONNECTION` per
+/// connection; each counts the messages it receives into `delivered`. Returns once every
+/// stream got its Ready.
+async fn open_streams(deployment: &Deployment, users: &[User], count: usize, delivered: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut connections: Vec<Option<tonic::transport::Channel>> = vec![None; count.div_ceil(STREAMS_PER_CONNECTION)];
+    for k in 0..count {
+        let connection_index = k / STREAMS_PER_CONNECTION;
+        // One connection serves one instance.
+        let server = deployment.server(connection_index);
+        let channel = match &connections[connection_index] {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = tonic::transport::Endpoint::from_shared(server.url.clone())?.connect().await?;
+                connections[connection_index] = Some(channel.clone());
+                channel
+            }
+        };
+        let mut chat = client::chat_client(channel, &users[k % users.len()].token)?;
+        let (ready, delivered) = (ready.clone(), delivered.clone());
+        tokio::spawn(async move {
+            let Ok(response) = chat.subscribe(pb::SubscribeRequest::default()).await else { return };
+            let mut events = response.into_inner();
+            while let Ok(Some(event)) = events.message().await {
+                match event.event {
+                    Some(Ev::Ready(_)) => {
+                        ready.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ev::Message(_)) => {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::Relaxed) < count {
+        anyhow::ensure!(Instant::now() < deadline, "only {} of {count} streams became ready", ready.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+pub(crate) struct Fanout {
+    pub(crate) sent: u64,
+    pub(crate) delivered: u64,
+    pub(crate) seconds: f64,
+}
+
+/// One room, `subscribers` streams spread over the instances, `publishers` users sending as
+/// fast as their sends are acknowledged for `duration`; then waits for every delivery.
+pub(crate) async fn fanout(deployment: &Deployment, subscribers: usize, publishers: usize, duration: Duration) -> anyhow::Result<Fanout> {
+    let (room, users) = room_with_members(deployment, "fan", SUBSCRIBER_USERS + publishers).await?;
+    let (watchers, senders) = users.split_at(SUBSCRIBER_USERS);
+    let delivered = Arc::new(AtomicU64::new(0));
+    open_streams(deployment, watchers, subscribers, delivered.clone()).await?;
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        let mut chat = chat(deployment.server(i), sender)?;
+        let (room_id, sent) = (room.id.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < duration {
+                n += 1;
+                let text = format!("fan-out message {n} from publisher {i}");
+                if chat.send_message(pb::SendMessageRequest { room_id: room_id.clone(), text, client_id: String::new() }).await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let expected = sent.load(Ordering::Relaxed) * subscribers as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(Fanout { sent: sent.load(Ordering::Relaxed), delivered: delivered.load(Ordering::Relaxed), seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Send-to-receive latencies (seconds) at a fixed rate, sending on the first instance and
+/// receiving on the last.
+pub(crate) async fn latency(deployment: &Deployment, rate: u32, duration: Duration) -> anyhow::Result<Vec<f64>> {
+    let (room, users) = room_with_members(deployment, "lat", 2).await?;
+    let receiver_server = deployment.server(deployment.servers.len() - 1);
+    let mut events = chat(receiver_server, &users[0])?.subscribe(pb::SubscribeRequest::default()).await?.into_inner();
+    anyhow::ensure!(matches!(events.message().await?.and_then(|e| e.event), Some(Ev::Ready(_))), "Ready first");
+
+    let total = (rate as u64 * duration.as_secs()) as usize;
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
+    let receiver = {
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(total);
+            while samples.len() < total {
+                let Ok(Some(event)) = events.message().await else { break };
+                if let Some(Ev::Message(m)) = event.event {
+                    let now = Instant::now();
+                    let index: usize = m.text.parse().unwrap_or(usize::MAX);
+                    if let Some(Some(at)) = sent_at.lock().await.get(index) {
+                        samples.push(now.duration_since(*at).as_secs_f64());
+                    }
+                }
+            }
+            samples
+        })
+    };
+    let mut sender = chat(deployment.server(0), &users[1])?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    for index in 0..total {
+        tick.tick().await;
+        sent_at.lock().await[index] = Some(Instant::now());
+        sender
+            .send_message(pb::SendMessageRequest { room_id: room.id.clone(), text: index.to_string(), client_id: String::new() })
+            .await?;
+    }
+    let mut samples = tokio::time::timeout(Duration::from_secs(60), receiver).await.context("receiver")??;
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+/// RSS growth per idle Subscribe stream, bytes, over `streams` streams.
+pub(crate) async fn idle_memory(deployment: &Deployment, streams: usize) -> anyhow::Result<f64> {
+    let (_, users) = room_with_members(deployment, "idle", SUBSCRIBER_USERS).await?;
+    let before = deployment.rss()?;
+    open_streams(deployment, &users, streams, Arc::new(AtomicU64::new(0))).await?;
+    // Let allocations settle (buffers are sized by then; this is a measurement, not a test).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = deployment.rss()?;
+    Ok(after.saturating_sub(before) as f64 / streams as f64)
+}
+
+/// The value at quantile `q` of sorted samples.
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank]
+}
