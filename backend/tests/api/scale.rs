@@ -468,3 +468,68 @@ async fn a_dead_instance_takes_its_users_offline() {
                 || m.user.as_ref().unwrap().username == "alice")
     );
 }
+
+#[tokio::test]
+async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
+    let redis = RedisServer::start().await;
+    let a = spawn_redis_app(&redis, |_| {}).await;
+    let b = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = a.register("alice").await;
+    let room = alice.create_room("General").await;
+    let mut streams = Vec::new();
+    for (i, app) in [&a, &b].into_iter().cycle().take(20).enumerate() {
+        let mut user = app.connect(&a.register(&format!("user{i}")).await);
+        user.join(&room.code).await;
+        let mut events = user.subscribe(vec![]).await;
+        expect_ready(&mut events).await;
+        streams.push(events);
+    }
+    let clients: String =
+        redis::from_redis_value(redis.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await)
+            .unwrap();
+    assert_eq!(
+        clients.lines().count(),
+        2,
+        "20 streams, 2 instances, 2 connections:\n{clients}"
+    );
+
+    let channel = format!("fleet:ch:room:{}", room.id);
+    let subscribers = |value: redis::Value| -> i64 {
+        let redis::Value::Array(items) = value else {
+            panic!("{value:?}")
+        };
+        redis::from_redis_value(items[1].clone()).unwrap()
+    };
+    assert_eq!(
+        subscribers(redis.command(&["PUBSUB", "NUMSUB", &channel]).await),
+        2
+    );
+    drop(streams);
+    // Idle channels are unsubscribed by a periodic sweep (every 5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while subscribers(redis.command(&["PUBSUB", "NUMSUB", &channel]).await) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room channel is still subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn deployments_with_different_prefixes_share_one_redis_without_meeting() {
+    let redis = RedisServer::start().await;
+    let blue = spawn_redis_app(&redis, |c| c.redis_prefix = "blue".into()).await;
+    let green = spawn_redis_app(&redis, |c| c.redis_prefix = "green".into()).await;
+    let mut blue_alice = blue.register("alice").await;
+    let mut green_alice = green.register("alice").await;
+    let room = blue_alice.create_room("Blue only").await;
+    let joined = green_alice
+        .chat
+        .join_room(pb::JoinRoomRequest {
+            code: room.code.clone(),
+            password: String::new(),
+        })
+        .await;
+    assert_eq!(joined.unwrap_err().code(), Code::NotFound);
+}

@@ -13,7 +13,10 @@ use std::{
 use futures::{Stream, StreamExt};
 use natter_proto::{
     EncodedEvent,
-    v1::{self as pb, server::chat_service_server::{ChatService, ChatServiceServer}},
+    v1::{
+        self as pb,
+        server::chat_service_server::{ChatService, ChatServiceServer},
+    },
 };
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -32,8 +35,15 @@ pub(crate) async fn redis_round_trip(redis: &Redis, count: usize) -> anyhow::Res
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
-        let _: i64 = redis::cmd("PUBLISH").arg("bench:rtt").arg(&payload).query_async(&mut publisher).await?;
-        messages.next().await.ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("bench:rtt")
+            .arg(&payload)
+            .query_async(&mut publisher)
+            .await?;
+        messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
         samples.push(start.elapsed().as_secs_f64());
     }
     samples.sort_by(f64::total_cmp);
@@ -53,51 +63,95 @@ fn not_here<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl ChatService for Broadcaster {
-    async fn list_users(&self, _: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        _: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
         not_here()
     }
-    async fn create_room(&self, _: Request<pb::CreateRoomRequest>) -> Result<Response<pb::Room>, Status> {
+    async fn create_room(
+        &self,
+        _: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
         not_here()
     }
-    async fn join_room(&self, _: Request<pb::JoinRoomRequest>) -> Result<Response<pb::Room>, Status> {
+    async fn join_room(
+        &self,
+        _: Request<pb::JoinRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
         not_here()
     }
-    async fn leave_room(&self, _: Request<pb::LeaveRoomRequest>) -> Result<Response<pb::LeaveRoomResponse>, Status> {
+    async fn leave_room(
+        &self,
+        _: Request<pb::LeaveRoomRequest>,
+    ) -> Result<Response<pb::LeaveRoomResponse>, Status> {
         not_here()
     }
-    async fn delete_room(&self, _: Request<pb::DeleteRoomRequest>) -> Result<Response<pb::DeleteRoomResponse>, Status> {
+    async fn delete_room(
+        &self,
+        _: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomResponse>, Status> {
         not_here()
     }
-    async fn list_rooms(&self, _: Request<pb::ListRoomsRequest>) -> Result<Response<pb::ListRoomsResponse>, Status> {
+    async fn list_rooms(
+        &self,
+        _: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
         not_here()
     }
-    async fn open_direct(&self, _: Request<pb::OpenDirectRequest>) -> Result<Response<pb::Room>, Status> {
+    async fn open_direct(
+        &self,
+        _: Request<pb::OpenDirectRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
         not_here()
     }
-    async fn list_members(&self, _: Request<pb::ListMembersRequest>) -> Result<Response<pb::ListMembersResponse>, Status> {
+    async fn list_members(
+        &self,
+        _: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
         not_here()
     }
-    async fn send_message(&self, _: Request<pb::SendMessageRequest>) -> Result<Response<pb::Message>, Status> {
+    async fn send_message(
+        &self,
+        _: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
         not_here()
     }
-    async fn get_history(&self, _: Request<pb::GetHistoryRequest>) -> Result<Response<pb::GetHistoryResponse>, Status> {
+    async fn get_history(
+        &self,
+        _: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         not_here()
     }
-    async fn set_typing(&self, _: Request<pb::SetTypingRequest>) -> Result<Response<pb::SetTypingResponse>, Status> {
+    async fn set_typing(
+        &self,
+        _: Request<pb::SetTypingRequest>,
+    ) -> Result<Response<pb::SetTypingResponse>, Status> {
         not_here()
     }
 
     type SubscribeStream = Events;
 
-    async fn subscribe(&self, _: Request<pb::SubscribeRequest>) -> Result<Response<Events>, Status> {
-        let ready = EncodedEvent::from(&pb::Event { event: Some(pb::event::Event::Ready(pb::Ready::default())) });
-        let live = BroadcastStream::new(self.events.subscribe()).filter_map(|item| async move { item.ok().map(Ok) });
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(ready)]).chain(live))))
+    async fn subscribe(
+        &self,
+        _: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let ready = EncodedEvent::from(&pb::Event {
+            event: Some(pb::event::Event::Ready(pb::Ready::default())),
+        });
+        let live = BroadcastStream::new(self.events.subscribe())
+            .filter_map(|item| async move { item.ok().map(Ok) });
+        Ok(Response::new(Box::pin(
+            futures::stream::iter([Ok(ready)]).chain(live),
+        )))
     }
 
     type ChatStream = Events;
 
-    async fn chat(&self, _: Request<Streaming<pb::ClientFrame>>) -> Result<Response<Events>, Status> {
+    async fn chat(
+        &self,
+        _: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Events>, Status> {
         not_here()
     }
 }
@@ -105,11 +159,16 @@ impl ChatService for Broadcaster {
 /// Deliveries per second of the minimal server to `subscribers` streams (50 per connection)
 /// over `duration`. The publisher never runs more than half a buffer ahead of the slowest
 /// stream, so nothing is dropped.
-pub(crate) async fn tonic_broadcast(subscribers: usize, duration: Duration) -> anyhow::Result<(u64, f64)> {
+pub(crate) async fn tonic_broadcast(
+    subscribers: usize,
+    duration: Duration,
+) -> anyhow::Result<(u64, f64)> {
     let (events, _) = broadcast::channel(1024);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let service = ChatServiceServer::new(Broadcaster { events: events.clone() });
+    let service = ChatServiceServer::new(Broadcaster {
+        events: events.clone(),
+    });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -121,12 +180,19 @@ pub(crate) async fn tonic_broadcast(subscribers: usize, duration: Duration) -> a
     let mut channel = None;
     for k in 0..subscribers {
         if k % 50 == 0 {
-            channel = Some(tonic::transport::Endpoint::from_shared(url.clone())?.connect().await?);
+            channel = Some(
+                tonic::transport::Endpoint::from_shared(url.clone())?
+                    .connect()
+                    .await?,
+            );
         }
-        let mut client = pb::chat_service_client::ChatServiceClient::new(channel.clone().expect("set above"));
+        let mut client =
+            pb::chat_service_client::ChatServiceClient::new(channel.clone().expect("set above"));
         let (delivered, ready) = (delivered.clone(), ready.clone());
         tokio::spawn(async move {
-            let Ok(response) = client.subscribe(pb::SubscribeRequest::default()).await else { return };
+            let Ok(response) = client.subscribe(pb::SubscribeRequest::default()).await else {
+                return;
+            };
             let mut stream = response.into_inner();
             while let Ok(Some(event)) = stream.message().await {
                 match event.event {
@@ -140,8 +206,14 @@ pub(crate) async fn tonic_broadcast(subscribers: usize, duration: Duration) -> a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let message = pb::Message { text: "fan-out message 1 from publisher 0".into(), seq: 1, ..Default::default() };
-    let encoded = EncodedEvent::from(&pb::Event { event: Some(pb::event::Event::Message(message)) });
+    let message = pb::Message {
+        text: "fan-out message 1 from publisher 0".into(),
+        seq: 1,
+        ..Default::default()
+    };
+    let encoded = EncodedEvent::from(&pb::Event {
+        event: Some(pb::event::Event::Message(message)),
+    });
     let start = Instant::now();
     let mut published = 0u64;
     while start.elapsed() < duration {

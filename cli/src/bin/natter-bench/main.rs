@@ -44,34 +44,81 @@ fn ms(seconds: f64) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("| measurement | {} | {} |", "embedded (1 instance)", "Redis (2 instances)");
+        println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
 
     let mut fanout = Vec::new();
     let mut latency = Vec::new();
     let mut memory = Vec::new();
     for redis in [false, true] {
-        let deployment = if redis { Deployment::redis(2).await? } else { Deployment::embedded().await? };
+        let deployment = if redis {
+            Deployment::redis(2).await?
+        } else {
+            Deployment::embedded().await?
+        };
         eprintln!("== {}", deployment.label);
-        let result = scenarios::fanout(&deployment, args.subscribers, args.publishers, Duration::from_secs(args.fanout_seconds)).await?;
+        let result = scenarios::fanout(
+            &deployment,
+            args.subscribers,
+            args.publishers,
+            Duration::from_secs(args.fanout_seconds),
+        )
+        .await?;
         fanout.push(result);
         drop(deployment);
 
-        let deployment = if redis { Deployment::redis(2).await? } else { Deployment::embedded().await? };
-        latency.push(scenarios::latency(&deployment, args.latency_rate, Duration::from_secs(args.latency_seconds)).await?);
+        let deployment = if redis {
+            Deployment::redis(2).await?
+        } else {
+            Deployment::embedded().await?
+        };
+        latency.push(
+            scenarios::latency(
+                &deployment,
+                args.latency_rate,
+                Duration::from_secs(args.latency_seconds),
+            )
+            .await?,
+        );
         drop(deployment);
 
-        let deployment = if redis { Deployment::redis(2).await? } else { Deployment::embedded().await? };
+        let deployment = if redis {
+            Deployment::redis(2).await?
+        } else {
+            Deployment::embedded().await?
+        };
         memory.push(scenarios::idle_memory(&deployment, args.idle_streams).await?);
     }
-    let row = |name: &str, f: &dyn Fn(usize) -> String| println!("| {name} | {} | {} |", f(0), f(1));
-    row(&format!("fan-out: messages sent ({} publishers, {} s)", args.publishers, args.fanout_seconds), &|i| fanout[i].sent.to_string());
-    row(&format!("fan-out: deliveries/s to {} streams", args.subscribers), &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds));
-    row("fan-out: all delivered", &|i| format!("{} of {}", fanout[i].delivered, fanout[i].sent * args.subscribers as u64));
+    let row =
+        |name: &str, f: &dyn Fn(usize) -> String| println!("| {name} | {} | {} |", f(0), f(1));
+    row(
+        &format!(
+            "fan-out: messages sent ({} publishers, {} s)",
+            args.publishers, args.fanout_seconds
+        ),
+        &|i| fanout[i].sent.to_string(),
+    );
+    row(
+        &format!("fan-out: deliveries/s to {} streams", args.subscribers),
+        &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds),
+    );
+    row("fan-out: all delivered", &|i| {
+        format!(
+            "{} of {}",
+            fanout[i].delivered,
+            fanout[i].sent * args.subscribers as u64
+        )
+    });
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-        row(&format!("latency {name} at {} msg/s", args.latency_rate), &|i| ms(percentile(&latency[i], q)));
+        row(
+            &format!("latency {name} at {} msg/s", args.latency_rate),
+            &|i| ms(percentile(&latency[i], q)),
+        );
     }
-    row(&format!("RSS per idle stream ({} streams)", args.idle_streams), &|i| format!("{:.1} KiB", memory[i] / 1024.0));
+    row(
+        &format!("RSS per idle stream ({} streams)", args.idle_streams),
+        &|i| format!("{:.1} KiB", memory[i] / 1024.0),
+    );
 
     eprintln!("== baselines");
     let redis = procs::Redis::start().await?;
@@ -80,9 +127,14 @@ async fn main() -> anyhow::Result<()> {
     println!("| baseline | value |");
     println!("|---|---|");
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-        println!("| raw Redis PUBLISH -> SUBSCRIBE round trip {name} | {} |", ms(percentile(&rtt, q)));
+        println!(
+            "| raw Redis PUBLISH -> SUBSCRIBE round trip {name} | {} |",
+            ms(percentile(&rtt, q))
+        );
     }
-    let (delivered, seconds) = baseline::tonic_broadcast(args.subscribers, Duration::from_secs(args.fanout_seconds)).await?;
+    let (delivered, seconds) =
+        baseline::tonic_broadcast(args.subscribers, Duration::from_secs(args.fanout_seconds))
+            .await?;
     println!(
         "| minimal tonic server, pre-encoded broadcast to {} streams | {:.0} deliveries/s |",
         args.subscribers,

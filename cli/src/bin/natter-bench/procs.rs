@@ -12,7 +12,9 @@ use tokio::{
 pub(crate) const SECRET: &str = "natter-bench-secret-shared-by-all-instances";
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A redis-server with AOF fsynced every second (a common production setting).
@@ -27,8 +29,25 @@ impl Redis {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "everysec", "--daemonize", "no", "--logfile", "", "--dir"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .args([
+                "--appendfsync",
+                "everysec",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+                "--dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -38,7 +57,11 @@ impl Redis {
         while let Some(line) = lines.next_line().await? {
             if line.contains("Ready to accept connections") {
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(Self { url: format!("redis://127.0.0.1:{port}/"), _child: child, _dir: dir });
+                return Ok(Self {
+                    url: format!("redis://127.0.0.1:{port}/"),
+                    _child: child,
+                    _dir: dir,
+                });
             }
         }
         bail!("redis-server exited before it was ready")
@@ -58,7 +81,11 @@ fn server_binary() -> anyhow::Result<PathBuf> {
         return Ok(path.into());
     }
     let path = std::env::current_exe()?.with_file_name("natter-server");
-    anyhow::ensure!(path.exists(), "{} not found: build it (cargo build --release -p natter-server)", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it (cargo build --release -p natter-server)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -68,7 +95,13 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(server_binary()?);
         command
-            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--data-dir",
+            ])
             .arg(dir.path())
             .env("RUST_LOG", "warn,natter_server::server=info")
             .stderr(Stdio::piped())
@@ -81,9 +114,18 @@ impl Server {
         let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.split("address=").nth(1) {
-                let address = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let address = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(Self { url: format!("http://{address}"), pid, _child: child, _dir: dir });
+                return Ok(Self {
+                    url: format!("http://{address}"),
+                    pid,
+                    _child: child,
+                    _dir: dir,
+                });
             }
         }
         bail!("natter-server exited before listening")

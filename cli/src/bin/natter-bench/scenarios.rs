@@ -31,7 +31,11 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) async fn embedded() -> anyhow::Result<Self> {
-        Ok(Self { label: "embedded (1 instance)", servers: vec![Server::start(None).await?], _redis: None })
+        Ok(Self {
+            label: "embedded (1 instance)",
+            servers: vec![Server::start(None).await?],
+            _redis: None,
+        })
     }
 
     pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
@@ -40,7 +44,11 @@ impl Deployment {
         for _ in 0..instances {
             servers.push(Server::start(Some(&redis)).await?);
         }
-        Ok(Self { label: "Redis (2 instances)", servers, _redis: Some(redis) })
+        Ok(Self {
+            label: "Redis (2 instances)",
+            servers,
+            _redis: Some(redis),
+        })
     }
 
     fn server(&self, i: usize) -> &Server {
@@ -60,10 +68,16 @@ struct User {
 
 async fn register(server: &Server, name: &str) -> anyhow::Result<User> {
     let response = client::auth_client(client::channel(&server.url)?)
-        .register(pb::RegisterRequest { username: name.into(), password: "bench-password".into(), display_name: String::new() })
+        .register(pb::RegisterRequest {
+            username: name.into(),
+            password: "bench-password".into(),
+            display_name: String::new(),
+        })
         .await?
         .into_inner();
-    Ok(User { token: response.access_token })
+    Ok(User {
+        token: response.access_token,
+    })
 }
 
 fn chat(server: &Server, user: &User) -> anyhow::Result<ChatClient> {
@@ -71,16 +85,28 @@ fn chat(server: &Server, user: &User) -> anyhow::Result<ChatClient> {
 }
 
 /// A room with `members` users (`prefix0..`), created on the first instance.
-async fn room_with_members(deployment: &Deployment, prefix: &str, members: usize) -> anyhow::Result<(pb::Room, Vec<User>)> {
+async fn room_with_members(
+    deployment: &Deployment,
+    prefix: &str,
+    members: usize,
+) -> anyhow::Result<(pb::Room, Vec<User>)> {
     let owner = register(deployment.server(0), &format!("{prefix}owner")).await?;
     let room = chat(deployment.server(0), &owner)?
-        .create_room(pb::CreateRoomRequest { name: prefix.into(), password: String::new() })
+        .create_room(pb::CreateRoomRequest {
+            name: prefix.into(),
+            password: String::new(),
+        })
         .await?
         .into_inner();
     let mut users = Vec::new();
     for i in 0..members {
         let user = register(deployment.server(0), &format!("{prefix}{i}")).await?;
-        chat(deployment.server(0), &user)?.join_room(pb::JoinRoomRequest { code: room.code.clone(), password: String::new() }).await?;
+        chat(deployment.server(0), &user)?
+            .join_room(pb::JoinRoomRequest {
+                code: room.code.clone(),
+                password: String::new(),
+            })
+            .await?;
         users.push(user);
     }
     Ok((room, users))
@@ -89,9 +115,15 @@ async fn room_with_members(deployment: &Deployment, prefix: &str, members: usize
 /// Opens `count` Subscribe streams spread over the instances, `STREAMS_PER_CONNECTION` per
 /// connection; each counts the messages it receives into `delivered`. Returns once every
 /// stream got its Ready.
-async fn open_streams(deployment: &Deployment, users: &[User], count: usize, delivered: Arc<AtomicU64>) -> anyhow::Result<()> {
+async fn open_streams(
+    deployment: &Deployment,
+    users: &[User],
+    count: usize,
+    delivered: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicUsize::new(0));
-    let mut connections: Vec<Option<tonic::transport::Channel>> = vec![None; count.div_ceil(STREAMS_PER_CONNECTION)];
+    let mut connections: Vec<Option<tonic::transport::Channel>> =
+        vec![None; count.div_ceil(STREAMS_PER_CONNECTION)];
     for k in 0..count {
         let connection_index = k / STREAMS_PER_CONNECTION;
         // One connection serves one instance.
@@ -99,7 +131,9 @@ async fn open_streams(deployment: &Deployment, users: &[User], count: usize, del
         let channel = match &connections[connection_index] {
             Some(channel) => channel.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(server.url.clone())?.connect().await?;
+                let channel = tonic::transport::Endpoint::from_shared(server.url.clone())?
+                    .connect()
+                    .await?;
                 connections[connection_index] = Some(channel.clone());
                 channel
             }
@@ -107,7 +141,9 @@ async fn open_streams(deployment: &Deployment, users: &[User], count: usize, del
         let mut chat = client::chat_client(channel, &users[k % users.len()].token)?;
         let (ready, delivered) = (ready.clone(), delivered.clone());
         tokio::spawn(async move {
-            let Ok(response) = chat.subscribe(pb::SubscribeRequest::default()).await else { return };
+            let Ok(response) = chat.subscribe(pb::SubscribeRequest::default()).await else {
+                return;
+            };
             let mut events = response.into_inner();
             while let Ok(Some(event)) = events.message().await {
                 match event.event {
@@ -124,7 +160,11 @@ async fn open_streams(deployment: &Deployment, users: &[User], count: usize, del
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while ready.load(Ordering::Relaxed) < count {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {count} streams became ready", ready.load(Ordering::Relaxed));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {count} streams became ready",
+            ready.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -138,7 +178,12 @@ pub(crate) struct Fanout {
 
 /// One room, `subscribers` streams spread over the instances, `publishers` users sending as
 /// fast as their sends are acknowledged for `duration`; then waits for every delivery.
-pub(crate) async fn fanout(deployment: &Deployment, subscribers: usize, publishers: usize, duration: Duration) -> anyhow::Result<Fanout> {
+pub(crate) async fn fanout(
+    deployment: &Deployment,
+    subscribers: usize,
+    publishers: usize,
+    duration: Duration,
+) -> anyhow::Result<Fanout> {
     let (room, users) = room_with_members(deployment, "fan", SUBSCRIBER_USERS + publishers).await?;
     let (watchers, senders) = users.split_at(SUBSCRIBER_USERS);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -155,7 +200,15 @@ pub(crate) async fn fanout(deployment: &Deployment, subscribers: usize, publishe
             while start.elapsed() < duration {
                 n += 1;
                 let text = format!("fan-out message {n} from publisher {i}");
-                if chat.send_message(pb::SendMessageRequest { room_id: room_id.clone(), text, client_id: String::new() }).await.is_ok() {
+                if chat
+                    .send_message(pb::SendMessageRequest {
+                        room_id: room_id.clone(),
+                        text,
+                        client_id: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -169,16 +222,33 @@ pub(crate) async fn fanout(deployment: &Deployment, subscribers: usize, publishe
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(Fanout { sent: sent.load(Ordering::Relaxed), delivered: delivered.load(Ordering::Relaxed), seconds: start.elapsed().as_secs_f64() })
+    Ok(Fanout {
+        sent: sent.load(Ordering::Relaxed),
+        delivered: delivered.load(Ordering::Relaxed),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Send-to-receive latencies (seconds) at a fixed rate, sending on the first instance and
 /// receiving on the last.
-pub(crate) async fn latency(deployment: &Deployment, rate: u32, duration: Duration) -> anyhow::Result<Vec<f64>> {
+pub(crate) async fn latency(
+    deployment: &Deployment,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<Vec<f64>> {
     let (room, users) = room_with_members(deployment, "lat", 2).await?;
     let receiver_server = deployment.server(deployment.servers.len() - 1);
-    let mut events = chat(receiver_server, &users[0])?.subscribe(pb::SubscribeRequest::default()).await?.into_inner();
-    anyhow::ensure!(matches!(events.message().await?.and_then(|e| e.event), Some(Ev::Ready(_))), "Ready first");
+    let mut events = chat(receiver_server, &users[0])?
+        .subscribe(pb::SubscribeRequest::default())
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        matches!(
+            events.message().await?.and_then(|e| e.event),
+            Some(Ev::Ready(_))
+        ),
+        "Ready first"
+    );
 
     let total = (rate as u64 * duration.as_secs()) as usize;
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
@@ -187,7 +257,9 @@ pub(crate) async fn latency(deployment: &Deployment, rate: u32, duration: Durati
         tokio::spawn(async move {
             let mut samples = Vec::with_capacity(total);
             while samples.len() < total {
-                let Ok(Some(event)) = events.message().await else { break };
+                let Ok(Some(event)) = events.message().await else {
+                    break;
+                };
                 if let Some(Ev::Message(m)) = event.event {
                     let now = Instant::now();
                     let index: usize = m.text.parse().unwrap_or(usize::MAX);
@@ -205,10 +277,16 @@ pub(crate) async fn latency(deployment: &Deployment, rate: u32, duration: Durati
         tick.tick().await;
         sent_at.lock().await[index] = Some(Instant::now());
         sender
-            .send_message(pb::SendMessageRequest { room_id: room.id.clone(), text: index.to_string(), client_id: String::new() })
+            .send_message(pb::SendMessageRequest {
+                room_id: room.id.clone(),
+                text: index.to_string(),
+                client_id: String::new(),
+            })
             .await?;
     }
-    let mut samples = tokio::time::timeout(Duration::from_secs(60), receiver).await.context("receiver")??;
+    let mut samples = tokio::time::timeout(Duration::from_secs(60), receiver)
+        .await
+        .context("receiver")??;
     samples.sort_by(f64::total_cmp);
     Ok(samples)
 }
