@@ -11,7 +11,17 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use axum::extract::rejection::JsonRejection;
+use std::path::Path;
+
+use axum::{
+    extract::rejection::JsonRejection,
+    http::{HeaderValue, header},
+};
+use tower::{ServiceBuilder, util::MapResponseLayer};
+use tower_http::{
+    compression::CompressionLayer,
+    services::{ServeDir, ServeFile},
+};
 
 use crate::{
     api::auth::parse_registration, domain::InvalidField, error::ApiError, service::Natter,
@@ -26,6 +36,38 @@ pub fn routes(natter: Arc<Natter>) -> Router {
         .route("/api/v1/register", post(register))
         .route("/api/v1/login", post(login))
         .with_state(natter)
+}
+
+/// The web client's hashed assets (`/assets/*`): their names change with their content, so
+/// browsers may keep them for a year. Compressed when the browser accepts it.
+pub fn assets(dir: &Path) -> Router {
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .layer(MapResponseLayer::new(|response| cache(response, "public, max-age=31536000, immutable")))
+            .layer(CompressionLayer::new())
+            .service(ServeDir::new(dir)),
+    )
+}
+
+/// The web client's pages: `index.html` for `/` and for any path the app routes itself
+/// (SPA fallback), revalidated on every load so a new build is picked up at once.
+pub fn pages(dir: &Path) -> Router {
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .layer(MapResponseLayer::new(|response| cache(response, "no-cache")))
+            .layer(CompressionLayer::new())
+            .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
+    )
+}
+
+/// Sets `Cache-Control` on successful responses (an error must not be cached for a year).
+fn cache<B>(mut response: axum::http::Response<B>, policy: &'static str) -> axum::http::Response<B> {
+    if response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    response
 }
 
 /// Liveness: the process serves requests.

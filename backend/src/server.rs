@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::service::{LayerExt, Routes};
 use tonic_web::GrpcWebLayer;
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
@@ -132,13 +131,12 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
     .add_service(reflection_v1alpha)
     .into_axum_router();
 
-    let static_dir = natter.config.static_dir.clone();
-    let web_client =
-        ServeDir::new(&static_dir).fallback(ServeFile::new(static_dir.join("index.html")));
+        let static_dir = natter.config.static_dir.clone();
     // Merge first, then set the fallback: merging two routers that both have one panics.
     Ok(grpc
         .merge(http::routes(natter))
-        .fallback_service(web_client))
+        .nest_service("/assets", http::assets(&static_dir.join("assets")))
+        .fallback_service(http::pages(&static_dir)))
 }
 
 /// Serves until `shutdown` completes, then stops streams and drains for up to 10 s.

@@ -1,0 +1,274 @@
+//! Shared reactive state of the signed-in app, the tab's one event stream, and the actions
+//! components call.
+
+use std::time::Duration;
+
+use futures::{FutureExt, pin_mut, select};
+use gloo_timers::future::TimeoutFuture;
+use leptos::{prelude::*, task::spawn_local};
+use natter_proto::v1::{self as pb, event::Event as Ev};
+
+use crate::{
+    api,
+    session::Session,
+        state::{Backoff, ChatState, silence_limit_ms},
+};
+
+/// The state of the event stream, shown in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connection {
+    /// Opening the stream for the first time.
+    Connecting,
+    /// Ready received; events flow.
+    Connected,
+    /// The stream broke; retrying with backoff.
+    Reconnecting,
+    /// The browser reports no network.
+    Offline,
+}
+
+impl Connection {
+    /// Word shown to people and used by tests.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Connection::Connecting => "connecting",
+            Connection::Connected => "connected",
+            Connection::Reconnecting => "reconnecting",
+            Connection::Offline => "offline",
+        }
+    }
+}
+
+/// What the main pane shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pane {
+    /// Nothing selected.
+    Welcome,
+    /// A conversation.
+    Room(String),
+    /// The people directory.
+    People,
+}
+
+/// Everything components share; `Copy`, so closures take it freely.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    /// The signed-in session, `None` when signed out.
+    pub(crate) session: RwSignal<Option<Session>>,
+    /// Rooms, messages, presence.
+    pub(crate) chat: RwSignal<ChatState>,
+    /// The stream's state.
+    pub(crate) connection: RwSignal<Connection>,
+    /// The main pane.
+    pub(crate) pane: RwSignal<Pane>,
+    /// A passing notice (errors of actions without a form).
+    pub(crate) notice: RwSignal<Option<String>>,
+    /// Wall clock, ms, ticking every second (typing indicators expire by it).
+    pub(crate) now: RwSignal<f64>,
+}
+
+impl Ctx {
+    /// Fresh state, signed in if a session is stored.
+    pub(crate) fn new() -> Self {
+        let session = Session::load();
+        let chat = ChatState::new(session.as_ref().map_or("", |s| s.user_id.as_str()));
+        Self {
+            session: RwSignal::new(session),
+            chat: RwSignal::new(chat),
+            connection: RwSignal::new(Connection::Connecting),
+            pane: RwSignal::new(Pane::Welcome),
+            notice: RwSignal::new(None),
+            now: RwSignal::new(js_sys::Date::now()),
+        }
+    }
+
+    /// The current token, if signed in.
+    pub(crate) fn token(&self) -> Option<String> {
+        self.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
+    }
+
+    /// Signs in: stores the session and starts the stream.
+    pub(crate) fn sign_in(&self, session: Session) {
+        session.save();
+        self.chat.set(ChatState::new(&session.user_id));
+        self.pane.set(Pane::Welcome);
+        self.session.set(Some(session));
+    }
+
+    /// Signs out: forgets the session; the stream loop stops at its next step.
+    pub(crate) fn sign_out(&self) {
+        Session::clear();
+        self.session.set(None);
+        self.chat.set(ChatState::default());
+    }
+
+    /// Shows a failure of an action.
+    pub(crate) fn fail(&self, status: &tonic::Status) {
+        if status.code() == tonic::Code::Unauthenticated {
+            self.sign_out();
+        } else {
+            self.notice.set(Some(api::describe(status)));
+        }
+    }
+
+    /// Opens a room: marks it read, loads its newest messages and its members.
+    pub(crate) fn open_room(&self, room_id: String) {
+        self.chat.update(|c| c.open(&room_id));
+        self.pane.set(Pane::Room(room_id.clone()));
+        let needs_history = self.chat.with_untracked(|c| c.rooms.get(&room_id).is_some_and(|r| r.messages.len() < 2));
+        if needs_history {
+            self.load_history(room_id.clone(), 0);
+        }
+        let ctx = *self;
+        let Some(token) = self.token() else { return };
+        spawn_local(async move {
+            match api::chat().list_members(api::authed(&token, pb::ListMembersRequest { room_id: room_id.clone() })).await {
+                Ok(response) => ctx.chat.update(|c| {
+                    if let Some(room) = c.rooms.get_mut(&room_id) {
+                        room.members = response.into_inner().members.into_iter().filter_map(|m| m.user).map(|u| (u.id.clone(), u)).collect();
+                    }
+                }),
+                Err(status) => ctx.fail(&status),
+            }
+        });
+    }
+
+    /// Loads a page of history ending before `before_seq` (0: the newest).
+    pub(crate) fn load_history(&self, room_id: String, before_seq: u64) {
+        let ctx = *self;
+        let Some(token) = self.token() else { return };
+        spawn_local(async move {
+            let request = pb::GetHistoryRequest { room_id: room_id.clone(), before_seq, limit: 50 };
+            match api::chat().get_history(api::authed(&token, request)).await {
+                Ok(page) => ctx.chat.update(|c| c.merge_history(&room_id, page.into_inner())),
+                Err(status) => ctx.fail(&status),
+            }
+        });
+    }
+
+    /// Sends (or re-sends, with the same client id) a message.
+    pub(crate) fn send(&self, room_id: String, client_id: String, text: String) {
+        let ctx = *self;
+        let Some(token) = self.token() else { return };
+        ctx.chat.update(|c| c.set_failed(&room_id, &client_id, false));
+        spawn_local(async move {
+            let request = pb::SendMessageRequest { room_id: room_id.clone(), text, client_id: client_id.clone() };
+            match api::chat().send_message(api::authed(&token, request)).await {
+                Ok(message) => ctx.chat.update(|c| c.acknowledge(message.into_inner())),
+                Err(status) => {
+                    ctx.chat.update(|c| c.set_failed(&room_id, &client_id, true));
+                    if status.code() != tonic::Code::Unavailable {
+                        ctx.fail(&status);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Adds a room the user just created, joined or opened, and shows it.
+    pub(crate) fn enter_room(&self, room: pb::Room) {
+        let id = room.id.clone();
+        self.chat.update(|c| c.upsert_room(room));
+        self.open_room(id);
+    }
+}
+
+/// A fresh idempotency key.
+pub(crate) fn new_client_id() -> String {
+    window()
+        .crypto()
+        .map(|c| c.random_uuid())
+        .unwrap_or_else(|_| format!("{}-{}", js_sys::Date::now(), js_sys::Math::random()))
+}
+
+/// Keeps the tab's one event stream open while signed in: reconnects with backoff and
+/// resumes with the per-room cursors, and treats a stream silent for longer than the
+/// heartbeat allows as dead.
+pub(crate) fn run_event_stream(ctx: Ctx) {
+    spawn_local(async move {
+        let mut backoff = Backoff::default();
+        loop {
+            let Some(token) = ctx.token() else { return };
+            let online = window().navigator().on_line();
+            ctx.connection.set(match (online, backoff.attempts()) {
+                (false, _) => Connection::Offline,
+                (true, 0) => Connection::Connecting,
+                (true, _) => Connection::Reconnecting,
+            });
+            let cursors = ctx.chat.with_untracked(ChatState::cursors);
+            match api::subscribe(&token, cursors).await {
+                Ok(mut stream) => {
+                    let mut heartbeat_ms = 15_000;
+                    loop {
+                                                let silence = TimeoutFuture::new(silence_limit_ms(heartbeat_ms)).fuse();
+                        let next = stream.message().fuse();
+                        pin_mut!(silence, next);
+                        let event = select! {
+                            message = next => message,
+                            () = silence => break,
+                        };
+                        let Ok(Some(pb::Event { event: Some(event) })) = event else { break };
+                        if ctx.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone())) != Some(token.clone()) {
+                            return; // signed out (or in as someone else) meanwhile
+                        }
+                        if let Ev::Ready(ready) = &event {
+                            heartbeat_ms = ready.heartbeat_interval_ms.max(1000);
+                            backoff.reset();
+                            ctx.connection.set(Connection::Connected);
+                        }
+                                                let now = js_sys::Date::now();
+                        ctx.chat.update(|c| {
+                            c.apply(event, now);
+                        });
+                        // The room on screen may have been left or deleted meanwhile.
+                        let shown_room_gone = ctx.pane.with_untracked(|p| matches!(p, Pane::Room(_)))
+                            && ctx.chat.with_untracked(|c| c.active.is_none());
+                        if shown_room_gone {
+                            ctx.pane.set(Pane::Welcome);
+                        }
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    ctx.sign_out();
+                    return;
+                }
+                Err(_) => {}
+            }
+            if ctx.token().is_none() {
+                return;
+            }
+            ctx.connection.set(if window().navigator().on_line() { Connection::Reconnecting } else { Connection::Offline });
+            let delay = backoff.next_delay_ms(js_sys::Math::random());
+            TimeoutFuture::new(delay as u32).await;
+        }
+    });
+}
+
+/// Refreshes the token a minute before it expires, for as long as the tab stays signed in.
+pub(crate) fn keep_token_fresh(ctx: Ctx) {
+    spawn_local(async move {
+        loop {
+            let Some(expires_at) = ctx.session.with_untracked(|s| s.as_ref().map(|s| s.expires_at)) else { return };
+            let wait = (expires_at - js_sys::Date::now() - 60_000.0).max(5_000.0);
+            TimeoutFuture::new(wait.min(f64::from(i32::MAX)) as u32).await;
+            let Some(token) = ctx.token() else { return };
+            match api::auth().refresh_token(api::authed(&token, pb::RefreshTokenRequest {})).await {
+                Ok(response) => {
+                    let session = Session::from_response(response.into_inner());
+                    session.save();
+                    ctx.session.set(Some(session));
+                }
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    ctx.sign_out();
+                    return;
+                }
+                Err(_) => TimeoutFuture::new(10_000).await,
+            }
+        }
+    });
+}
+
+/// Ticks `ctx.now` every second.
+pub(crate) fn tick_clock(ctx: Ctx) {
+    set_interval(move || ctx.now.set(js_sys::Date::now()), Duration::from_secs(1));
+}

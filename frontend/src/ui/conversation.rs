@@ -1,0 +1,277 @@
+//! A conversation: history (older pages load when scrolling up), live messages with day
+//! separators, members with presence, who is typing, and the composer.
+
+use leptos::{html, prelude::*, task::spawn_local};
+use natter_proto::v1 as pb;
+use wasm_bindgen::JsValue;
+
+use super::shell::CopyButton;
+use crate::{
+    api,
+    context::{Ctx, Pane, new_client_id},
+    state::{MESSAGE_LIMIT, counter_visible},
+};
+
+fn local_day(ms: i64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    String::from(date.to_locale_date_string("default", &JsValue::UNDEFINED))
+}
+
+fn local_time(ms: i64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"hour".into(), &"2-digit".into());
+    let _ = js_sys::Reflect::set(&options, &"minute".into(), &"2-digit".into());
+    String::from(date.to_locale_time_string_with_options("default", &options))
+}
+
+/// One row of the message list.
+#[derive(Clone, PartialEq)]
+enum Row {
+    Day(String),
+    Message { message: pb::Message, own: bool },
+    Pending { client_id: String, text: String, failed: bool },
+}
+
+#[component]
+pub(crate) fn Conversation(room_id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let id = StoredValue::new(room_id);
+    let room = move || ctx.chat.with(|c| c.rooms.get(&id.get_value()).map(|r| r.room.clone()));
+    let is_owner = move || {
+        let me = ctx.chat.with(|c| c.me.clone());
+        room().is_some_and(|r| r.owner_id == me && r.kind == pb::RoomKind::Group as i32)
+    };
+    let title = move || room().map(|r| r.peer.map_or(format!("# {}", r.name), |p| format!("@{}", p.display_name))).unwrap_or_default();
+    let code = move || room().map(|r| r.code).filter(|c| !c.is_empty());
+
+    let leave = move |_| {
+        let Some(token) = ctx.token() else { return };
+        let room_id = id.get_value();
+        spawn_local(async move {
+            match api::chat().leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id: room_id.clone() })).await {
+                Ok(_) => {
+                    ctx.chat.update(|c| c.remove_room(&room_id));
+                    ctx.pane.set(Pane::Welcome);
+                }
+                Err(status) => ctx.fail(&status),
+            }
+        });
+    };
+    let delete = move |_| {
+        let name = room().map(|r| r.name).unwrap_or_default();
+        let confirmed = window().confirm_with_message(&format!("Delete \"{name}\" and all its messages for everyone?")).unwrap_or(false);
+        let Some(token) = ctx.token().filter(|_| confirmed) else { return };
+        let room_id = id.get_value();
+        spawn_local(async move {
+            match api::chat().delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id: room_id.clone() })).await {
+                Ok(_) => {
+                    ctx.chat.update(|c| c.remove_room(&room_id));
+                    ctx.pane.set(Pane::Welcome);
+                }
+                Err(status) => ctx.fail(&status),
+            }
+        });
+    };
+
+    view! {
+        <section class="conversation" aria-label=title>
+            <header class="conversation-header">
+                <h2 data-testid="conversation-title">{title}</h2>
+                {move || code().map(|code| view! {
+                    <span class="code-chip">"Code " <code data-testid="conversation-code">{code.clone()}</code> <CopyButton text=code/></span>
+                })}
+                <span class="spacer"></span>
+                <button data-testid="leave-room" on:click=leave>"Leave"</button>
+                <Show when=is_owner>
+                    <button class="danger" data-testid="delete-room" on:click=delete>"Delete"</button>
+                </Show>
+            </header>
+            <div class="conversation-body">
+                <Messages room_id=id.get_value()/>
+                <Members room_id=id.get_value()/>
+            </div>
+            <TypingIndicator room_id=id.get_value()/>
+            <Composer room_id=id.get_value()/>
+        </section>
+    }
+}
+
+#[component]
+fn Messages(room_id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let list = NodeRef::<html::Div>::new();
+    let id = StoredValue::new(room_id);
+    let rows = move || {
+        ctx.chat.with(|c| {
+            let Some(room) = c.rooms.get(&id.get_value()) else { return Vec::new() };
+            let mut rows = Vec::new();
+            let mut day = String::new();
+            for message in room.messages.values() {
+                let this_day = local_day(message.sent_at);
+                if this_day != day {
+                    rows.push(Row::Day(this_day.clone()));
+                    day = this_day;
+                }
+                rows.push(Row::Message { own: message.sender_id == c.me, message: message.clone() });
+            }
+            rows.extend(room.pending.iter().map(|p| Row::Pending { client_id: p.client_id.clone(), text: p.text.clone(), failed: p.failed }));
+            rows
+        })
+    };
+    let has_more = move || ctx.chat.with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more));
+    let load_older = move || {
+        let before = ctx.chat.with_untracked(|c| c.rooms.get(&id.get_value()).map(|r| r.oldest_loaded()).unwrap_or(0));
+        if before > 1 {
+            ctx.load_history(id.get_value(), before);
+        }
+    };
+    // Keep the view pinned to the newest message while the reader is at the bottom; when
+    // older messages are prepended, keep what the reader was looking at in place.
+    let pinned = StoredValue::new(true);
+    let height = StoredValue::new(0);
+    Effect::new(move |_| {
+        rows();
+        if let Some(el) = list.get() {
+            let grown = el.scroll_height() - height.get_value();
+            if pinned.get_value() {
+                el.set_scroll_top(el.scroll_height());
+            } else if el.scroll_top() < 10 {
+                el.set_scroll_top(el.scroll_top() + grown);
+            }
+            height.set_value(el.scroll_height());
+        }
+    });
+    let on_scroll = move |_| {
+        let Some(el) = list.get_untracked() else { return };
+        pinned.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 40);
+        if el.scroll_top() < 10 && has_more() {
+            load_older();
+        }
+    };
+    view! {
+        <div class="messages" node_ref=list on:scroll=on_scroll data-testid="message-list" role="log" aria-live="polite" tabindex="0">
+            <Show when=has_more>
+                <button class="link load-older" data-testid="load-older" on:click=move |_| load_older()>"Load older messages"</button>
+            </Show>
+            <For each=rows key=|row| match row {
+                Row::Day(day) => format!("day:{day}"),
+                Row::Message { message, .. } => format!("seq:{}", message.seq),
+                Row::Pending { client_id, failed, .. } => format!("pending:{client_id}:{failed}"),
+            } let(row)>
+                {match row {
+                    Row::Day(day) => view! { <div class="day" data-testid="day-separator" role="separator">{day}</div> }.into_any(),
+                    Row::Message { message, own } => view! {
+                        <article class="message" class:own=own data-testid="message" data-seq=message.seq.to_string() data-own=own.to_string()>
+                            <header><span class="sender">{message.sender_name.clone()}</span> <time>{local_time(message.sent_at)}</time></header>
+                            <p class="text">{message.text.clone()}</p>
+                        </article>
+                    }.into_any(),
+                    Row::Pending { client_id, text, failed } => {
+                        let retry = (client_id.clone(), text.clone());
+                        view! {
+                            <article class="message own pending" class:failed=failed data-testid="message" data-pending="true">
+                                <header><span class="sender">"You"</span> <time>{if failed { "not sent" } else { "sending…" }}</time></header>
+                                <p class="text">{text}</p>
+                                {failed.then(|| view! {
+                                    <button data-testid="retry-send" on:click=move |_| ctx.send(id.get_value(), retry.0.clone(), retry.1.clone())>"Retry"</button>
+                                })}
+                            </article>
+                        }.into_any()
+                    }
+                }}
+            </For>
+        </div>
+    }
+}
+
+#[component]
+fn Members(room_id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let members = move || {
+        ctx.chat.with(|c| c.rooms.get(&room_id).map(|r| r.members.values().cloned().collect::<Vec<_>>()).unwrap_or_default())
+    };
+    view! {
+        <aside class="members" aria-label="Members">
+            <h3>"Members"</h3>
+            <ul data-testid="member-list">
+                <For each=members key=|u| (u.id.clone(), u.online) let(user)>
+                    <li data-testid="member-item" data-username=user.username.clone() data-online=user.online.to_string()>
+                        <span class="presence" class:online=user.online aria-label=if user.online { "online" } else { "offline" }></span>
+                        {user.display_name.clone()}
+                    </li>
+                </For>
+            </ul>
+        </aside>
+    }
+}
+
+#[component]
+fn TypingIndicator(room_id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let names = move || {
+        let now = ctx.now.get();
+        ctx.chat.with(|c| c.rooms.get(&room_id).map(|r| r.typing_names(now)).unwrap_or_default())
+    };
+    view! {
+        <p class="typing" data-testid="typing-indicator" aria-live="polite">
+            {move || match names().as_slice() {
+                [] => String::new(),
+                [one] => format!("{one} is typing…"),
+                many => format!("{} are typing…", many.join(", ")),
+            }}
+        </p>
+    }
+}
+
+#[component]
+fn Composer(room_id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let text = RwSignal::new(String::new());
+    let id = StoredValue::new(room_id);
+    let last_typing = StoredValue::new(0.0);
+    let chars = move || text.with(|t| t.trim().chars().count());
+    let sendable = move || (1..=MESSAGE_LIMIT).contains(&chars());
+    let send = move || {
+        if !sendable() {
+            return;
+        }
+        let body = text.get_untracked().trim().to_owned();
+        let client_id = new_client_id();
+        ctx.chat.update(|c| c.add_pending(&id.get_value(), &client_id, &body));
+        ctx.send(id.get_value(), client_id, body);
+        text.set(String::new());
+        last_typing.set_value(0.0);
+    };
+    let on_input = move |ev| {
+        text.set(event_target_value(&ev));
+        let now = js_sys::Date::now();
+        if now - last_typing.get_value() > 3000.0 && !text.with_untracked(String::is_empty) {
+            last_typing.set_value(now);
+            let Some(token) = ctx.token() else { return };
+            let room_id = id.get_value();
+            spawn_local(async move {
+                let _ = api::chat().set_typing(api::authed(&token, pb::SetTypingRequest { room_id, typing: true })).await;
+            });
+        }
+    };
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+            ev.prevent_default();
+            send();
+        }
+    };
+    view! {
+        <form class="composer" on:submit=move |ev| { ev.prevent_default(); send(); }>
+            <label for="composer-input" class="visually-hidden">"Message"</label>
+            <textarea id="composer-input" data-testid="composer-input" rows="1" placeholder="Message (Enter sends, Shift+Enter adds a line)"
+                prop:value=move || text.get() on:input=on_input on:keydown=on_keydown></textarea>
+            <Show when=move || counter_visible(chars())>
+                <span class="counter" class:over=move || { chars() > MESSAGE_LIMIT } data-testid="composer-counter">
+                    {move || format!("{}/{MESSAGE_LIMIT}", chars())}
+                </span>
+            </Show>
+            <button type="submit" class="primary" data-testid="composer-send" disabled=move || !sendable()>"Send"</button>
+        </form>
+    }
+}

@@ -1,0 +1,217 @@
+//! The signed-in layout: header, sidebar of rooms and conversations, dialogs to create and
+//! join rooms, and the main pane.
+
+use leptos::{prelude::*, task::spawn_local};
+use natter_proto::v1 as pb;
+
+use super::{conversation::Conversation, people::People};
+use crate::{
+    api,
+    context::{Ctx, Pane},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialog {
+    None,
+    Create,
+    Join,
+}
+
+#[component]
+pub(crate) fn Shell() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let dialog = RwSignal::new(Dialog::None);
+    let sidebar_open = RwSignal::new(true);
+    let me = move || ctx.session.with(|s| s.as_ref().map(|s| s.display_name.clone()).unwrap_or_default());
+    let connection = move || ctx.connection.get().label();
+
+    view! {
+        <div class="shell" class:sidebar-open=move || sidebar_open.get()>
+            <header class="topbar">
+                <button class="icon only-narrow" aria-label="Show rooms" on:click=move |_| sidebar_open.update(|o| *o = !*o)>"☰"</button>
+                <strong class="brand">"Natter"</strong>
+                <span class="connection" data-testid="connection-status" data-state=connection role="status">
+                    <span class="dot"></span>{connection}
+                </span>
+                <span class="me" data-testid="me">{me}</span>
+                <button data-testid="sign-out" on:click=move |_| ctx.sign_out()>"Sign out"</button>
+            </header>
+            <nav class="sidebar" aria-label="Rooms">
+                <div class="sidebar-actions">
+                    <button data-testid="create-room-open" on:click=move |_| dialog.set(Dialog::Create)>"New room"</button>
+                    <button data-testid="join-room-open" on:click=move |_| dialog.set(Dialog::Join)>"Join"</button>
+                    <button data-testid="people-open" on:click=move |_| { ctx.pane.set(Pane::People); sidebar_open.set(false); }>"People"</button>
+                </div>
+                <RoomList on_pick=move || sidebar_open.set(false)/>
+            </nav>
+            <main class="pane">
+                {move || match ctx.pane.get() {
+                    Pane::Welcome => view! { <p class="welcome muted">"Pick a conversation, create a room, or find people."</p> }.into_any(),
+                    Pane::Room(id) => view! { <Conversation room_id=id/> }.into_any(),
+                    Pane::People => view! { <People/> }.into_any(),
+                }}
+            </main>
+            <Show when=move || dialog.get() == Dialog::Create>
+                <CreateRoomDialog close=move || dialog.set(Dialog::None)/>
+            </Show>
+            <Show when=move || dialog.get() == Dialog::Join>
+                <JoinRoomDialog close=move || dialog.set(Dialog::None)/>
+            </Show>
+            <Show when=move || ctx.notice.with(Option::is_some)>
+                <div class="notice" role="alert" data-testid="notice">
+                    {move || ctx.notice.get()}
+                    <button class="icon" aria-label="Dismiss" on:click=move |_| ctx.notice.set(None)>"×"</button>
+                </div>
+            </Show>
+        </div>
+    }
+}
+
+#[component]
+fn RoomList(on_pick: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let rows = move || {
+        ctx.chat.with(|c| {
+            c.sidebar()
+                .into_iter()
+                .map(|r| {
+                    let peer = r.room.peer.clone();
+                    (r.room.id.clone(), peer.as_ref().map_or(r.room.name.clone(), |p| p.display_name.clone()), peer.map(|p| p.online), r.unread())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    view! {
+        <ul class="room-list" data-testid="room-list">
+            <For each=rows key=|row| row.clone() let((id, name, online, unread))>
+                {
+                                        let selected = {
+                        let id = id.clone();
+                        Memo::new(move |_| ctx.pane.with(|p| *p == Pane::Room(id.clone())))
+                    };
+                    let open = id.clone();
+                    view! {
+                        <li>
+                            <button class="room-item" class:selected=selected data-testid="room-item" data-room-name=name.clone()
+                                aria-current=move || if selected.get() { "page" } else { "false" }
+                                on:click=move |_| { ctx.open_room(open.clone()); on_pick(); }>
+                                {online.map(|on| view! {
+                                    <span class="presence" class:online=on data-testid="presence-dot" data-online=on.to_string()
+                                        aria-label=if on { "online" } else { "offline" }></span>
+                                })}
+                                <span class="room-name">{if online.is_some() { format!("@{name}") } else { format!("# {name}") }}</span>
+                                {(unread > 0).then(|| view! { <span class="badge" data-testid="unread-badge" aria-label="unread messages">{unread}</span> })}
+                            </button>
+                        </li>
+                    }
+                }
+            </For>
+        </ul>
+    }
+}
+
+/// Copies text to the clipboard (the button says so for a moment).
+#[component]
+pub(crate) fn CopyButton(text: String) -> impl IntoView {
+    let copied = RwSignal::new(false);
+    view! {
+        <button data-testid="copy-code" on:click=move |_| {
+            let _ = window().navigator().clipboard().write_text(&text);
+            copied.set(true);
+            set_timeout(move || copied.set(false), std::time::Duration::from_secs(2));
+        }>{move || if copied.get() { "Copied" } else { "Copy" }}</button>
+    }
+}
+
+#[component]
+fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let name = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let created = RwSignal::new(None::<pb::Room>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(token) = ctx.token() else { return };
+        let request = pb::CreateRoomRequest { name: name.get_untracked(), password: password.get_untracked() };
+        spawn_local(async move {
+            match api::chat().create_room(api::authed(&token, request)).await {
+                Ok(room) => {
+                    let room = room.into_inner();
+                    ctx.enter_room(room.clone());
+                    created.set(Some(room));
+                }
+                Err(status) => error.set(Some(api::describe(&status))),
+            }
+        });
+    };
+    view! {
+        <div class="dialog-backdrop">
+            <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="create-title">
+                <h2 id="create-title">"New room"</h2>
+                {move || match created.get() {
+                    Some(room) => view! {
+                        <p>"Share this code to invite people:"</p>
+                        <p class="code"><code data-testid="room-code">{room.code.clone()}</code> <CopyButton text=room.code.clone()/></p>
+                        <button class="primary" data-testid="dialog-done" on:click=move |_| close()>"Done"</button>
+                    }.into_any(),
+                    None => view! {
+                        <form on:submit=submit>
+                            <label for="create-name">"Name"</label>
+                            <input id="create-name" data-testid="create-room-name" required maxlength="64" autofocus
+                                prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/>
+                            <label for="create-password">"Password (optional)"</label>
+                            <input id="create-password" data-testid="create-room-password" type="password"
+                                prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev))/>
+                            <p class="form-error" role="alert">{move || error.get()}</p>
+                            <div class="row">
+                                <button type="button" on:click=move |_| close()>"Cancel"</button>
+                                <button type="submit" class="primary" data-testid="create-room-submit">"Create"</button>
+                            </div>
+                        </form>
+                    }.into_any(),
+                }}
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let code = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(token) = ctx.token() else { return };
+        let request = pb::JoinRoomRequest { code: code.get_untracked(), password: password.get_untracked() };
+        spawn_local(async move {
+            match api::chat().join_room(api::authed(&token, request)).await {
+                Ok(room) => {
+                    ctx.enter_room(room.into_inner());
+                    close();
+                }
+                Err(status) => error.set(Some(api::describe(&status))),
+            }
+        });
+    };
+    view! {
+        <div class="dialog-backdrop">
+            <form class="dialog" role="dialog" aria-modal="true" aria-labelledby="join-title" on:submit=submit>
+                <h2 id="join-title">"Join a room"</h2>
+                <label for="join-code">"Join code"</label>
+                <input id="join-code" data-testid="join-code" required autofocus autocapitalize="characters"
+                    prop:value=move || code.get() on:input=move |ev| code.set(event_target_value(&ev))/>
+                <label for="join-password">"Password (if the room has one)"</label>
+                <input id="join-password" data-testid="join-password" type="password"
+                    prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev))/>
+                <p class="form-error" role="alert" data-testid="join-error">{move || error.get()}</p>
+                <div class="row">
+                    <button type="button" on:click=move |_| close()>"Cancel"</button>
+                    <button type="submit" class="primary" data-testid="join-submit">"Join"</button>
+                </div>
+            </form>
+        </div>
+    }
+}
