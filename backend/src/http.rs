@@ -43,7 +43,9 @@ pub fn routes(natter: Arc<Natter>) -> Router {
 pub fn assets(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(MapResponseLayer::new(|response| cache(response, "public, max-age=31536000, immutable")))
+            .layer(MapResponseLayer::new(|response| {
+                cache(response, "public, max-age=31536000, immutable")
+            }))
             .layer(CompressionLayer::new())
             .service(ServeDir::new(dir)),
     )
@@ -54,14 +56,19 @@ pub fn assets(dir: &Path) -> Router {
 pub fn pages(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(MapResponseLayer::new(|response| cache(response, "no-cache")))
+            .layer(MapResponseLayer::new(|response| {
+                cache(response, "no-cache")
+            }))
             .layer(CompressionLayer::new())
             .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
     )
 }
 
 /// Sets `Cache-Control` on successful responses (an error must not be cached for a year).
-fn cache<B>(mut response: axum::http::Response<B>, policy: &'static str) -> axum::http::Response<B> {
+fn cache<B>(
+    mut response: axum::http::Response<B>,
+    policy: &'static str,
+) -> axum::http::Response<B> {
     if response.status().is_success() {
         response
             .headers_mut()

@@ -131,7 +131,7 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
     .add_service(reflection_v1alpha)
     .into_axum_router();
 
-        let static_dir = natter.config.static_dir.clone();
+    let static_dir = natter.config.static_dir.clone();
     // Merge first, then set the fallback: merging two routers that both have one panics.
     Ok(grpc
         .merge(http::routes(natter))

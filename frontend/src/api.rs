@@ -7,7 +7,10 @@ use tonic::{Request, Status, Streaming, metadata::MetadataValue};
 use tonic_web_wasm_client::Client;
 
 fn origin() -> String {
-    leptos::prelude::window().location().origin().unwrap_or_default()
+    leptos::prelude::window()
+        .location()
+        .origin()
+        .unwrap_or_default()
 }
 
 /// The unauthenticated service.
@@ -30,8 +33,14 @@ pub(crate) fn authed<T>(token: &str, message: T) -> Request<T> {
 }
 
 /// Opens the one event stream of this tab.
-pub(crate) async fn subscribe(token: &str, resume: Vec<pb::RoomCursor>) -> Result<Streaming<pb::Event>, Status> {
-    Ok(chat().subscribe(authed(token, pb::SubscribeRequest { resume })).await?.into_inner())
+pub(crate) async fn subscribe(
+    token: &str,
+    resume: Vec<pb::RoomCursor>,
+) -> Result<Streaming<pb::Event>, Status> {
+    Ok(chat()
+        .subscribe(authed(token, pb::SubscribeRequest { resume }))
+        .await?
+        .into_inner())
 }
 
 /// What to show for a failed call: the server's message, which is written for people.

@@ -11,7 +11,7 @@ use natter_proto::v1::{self as pb, event::Event as Ev};
 use crate::{
     api,
     session::Session,
-        state::{Backoff, ChatState, silence_limit_ms},
+    state::{Backoff, ChatState, silence_limit_ms},
 };
 
 /// The state of the event stream, shown in the header.
@@ -65,6 +65,8 @@ pub(crate) struct Ctx {
     pub(crate) notice: RwSignal<Option<String>>,
     /// Wall clock, ms, ticking every second (typing indicators expire by it).
     pub(crate) now: RwSignal<f64>,
+    /// On narrow screens, whether the room list covers the main pane.
+    pub(crate) sidebar_open: RwSignal<bool>,
 }
 
 impl Ctx {
@@ -79,12 +81,14 @@ impl Ctx {
             pane: RwSignal::new(Pane::Welcome),
             notice: RwSignal::new(None),
             now: RwSignal::new(js_sys::Date::now()),
+            sidebar_open: RwSignal::new(true),
         }
     }
 
     /// The current token, if signed in.
     pub(crate) fn token(&self) -> Option<String> {
-        self.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
+        self.session
+            .with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
     }
 
     /// Signs in: stores the session and starts the stream.
@@ -115,17 +119,34 @@ impl Ctx {
     pub(crate) fn open_room(&self, room_id: String) {
         self.chat.update(|c| c.open(&room_id));
         self.pane.set(Pane::Room(room_id.clone()));
-        let needs_history = self.chat.with_untracked(|c| c.rooms.get(&room_id).is_some_and(|r| r.messages.len() < 2));
+        self.sidebar_open.set(false);
+        let needs_history = self
+            .chat
+            .with_untracked(|c| c.rooms.get(&room_id).is_some_and(|r| r.messages.len() < 2));
         if needs_history {
             self.load_history(room_id.clone(), 0);
         }
         let ctx = *self;
         let Some(token) = self.token() else { return };
         spawn_local(async move {
-            match api::chat().list_members(api::authed(&token, pb::ListMembersRequest { room_id: room_id.clone() })).await {
+            match api::chat()
+                .list_members(api::authed(
+                    &token,
+                    pb::ListMembersRequest {
+                        room_id: room_id.clone(),
+                    },
+                ))
+                .await
+            {
                 Ok(response) => ctx.chat.update(|c| {
                     if let Some(room) = c.rooms.get_mut(&room_id) {
-                        room.members = response.into_inner().members.into_iter().filter_map(|m| m.user).map(|u| (u.id.clone(), u)).collect();
+                        room.members = response
+                            .into_inner()
+                            .members
+                            .into_iter()
+                            .filter_map(|m| m.user)
+                            .map(|u| (u.id.clone(), u))
+                            .collect();
                     }
                 }),
                 Err(status) => ctx.fail(&status),
@@ -138,9 +159,15 @@ impl Ctx {
         let ctx = *self;
         let Some(token) = self.token() else { return };
         spawn_local(async move {
-            let request = pb::GetHistoryRequest { room_id: room_id.clone(), before_seq, limit: 50 };
+            let request = pb::GetHistoryRequest {
+                room_id: room_id.clone(),
+                before_seq,
+                limit: 50,
+            };
             match api::chat().get_history(api::authed(&token, request)).await {
-                Ok(page) => ctx.chat.update(|c| c.merge_history(&room_id, page.into_inner())),
+                Ok(page) => ctx
+                    .chat
+                    .update(|c| c.merge_history(&room_id, page.into_inner())),
                 Err(status) => ctx.fail(&status),
             }
         });
@@ -150,13 +177,19 @@ impl Ctx {
     pub(crate) fn send(&self, room_id: String, client_id: String, text: String) {
         let ctx = *self;
         let Some(token) = self.token() else { return };
-        ctx.chat.update(|c| c.set_failed(&room_id, &client_id, false));
+        ctx.chat
+            .update(|c| c.set_failed(&room_id, &client_id, false));
         spawn_local(async move {
-            let request = pb::SendMessageRequest { room_id: room_id.clone(), text, client_id: client_id.clone() };
+            let request = pb::SendMessageRequest {
+                room_id: room_id.clone(),
+                text,
+                client_id: client_id.clone(),
+            };
             match api::chat().send_message(api::authed(&token, request)).await {
                 Ok(message) => ctx.chat.update(|c| c.acknowledge(message.into_inner())),
                 Err(status) => {
-                    ctx.chat.update(|c| c.set_failed(&room_id, &client_id, true));
+                    ctx.chat
+                        .update(|c| c.set_failed(&room_id, &client_id, true));
                     if status.code() != tonic::Code::Unavailable {
                         ctx.fail(&status);
                     }
@@ -200,15 +233,21 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
                 Ok(mut stream) => {
                     let mut heartbeat_ms = 15_000;
                     loop {
-                                                let silence = TimeoutFuture::new(silence_limit_ms(heartbeat_ms)).fuse();
+                        let silence = TimeoutFuture::new(silence_limit_ms(heartbeat_ms)).fuse();
                         let next = stream.message().fuse();
                         pin_mut!(silence, next);
                         let event = select! {
                             message = next => message,
                             () = silence => break,
                         };
-                        let Ok(Some(pb::Event { event: Some(event) })) = event else { break };
-                        if ctx.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone())) != Some(token.clone()) {
+                        let Ok(Some(pb::Event { event: Some(event) })) = event else {
+                            break;
+                        };
+                        if ctx
+                            .session
+                            .with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
+                            != Some(token.clone())
+                        {
                             return; // signed out (or in as someone else) meanwhile
                         }
                         if let Ev::Ready(ready) = &event {
@@ -216,13 +255,14 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
                             backoff.reset();
                             ctx.connection.set(Connection::Connected);
                         }
-                                                let now = js_sys::Date::now();
+                        let now = js_sys::Date::now();
                         ctx.chat.update(|c| {
                             c.apply(event, now);
                         });
                         // The room on screen may have been left or deleted meanwhile.
-                        let shown_room_gone = ctx.pane.with_untracked(|p| matches!(p, Pane::Room(_)))
-                            && ctx.chat.with_untracked(|c| c.active.is_none());
+                        let shown_room_gone =
+                            ctx.pane.with_untracked(|p| matches!(p, Pane::Room(_)))
+                                && ctx.chat.with_untracked(|c| c.active.is_none());
                         if shown_room_gone {
                             ctx.pane.set(Pane::Welcome);
                         }
@@ -237,7 +277,11 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
             if ctx.token().is_none() {
                 return;
             }
-            ctx.connection.set(if window().navigator().on_line() { Connection::Reconnecting } else { Connection::Offline });
+            ctx.connection.set(if window().navigator().on_line() {
+                Connection::Reconnecting
+            } else {
+                Connection::Offline
+            });
             let delay = backoff.next_delay_ms(js_sys::Math::random());
             TimeoutFuture::new(delay as u32).await;
         }
@@ -248,11 +292,19 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
 pub(crate) fn keep_token_fresh(ctx: Ctx) {
     spawn_local(async move {
         loop {
-            let Some(expires_at) = ctx.session.with_untracked(|s| s.as_ref().map(|s| s.expires_at)) else { return };
+            let Some(expires_at) = ctx
+                .session
+                .with_untracked(|s| s.as_ref().map(|s| s.expires_at))
+            else {
+                return;
+            };
             let wait = (expires_at - js_sys::Date::now() - 60_000.0).max(5_000.0);
             TimeoutFuture::new(wait.min(f64::from(i32::MAX)) as u32).await;
             let Some(token) = ctx.token() else { return };
-            match api::auth().refresh_token(api::authed(&token, pb::RefreshTokenRequest {})).await {
+            match api::auth()
+                .refresh_token(api::authed(&token, pb::RefreshTokenRequest {}))
+                .await
+            {
                 Ok(response) => {
                     let session = Session::from_response(response.into_inner());
                     session.save();
@@ -270,5 +322,8 @@ pub(crate) fn keep_token_fresh(ctx: Ctx) {
 
 /// Ticks `ctx.now` every second.
 pub(crate) fn tick_clock(ctx: Ctx) {
-    set_interval(move || ctx.now.set(js_sys::Date::now()), Duration::from_secs(1));
+    set_interval(
+        move || ctx.now.set(js_sys::Date::now()),
+        Duration::from_secs(1),
+    );
 }

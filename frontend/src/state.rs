@@ -41,7 +41,13 @@ pub struct RoomState {
 impl RoomState {
     fn new(room: pb::Room) -> Self {
         let last = room.last_seq;
-        Self { cursor: last, read: last, has_more: last > 0, room, ..Default::default() }
+        Self {
+            cursor: last,
+            read: last,
+            has_more: last > 0,
+            room,
+            ..Default::default()
+        }
     }
 
     /// Messages not seen yet.
@@ -92,13 +98,21 @@ pub struct ChatState {
 impl ChatState {
     /// State for a signed-in user.
     pub fn new(me: &str) -> Self {
-        Self { me: me.to_owned(), ..Default::default() }
+        Self {
+            me: me.to_owned(),
+            ..Default::default()
+        }
     }
 
     /// Rooms for the sidebar: group rooms by name, then direct conversations by peer.
     pub fn sidebar(&self) -> Vec<&RoomState> {
         let mut rooms: Vec<&RoomState> = self.rooms.values().collect();
-        rooms.sort_by_key(|r| (r.room.kind == pb::RoomKind::Direct as i32, r.room.name.to_lowercase()));
+        rooms.sort_by_key(|r| {
+            (
+                r.room.kind == pb::RoomKind::Direct as i32,
+                r.room.name.to_lowercase(),
+            )
+        });
         rooms
     }
 
@@ -106,7 +120,10 @@ impl ChatState {
     pub fn cursors(&self) -> Vec<pb::RoomCursor> {
         self.rooms
             .values()
-            .map(|r| pb::RoomCursor { room_id: r.room.id.clone(), after_seq: r.cursor })
+            .map(|r| pb::RoomCursor {
+                room_id: r.room.id.clone(),
+                after_seq: r.cursor,
+            })
             .collect()
     }
 
@@ -123,7 +140,10 @@ impl ChatState {
         match self.rooms.get_mut(&room.id) {
             Some(existing) => {
                 let last = existing.room.last_seq.max(room.last_seq);
-                existing.room = pb::Room { last_seq: last, ..room };
+                existing.room = pb::Room {
+                    last_seq: last,
+                    ..room
+                };
             }
             None => {
                 self.rooms.insert(room.id.clone(), RoomState::new(room));
@@ -141,7 +161,9 @@ impl ChatState {
 
     /// Merges a page of history (oldest first).
     pub fn merge_history(&mut self, room_id: &str, page: pb::GetHistoryResponse) {
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
         let oldest_before = room.oldest_loaded();
         let page_oldest = page.messages.first().map(|m| m.seq);
         for message in page.messages {
@@ -159,7 +181,11 @@ impl ChatState {
     /// Starts a send: shows it as pending at once.
     pub fn add_pending(&mut self, room_id: &str, client_id: &str, text: &str) {
         if let Some(room) = self.rooms.get_mut(room_id) {
-            room.pending.push(Pending { client_id: client_id.into(), text: text.into(), failed: false });
+            room.pending.push(Pending {
+                client_id: client_id.into(),
+                text: text.into(),
+                failed: false,
+            });
         }
     }
 
@@ -186,7 +212,7 @@ impl ChatState {
         }
     }
 
-        /// Applies one stream event.
+    /// Applies one stream event.
     pub fn apply(&mut self, event: Ev, now_ms: f64) {
         match event {
             Ev::Ready(ready) => {
@@ -195,7 +221,7 @@ impl ChatState {
                 if self.active.as_ref().is_some_and(|id| !listed.contains(id)) {
                     self.active = None;
                 }
-                                for room in ready.rooms {
+                for room in ready.rooms {
                     self.upsert_room(room);
                 }
             }
@@ -229,7 +255,8 @@ impl ChatState {
                 }
                 if let Some(room) = self.rooms.get_mut(&typing.room_id) {
                     if typing.typing {
-                        room.typing.insert(user.id, (user.display_name, now_ms + TYPING_SHOWN_MS));
+                        room.typing
+                            .insert(user.id, (user.display_name, now_ms + TYPING_SHOWN_MS));
                     } else {
                         room.typing.remove(&user.id);
                     }
@@ -241,12 +268,16 @@ impl ChatState {
                     Ok(RoomChange::Joined) => self.upsert_room(room),
                     Ok(RoomChange::Left | RoomChange::Deleted) => self.remove_room(&room.id),
                     Ok(RoomChange::MemberJoined) => {
-                        if let (Some(state), Some(user)) = (self.rooms.get_mut(&room.id), changed.user) {
+                        if let (Some(state), Some(user)) =
+                            (self.rooms.get_mut(&room.id), changed.user)
+                        {
                             state.members.insert(user.id.clone(), user);
                         }
                     }
                     Ok(RoomChange::MemberLeft) => {
-                        if let (Some(state), Some(user)) = (self.rooms.get_mut(&room.id), changed.user) {
+                        if let (Some(state), Some(user)) =
+                            (self.rooms.get_mut(&room.id), changed.user)
+                        {
                             state.members.remove(&user.id);
                         }
                     }
@@ -255,7 +286,9 @@ impl ChatState {
             }
             Ev::HistoryTrimmed(trimmed) => {
                 if let Some(room) = self.rooms.get_mut(&trimmed.room_id) {
-                    room.cursor = room.cursor.max(trimmed.first_available_seq.saturating_sub(1));
+                    room.cursor = room
+                        .cursor
+                        .max(trimmed.first_available_seq.saturating_sub(1));
                 }
             }
             Ev::Heartbeat(_) | Ev::SendAck(_) | Ev::FrameError(_) => {}
@@ -298,7 +331,10 @@ pub fn silence_limit_ms(heartbeat_interval_ms: u32) -> u32 {
 /// Splits a server error like `username: must be ...` into (field, reason).
 pub fn field_error(message: &str) -> Option<(&str, &str)> {
     let (field, reason) = message.split_once(": ")?;
-    field.chars().all(|c| c.is_ascii_lowercase() || c == '_').then_some((field, reason))
+    field
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c == '_')
+        .then_some((field, reason))
 }
 
 /// Whether a message of `chars` characters should show the length counter.
@@ -314,7 +350,13 @@ mod tests {
     use super::*;
 
     fn room(id: &str, last_seq: u64) -> pb::Room {
-        pb::Room { id: id.into(), name: id.into(), last_seq, kind: pb::RoomKind::Group as i32, ..Default::default() }
+        pb::Room {
+            id: id.into(),
+            name: id.into(),
+            last_seq,
+            kind: pb::RoomKind::Group as i32,
+            ..Default::default()
+        }
     }
 
     fn message(room: &str, seq: u64, sender: &str, client_id: &str) -> pb::Message {
@@ -329,7 +371,10 @@ mod tests {
     }
 
     fn ready(rooms: Vec<pb::Room>) -> Ev {
-        Ev::Ready(pb::Ready { rooms, heartbeat_interval_ms: 15_000 })
+        Ev::Ready(pb::Ready {
+            rooms,
+            heartbeat_interval_ms: 15_000,
+        })
     }
 
     fn seqs(state: &ChatState, room: &str) -> Vec<u64> {
@@ -343,10 +388,16 @@ mod tests {
         state.open("r");
         state.apply(Ev::Message(message("r", 6, "bob", "")), 0.0);
         // The newest page overlaps the live message; older pages come later.
-        let newest = pb::GetHistoryResponse { messages: (4..=6).map(|s| message("r", s, "bob", "")).collect(), has_more: true };
+        let newest = pb::GetHistoryResponse {
+            messages: (4..=6).map(|s| message("r", s, "bob", "")).collect(),
+            has_more: true,
+        };
         state.merge_history("r", newest);
         state.apply(Ev::Message(message("r", 6, "bob", "")), 0.0);
-        let older = pb::GetHistoryResponse { messages: (1..=3).map(|s| message("r", s, "bob", "")).collect(), has_more: false };
+        let older = pb::GetHistoryResponse {
+            messages: (1..=3).map(|s| message("r", s, "bob", "")).collect(),
+            has_more: false,
+        };
         state.merge_history("r", older);
         assert_eq!(seqs(&state, "r"), [1, 2, 3, 4, 5, 6]);
         assert!(!state.rooms["r"].has_more);
@@ -357,14 +408,25 @@ mod tests {
     fn unread_counts_follow_what_was_on_screen() {
         let mut state = ChatState::new("me");
         state.apply(ready(vec![room("a", 3), room("b", 0)]), 0.0);
-        assert_eq!(state.rooms["a"].unread(), 0, "what existed before sign-in is not unread");
+        assert_eq!(
+            state.rooms["a"].unread(),
+            0,
+            "what existed before sign-in is not unread"
+        );
         state.open("a");
         state.apply(Ev::Message(message("b", 1, "bob", "")), 0.0);
         state.apply(Ev::Message(message("b", 2, "bob", "")), 0.0);
         state.apply(Ev::Message(message("a", 4, "bob", "")), 0.0);
-        assert_eq!((state.rooms["a"].unread(), state.rooms["b"].unread()), (0, 2));
+        assert_eq!(
+            (state.rooms["a"].unread(), state.rooms["b"].unread()),
+            (0, 2)
+        );
         state.apply(Ev::Message(message("b", 3, "me", "")), 0.0);
-        assert_eq!(state.rooms["b"].unread(), 0, "answering marks the room read");
+        assert_eq!(
+            state.rooms["b"].unread(),
+            0,
+            "answering marks the room read"
+        );
         state.apply(Ev::Message(message("b", 4, "bob", "")), 0.0);
         state.open("b");
         assert_eq!(state.rooms["b"].unread(), 0);
@@ -376,13 +438,36 @@ mod tests {
         state.apply(ready(vec![room("a", 3), room("b", 7)]), 0.0);
         state.apply(Ev::Message(message("a", 4, "bob", "")), 0.0);
         // History does not move the cursor: only the stream does.
-        state.merge_history("b", pb::GetHistoryResponse { messages: vec![message("b", 2, "x", "")], has_more: true });
-        let cursors: HashMap<String, u64> = state.cursors().into_iter().map(|c| (c.room_id, c.after_seq)).collect();
+        state.merge_history(
+            "b",
+            pb::GetHistoryResponse {
+                messages: vec![message("b", 2, "x", "")],
+                has_more: true,
+            },
+        );
+        let cursors: HashMap<String, u64> = state
+            .cursors()
+            .into_iter()
+            .map(|c| (c.room_id, c.after_seq))
+            .collect();
         assert_eq!(cursors, HashMap::from([("a".into(), 4), ("b".into(), 7)]));
         // After a reconnect, Ready drops rooms left meanwhile and keeps cursors of the others.
         state.apply(ready(vec![room("a", 6)]), 0.0);
-        assert_eq!(state.cursors(), vec![pb::RoomCursor { room_id: "a".into(), after_seq: 4 }]);
-        state.apply(Ev::HistoryTrimmed(pb::HistoryTrimmed { room_id: "a".into(), after_seq: 4, first_available_seq: 9 }), 0.0);
+        assert_eq!(
+            state.cursors(),
+            vec![pb::RoomCursor {
+                room_id: "a".into(),
+                after_seq: 4
+            }]
+        );
+        state.apply(
+            Ev::HistoryTrimmed(pb::HistoryTrimmed {
+                room_id: "a".into(),
+                after_seq: 4,
+                first_available_seq: 9,
+            }),
+            0.0,
+        );
         assert_eq!(state.cursors()[0].after_seq, 8);
     }
 
@@ -409,19 +494,30 @@ mod tests {
         let typing = |id: &str, on: bool| {
             Ev::Typing(pb::Typing {
                 room_id: "r".into(),
-                user: Some(pb::User { id: id.into(), display_name: id.to_uppercase(), ..Default::default() }),
+                user: Some(pb::User {
+                    id: id.into(),
+                    display_name: id.to_uppercase(),
+                    ..Default::default()
+                }),
                 typing: on,
             })
         };
         state.apply(typing("bob", true), 1000.0);
         state.apply(typing("me", true), 1000.0);
         assert_eq!(state.rooms["r"].typing_names(2000.0), ["BOB"]);
-        assert!(state.rooms["r"].typing_names(1000.0 + TYPING_SHOWN_MS + 1.0).is_empty());
+        assert!(
+            state.rooms["r"]
+                .typing_names(1000.0 + TYPING_SHOWN_MS + 1.0)
+                .is_empty()
+        );
         state.apply(typing("bob", false), 1500.0);
         assert!(state.rooms["r"].typing_names(2000.0).is_empty());
         state.apply(typing("bob", true), 3000.0);
         state.apply(Ev::Message(message("r", 1, "bob", "")), 3100.0);
-        assert!(state.rooms["r"].typing_names(3200.0).is_empty(), "a message ends typing");
+        assert!(
+            state.rooms["r"].typing_names(3200.0).is_empty(),
+            "a message ends typing"
+        );
     }
 
     #[test]
@@ -430,19 +526,42 @@ mod tests {
         let direct = pb::Room {
             id: "d".into(),
             kind: pb::RoomKind::Direct as i32,
-            peer: Some(pb::User { id: "bob".into(), ..Default::default() }),
+            peer: Some(pb::User {
+                id: "bob".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         state.apply(ready(vec![direct]), 0.0);
         state.apply(
-            Ev::Presence(pb::PresenceChanged { room_id: "d".into(), user: Some(pb::User { id: "bob".into(), ..Default::default() }), online: true }),
+            Ev::Presence(pb::PresenceChanged {
+                room_id: "d".into(),
+                user: Some(pb::User {
+                    id: "bob".into(),
+                    ..Default::default()
+                }),
+                online: true,
+            }),
             0.0,
         );
         assert!(state.rooms["d"].room.peer.as_ref().unwrap().online);
-        let change = |kind: RoomChange, room: pb::Room| Ev::RoomChanged(pb::RoomChanged { room: Some(room), change: kind as i32, user: None });
+        let change = |kind: RoomChange, room: pb::Room| {
+            Ev::RoomChanged(pb::RoomChanged {
+                room: Some(room),
+                change: kind as i32,
+                user: None,
+            })
+        };
         state.apply(change(RoomChange::Joined, room("g", 2)), 0.0);
         state.open("g");
-        assert_eq!(state.sidebar().iter().map(|r| r.room.id.as_str()).collect::<Vec<_>>(), ["g", "d"]);
+        assert_eq!(
+            state
+                .sidebar()
+                .iter()
+                .map(|r| r.room.id.as_str())
+                .collect::<Vec<_>>(),
+            ["g", "d"]
+        );
         state.apply(change(RoomChange::Deleted, room("g", 2)), 0.0);
         assert!(state.active.is_none() && !state.rooms.contains_key("g"));
     }
@@ -463,9 +582,12 @@ mod tests {
 
     #[test]
     fn silence_and_errors() {
-                assert_eq!(silence_limit_ms(15_000), 37_500);
+        assert_eq!(silence_limit_ms(15_000), 37_500);
         assert_eq!(silence_limit_ms(0), 2_500, "a nonsense interval is clamped");
-        assert_eq!(field_error("username: must be 3-32 characters"), Some(("username", "must be 3-32 characters")));
+        assert_eq!(
+            field_error("username: must be 3-32 characters"),
+            Some(("username", "must be 3-32 characters"))
+        );
         assert_eq!(field_error("unknown username or wrong password"), None);
         assert!(!counter_visible(10) && counter_visible(3600));
     }

@@ -46,6 +46,12 @@ impl TypingThrottle {
             }
         }
     }
+
+    /// A sent message ends a burst of typing: the next "typing" starts a new one and goes out.
+    fn reset(&self, user_id: &str, room_id: &str) {
+        let mut last = self.last.lock().expect("typing lock poisoned");
+        last.remove(&(user_id.to_owned(), room_id.to_owned()));
+    }
 }
 
 const DEFAULT_HISTORY: usize = 50;
@@ -86,6 +92,7 @@ impl Natter {
         if appended.created {
             crate::metrics::Metrics::inc(&self.metrics.messages_stored);
         }
+        self.typing.reset(&caller.user_id, room_id);
         Ok(convert::message(&appended.message))
     }
 
@@ -148,5 +155,10 @@ mod tests {
         assert!(!throttle.admit("u1", "r1"), "too soon after the last one");
         assert!(throttle.admit("u1", "r2"), "another room");
         assert!(throttle.admit("u2", "r1"), "another user");
+        throttle.reset("u1", "r1");
+        assert!(
+            throttle.admit("u1", "r1"),
+            "a sent message starts a new burst"
+        );
     }
 }

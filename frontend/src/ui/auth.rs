@@ -16,7 +16,13 @@ pub(crate) fn AuthScreen() -> impl IntoView {
     // (field, message): field is "" for errors that concern the whole form.
     let error = RwSignal::new(None::<(String, String)>);
     let error_for = move |field: &'static str| {
-        move || error.with(|e| e.as_ref().filter(|(f, _)| f == field).map(|(_, m)| m.clone()))
+        move || {
+            error.with(|e| {
+                e.as_ref()
+                    .filter(|(f, _)| f == field)
+                    .map(|(_, m)| m.clone())
+            })
+        }
     };
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
@@ -26,15 +32,28 @@ pub(crate) fn AuthScreen() -> impl IntoView {
         }
         busy.set(true);
         error.set(None);
-        let (name, secret, shown) = (username.get_untracked(), password.get_untracked(), display_name.get_untracked());
+        let (name, secret, shown) = (
+            username.get_untracked(),
+            password.get_untracked(),
+            display_name.get_untracked(),
+        );
         let register = registering.get_untracked();
         spawn_local(async move {
             let result = if register {
                 api::auth()
-                    .register(pb::RegisterRequest { username: name, password: secret, display_name: shown })
+                    .register(pb::RegisterRequest {
+                        username: name,
+                        password: secret,
+                        display_name: shown,
+                    })
                     .await
             } else {
-                api::auth().login(pb::LoginRequest { username: name, password: secret }).await
+                api::auth()
+                    .login(pb::LoginRequest {
+                        username: name,
+                        password: secret,
+                    })
+                    .await
             };
             busy.set(false);
             match result {
@@ -43,7 +62,9 @@ pub(crate) fn AuthScreen() -> impl IntoView {
                     let message = api::describe(&status);
                     let placed = match field_error(&message) {
                         Some((field, reason)) => (field.to_owned(), reason.to_owned()),
-                        None if status.code() == tonic::Code::AlreadyExists => ("username".into(), message.clone()),
+                        None if status.code() == tonic::Code::AlreadyExists => {
+                            ("username".into(), message.clone())
+                        }
                         None => (String::new(), message.clone()),
                     };
                     error.set(Some(placed));

@@ -29,27 +29,52 @@ fn local_time(ms: i64) -> String {
 #[derive(Clone, PartialEq)]
 enum Row {
     Day(String),
-    Message { message: pb::Message, own: bool },
-    Pending { client_id: String, text: String, failed: bool },
+    Message {
+        message: pb::Message,
+        own: bool,
+    },
+    Pending {
+        client_id: String,
+        text: String,
+        failed: bool,
+    },
 }
 
 #[component]
 pub(crate) fn Conversation(room_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let id = StoredValue::new(room_id);
-    let room = move || ctx.chat.with(|c| c.rooms.get(&id.get_value()).map(|r| r.room.clone()));
+    let room = move || {
+        ctx.chat
+            .with(|c| c.rooms.get(&id.get_value()).map(|r| r.room.clone()))
+    };
     let is_owner = move || {
         let me = ctx.chat.with(|c| c.me.clone());
         room().is_some_and(|r| r.owner_id == me && r.kind == pb::RoomKind::Group as i32)
     };
-    let title = move || room().map(|r| r.peer.map_or(format!("# {}", r.name), |p| format!("@{}", p.display_name))).unwrap_or_default();
+    let title = move || {
+        room()
+            .map(|r| {
+                r.peer
+                    .map_or(format!("# {}", r.name), |p| format!("@{}", p.display_name))
+            })
+            .unwrap_or_default()
+    };
     let code = move || room().map(|r| r.code).filter(|c| !c.is_empty());
 
     let leave = move |_| {
         let Some(token) = ctx.token() else { return };
         let room_id = id.get_value();
         spawn_local(async move {
-            match api::chat().leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id: room_id.clone() })).await {
+            match api::chat()
+                .leave_room(api::authed(
+                    &token,
+                    pb::LeaveRoomRequest {
+                        room_id: room_id.clone(),
+                    },
+                ))
+                .await
+            {
                 Ok(_) => {
                     ctx.chat.update(|c| c.remove_room(&room_id));
                     ctx.pane.set(Pane::Welcome);
@@ -60,11 +85,25 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
     };
     let delete = move |_| {
         let name = room().map(|r| r.name).unwrap_or_default();
-        let confirmed = window().confirm_with_message(&format!("Delete \"{name}\" and all its messages for everyone?")).unwrap_or(false);
-        let Some(token) = ctx.token().filter(|_| confirmed) else { return };
+        let confirmed = window()
+            .confirm_with_message(&format!(
+                "Delete \"{name}\" and all its messages for everyone?"
+            ))
+            .unwrap_or(false);
+        let Some(token) = ctx.token().filter(|_| confirmed) else {
+            return;
+        };
         let room_id = id.get_value();
         spawn_local(async move {
-            match api::chat().delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id: room_id.clone() })).await {
+            match api::chat()
+                .delete_room(api::authed(
+                    &token,
+                    pb::DeleteRoomRequest {
+                        room_id: room_id.clone(),
+                    },
+                ))
+                .await
+            {
                 Ok(_) => {
                     ctx.chat.update(|c| c.remove_room(&room_id));
                     ctx.pane.set(Pane::Welcome);
@@ -104,7 +143,9 @@ fn Messages(room_id: String) -> impl IntoView {
     let id = StoredValue::new(room_id);
     let rows = move || {
         ctx.chat.with(|c| {
-            let Some(room) = c.rooms.get(&id.get_value()) else { return Vec::new() };
+            let Some(room) = c.rooms.get(&id.get_value()) else {
+                return Vec::new();
+            };
             let mut rows = Vec::new();
             let mut day = String::new();
             for message in room.messages.values() {
@@ -113,15 +154,30 @@ fn Messages(room_id: String) -> impl IntoView {
                     rows.push(Row::Day(this_day.clone()));
                     day = this_day;
                 }
-                rows.push(Row::Message { own: message.sender_id == c.me, message: message.clone() });
+                rows.push(Row::Message {
+                    own: message.sender_id == c.me,
+                    message: message.clone(),
+                });
             }
-            rows.extend(room.pending.iter().map(|p| Row::Pending { client_id: p.client_id.clone(), text: p.text.clone(), failed: p.failed }));
+            rows.extend(room.pending.iter().map(|p| Row::Pending {
+                client_id: p.client_id.clone(),
+                text: p.text.clone(),
+                failed: p.failed,
+            }));
             rows
         })
     };
-    let has_more = move || ctx.chat.with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more));
+    let has_more = move || {
+        ctx.chat
+            .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
+    };
     let load_older = move || {
-        let before = ctx.chat.with_untracked(|c| c.rooms.get(&id.get_value()).map(|r| r.oldest_loaded()).unwrap_or(0));
+        let before = ctx.chat.with_untracked(|c| {
+            c.rooms
+                .get(&id.get_value())
+                .map(|r| r.oldest_loaded())
+                .unwrap_or(0)
+        });
         if before > 1 {
             ctx.load_history(id.get_value(), before);
         }
@@ -143,7 +199,9 @@ fn Messages(room_id: String) -> impl IntoView {
         }
     });
     let on_scroll = move |_| {
-        let Some(el) = list.get_untracked() else { return };
+        let Some(el) = list.get_untracked() else {
+            return;
+        };
         pinned.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 40);
         if el.scroll_top() < 10 && has_more() {
             load_older();
@@ -189,7 +247,12 @@ fn Messages(room_id: String) -> impl IntoView {
 fn Members(room_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let members = move || {
-        ctx.chat.with(|c| c.rooms.get(&room_id).map(|r| r.members.values().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        ctx.chat.with(|c| {
+            c.rooms
+                .get(&room_id)
+                .map(|r| r.members.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
     };
     view! {
         <aside class="members" aria-label="Members">
@@ -211,7 +274,12 @@ fn TypingIndicator(room_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let names = move || {
         let now = ctx.now.get();
-        ctx.chat.with(|c| c.rooms.get(&room_id).map(|r| r.typing_names(now)).unwrap_or_default())
+        ctx.chat.with(|c| {
+            c.rooms
+                .get(&room_id)
+                .map(|r| r.typing_names(now))
+                .unwrap_or_default()
+        })
     };
     view! {
         <p class="typing" data-testid="typing-indicator" aria-live="polite">
@@ -238,7 +306,8 @@ fn Composer(room_id: String) -> impl IntoView {
         }
         let body = text.get_untracked().trim().to_owned();
         let client_id = new_client_id();
-        ctx.chat.update(|c| c.add_pending(&id.get_value(), &client_id, &body));
+        ctx.chat
+            .update(|c| c.add_pending(&id.get_value(), &client_id, &body));
         ctx.send(id.get_value(), client_id, body);
         text.set(String::new());
         last_typing.set_value(0.0);
@@ -251,7 +320,15 @@ fn Composer(room_id: String) -> impl IntoView {
             let Some(token) = ctx.token() else { return };
             let room_id = id.get_value();
             spawn_local(async move {
-                let _ = api::chat().set_typing(api::authed(&token, pb::SetTypingRequest { room_id, typing: true })).await;
+                let _ = api::chat()
+                    .set_typing(api::authed(
+                        &token,
+                        pb::SetTypingRequest {
+                            room_id,
+                            typing: true,
+                        },
+                    ))
+                    .await;
             });
         }
     };

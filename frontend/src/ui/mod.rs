@@ -1,6 +1,9 @@
 //! Components. Every control has a label, and `data-testid`s mark what browser tests use.
 
-#![allow(unreachable_pub, reason = "#[component] emits `pub` items for its props")]
+#![allow(
+    unreachable_pub,
+    reason = "#[component] emits `pub` items for its props"
+)]
 
 mod auth;
 mod conversation;

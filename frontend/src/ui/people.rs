@@ -15,10 +15,18 @@ pub(crate) fn People() -> impl IntoView {
     let generation = StoredValue::new(0u32);
     let fetch = move |append: bool| {
         let Some(token) = ctx.token() else { return };
-        let page_token = if append { next.get_untracked() } else { String::new() };
+        let page_token = if append {
+            next.get_untracked()
+        } else {
+            String::new()
+        };
         generation.update_value(|g| *g += 1);
         let mine = generation.get_value();
-        let request = pb::ListUsersRequest { query: query.get_untracked(), page_size: 25, page_token };
+        let request = pb::ListUsersRequest {
+            query: query.get_untracked(),
+            page_size: 25,
+            page_token,
+        };
         spawn_local(async move {
             match api::chat().list_users(api::authed(&token, request)).await {
                 Ok(page) if generation.get_value() == mine => {
@@ -37,11 +45,17 @@ pub(crate) fn People() -> impl IntoView {
         });
     };
     fetch(false);
-    let me = move || ctx.session.with(|s| s.as_ref().map(|s| s.user_id.clone()).unwrap_or_default());
+    let me = move || {
+        ctx.session
+            .with(|s| s.as_ref().map(|s| s.user_id.clone()).unwrap_or_default())
+    };
     let message = move |user_id: String| {
         let Some(token) = ctx.token() else { return };
         spawn_local(async move {
-            match api::chat().open_direct(api::authed(&token, pb::OpenDirectRequest { user_id })).await {
+            match api::chat()
+                .open_direct(api::authed(&token, pb::OpenDirectRequest { user_id }))
+                .await
+            {
                 Ok(room) => ctx.enter_room(room.into_inner()),
                 Err(status) => ctx.fail(&status),
             }

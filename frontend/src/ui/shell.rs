@@ -21,14 +21,20 @@ enum Dialog {
 pub(crate) fn Shell() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let dialog = RwSignal::new(Dialog::None);
-    let sidebar_open = RwSignal::new(true);
-    let me = move || ctx.session.with(|s| s.as_ref().map(|s| s.display_name.clone()).unwrap_or_default());
+    let sidebar_open = ctx.sidebar_open;
+    let me = move || {
+        ctx.session.with(|s| {
+            s.as_ref()
+                .map(|s| s.display_name.clone())
+                .unwrap_or_default()
+        })
+    };
     let connection = move || ctx.connection.get().label();
 
     view! {
         <div class="shell" class:sidebar-open=move || sidebar_open.get()>
             <header class="topbar">
-                <button class="icon only-narrow" aria-label="Show rooms" on:click=move |_| sidebar_open.update(|o| *o = !*o)>"☰"</button>
+                <button class="icon only-narrow" aria-label="Show rooms" data-testid="toggle-sidebar" on:click=move |_| sidebar_open.update(|o| *o = !*o)>"☰"</button>
                 <strong class="brand">"Natter"</strong>
                 <span class="connection" data-testid="connection-status" data-state=connection role="status">
                     <span class="dot"></span>{connection}
@@ -42,7 +48,7 @@ pub(crate) fn Shell() -> impl IntoView {
                     <button data-testid="join-room-open" on:click=move |_| dialog.set(Dialog::Join)>"Join"</button>
                     <button data-testid="people-open" on:click=move |_| { ctx.pane.set(Pane::People); sidebar_open.set(false); }>"People"</button>
                 </div>
-                <RoomList on_pick=move || sidebar_open.set(false)/>
+                <RoomList/>
             </nav>
             <main class="pane">
                 {move || match ctx.pane.get() {
@@ -68,7 +74,7 @@ pub(crate) fn Shell() -> impl IntoView {
 }
 
 #[component]
-fn RoomList(on_pick: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+fn RoomList() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let rows = move || {
         ctx.chat.with(|c| {
@@ -76,7 +82,13 @@ fn RoomList(on_pick: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView 
                 .into_iter()
                 .map(|r| {
                     let peer = r.room.peer.clone();
-                    (r.room.id.clone(), peer.as_ref().map_or(r.room.name.clone(), |p| p.display_name.clone()), peer.map(|p| p.online), r.unread())
+                    (
+                        r.room.id.clone(),
+                        peer.as_ref()
+                            .map_or(r.room.name.clone(), |p| p.display_name.clone()),
+                        peer.map(|p| p.online),
+                        r.unread(),
+                    )
                 })
                 .collect::<Vec<_>>()
         })
@@ -94,7 +106,7 @@ fn RoomList(on_pick: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView 
                         <li>
                             <button class="room-item" class:selected=selected data-testid="room-item" data-room-name=name.clone()
                                 aria-current=move || if selected.get() { "page" } else { "false" }
-                                on:click=move |_| { ctx.open_room(open.clone()); on_pick(); }>
+                                on:click=move |_| ctx.open_room(open.clone())>
                                 {online.map(|on| view! {
                                     <span class="presence" class:online=on data-testid="presence-dot" data-online=on.to_string()
                                         aria-label=if on { "online" } else { "offline" }></span>
@@ -133,7 +145,10 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(token) = ctx.token() else { return };
-        let request = pb::CreateRoomRequest { name: name.get_untracked(), password: password.get_untracked() };
+        let request = pb::CreateRoomRequest {
+            name: name.get_untracked(),
+            password: password.get_untracked(),
+        };
         spawn_local(async move {
             match api::chat().create_room(api::authed(&token, request)).await {
                 Ok(room) => {
@@ -185,7 +200,10 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(token) = ctx.token() else { return };
-        let request = pb::JoinRoomRequest { code: code.get_untracked(), password: password.get_untracked() };
+        let request = pb::JoinRoomRequest {
+            code: code.get_untracked(),
+            password: password.get_untracked(),
+        };
         spawn_local(async move {
             match api::chat().join_room(api::authed(&token, request)).await {
                 Ok(room) => {

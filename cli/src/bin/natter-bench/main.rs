@@ -44,7 +44,7 @@ fn ms(seconds: f64) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-        println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
+    println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
 
     let mut fanout = Vec::new();

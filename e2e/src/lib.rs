@@ -1,0 +1,201 @@
+//! Harness for browser tests and measurements: a natter-server on a free port serving the
+//! built web client, a chromedriver, and headless Chromium sessions with their own
+//! profiles (so each is a separate person: separate storage, separate streams). Every
+//! process is killed on drop.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use anyhow::{Context, bail};
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// Upper bound of any single wait.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The built web client (`scripts/build-web`).
+pub fn web_client_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../frontend/dist");
+    if !dir.join("index.html").exists() {
+        bail!(
+            "{} has no build of the web client: run scripts/build-web",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Where screenshots go.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A server on the embedded default serving the web client.
+pub struct Server {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    _data: TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    /// Starts a server in this process on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut config = natter_server::Config::defaults();
+        config.data_dir = data.path().to_path_buf();
+        config.static_dir = web_client_dir()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let natter = natter_server::build(config).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(natter_server::run(listener, natter, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            url,
+            _data: data,
+            _stop: stop,
+        })
+    }
+}
+
+/// A chromedriver process.
+pub struct Driver {
+    url: String,
+    _child: Child,
+}
+
+impl Driver {
+    /// Starts chromedriver on a free port and waits until it says it is ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting chromedriver (Debian package chromium-driver)")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("started successfully") {
+                    return Ok(());
+                }
+            }
+            bail!("chromedriver exited before it was ready")
+        })
+        .await??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            _child: child,
+        })
+    }
+
+    /// A headless Chromium with a fresh profile and a desktop window of 1280 x 800.
+    pub async fn desktop(&self) -> anyhow::Result<Browser> {
+        self.browser(None).await
+    }
+
+    /// A headless Chromium with a fresh profile emulating a 375 x 812 phone screen (touch,
+    /// device pixel ratio 1).
+    pub async fn phone(&self) -> anyhow::Result<Browser> {
+        self.browser(Some(serde_json::json!({ "deviceMetrics": { "width": 375, "height": 812, "pixelRatio": 1.0, "touch": true } }))).await
+    }
+
+    async fn browser(
+        &self,
+        mobile_emulation: Option<serde_json::Value>,
+    ) -> anyhow::Result<Browser> {
+        let profile = tempfile::tempdir()?;
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), "chrome".into());
+        let chrome_options = serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--disable-quic",
+                    format!("--user-data-dir={}", profile.path().display()),
+                                                            "--window-size=1280,800",
+                ],
+        });
+        let mut chrome_options = chrome_options;
+        if let Some(emulation) = mobile_emulation {
+            chrome_options["mobileEmulation"] = emulation;
+        }
+        capabilities.insert("goog:chromeOptions".into(), chrome_options);
+        let client = ClientBuilder::native()
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await?;
+        Ok(Browser {
+            client,
+            _profile: profile,
+        })
+    }
+}
+
+/// One person's browser.
+pub struct Browser {
+    /// The WebDriver session.
+    pub client: Client,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Waits for an element matching a CSS selector.
+    pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element matches {css}"))
+    }
+
+    /// Waits for an element with `data-testid` = `test_id` whose text contains `needle`
+    /// (which must not contain a double quote); returns its text.
+    pub async fn text_contains(&self, test_id: &str, needle: &str) -> anyhow::Result<String> {
+        let xpath = format!(r#"//*[@data-testid="{test_id}" and contains(., "{needle}")]"#);
+        let element = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("no {test_id} contains {needle:?}"))?;
+        Ok(element.text().await?)
+    }
+
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.find(css).await?.click().await?;
+        Ok(())
+    }
+
+    /// Replaces the value of the input matching `css` with `text` (keystrokes).
+    pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let input = self.find(css).await?;
+        input.clear().await?;
+        input.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Writes a PNG of the page to the test-artifacts folder.
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let png = self.client.screenshot().await?;
+        let path = artifacts_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png)?;
+        Ok(path)
+    }
+}
