@@ -39,29 +39,63 @@ pub fn artifacts_dir() -> PathBuf {
 pub struct Server {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    config: natter_server::Config,
     _data: TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    running: Option<Running>,
 }
+
+type Running = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
 
 impl Server {
     /// Starts a server in this process on a free port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with adjusted settings.
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut natter_server::Config),
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let mut config = natter_server::Config::defaults();
         config.data_dir = data.path().to_path_buf();
         config.static_dir = web_client_dir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let natter = natter_server::build(config).await?;
+        config.listen = "127.0.0.1:0".parse()?;
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        config.listen = listener.local_addr()?;
+        let mut server = Self {
+            url: format!("http://{}", config.listen),
+            config,
+            _data: data,
+            running: None,
+        };
+        server.serve(listener).await?;
+        Ok(server)
+    }
+
+    async fn serve(&mut self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        let natter = natter_server::build(self.config.clone()).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(natter_server::run(listener, natter, async {
+        let task = tokio::spawn(natter_server::run(listener, natter, async {
             let _ = stopped.await;
         }));
-        Ok(Self {
-            url,
-            _data: data,
-            _stop: stop,
-        })
+        self.running = Some((stop, task));
+        Ok(())
+    }
+
+    /// Shuts the server down (gracefully: streams end) and starts it again on the same
+    /// address and data: a blip, as a deploy or a crash-restart looks to clients.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            tokio::time::timeout(WAIT, task).await???;
+        }
+        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
+        self.serve(listener).await
     }
 }
 
@@ -175,6 +209,33 @@ impl Browser {
             .await
             .with_context(|| format!("no {test_id} contains {needle:?}"))?;
         Ok(element.text().await?)
+    }
+
+    /// Every element matching `css` now.
+    pub async fn all(&self, css: &str) -> anyhow::Result<Vec<Element>> {
+        Ok(self.client.find_all(Locator::Css(css)).await?)
+    }
+
+    /// The values of `attribute` of every element matching `css` now.
+    pub async fn all_attributes(&self, css: &str, attribute: &str) -> anyhow::Result<Vec<String>> {
+        let mut values = Vec::new();
+        for element in self.all(css).await? {
+            values.extend(element.attr(attribute).await?);
+        }
+        Ok(values)
+    }
+
+    /// Waits until nothing matches `css` (WebDriver has no "wait for absence": this polls,
+    /// bounded by [`WAIT`]).
+    pub async fn gone(&self, css: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.all(css).await?.is_empty() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("{css} is still there");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// Clicks the element matching `css`.

@@ -1,7 +1,23 @@
 //! Two people chat through the web client, each in their own headless Chromium: Alice on a
 //! desktop-sized window, Bob at phone width (375 px).
 
+use natter_cli::client::{self, ChatClient};
 use natter_e2e::{Browser, Driver, Server};
+use natter_proto::v1 as pb;
+
+/// A user on the native gRPC client.
+async fn native_user(url: &str, username: &str) -> anyhow::Result<ChatClient> {
+    let channel = client::channel(url)?;
+    let signed_in = client::auth_client(channel.clone())
+        .register(pb::RegisterRequest {
+            username: username.into(),
+            password: "correct-horse".into(),
+            display_name: String::new(),
+        })
+        .await?
+        .into_inner();
+    client::chat_client(channel, &signed_in.access_token)
+}
 
 /// WebDriver's Enter key.
 const ENTER: &str = "\u{E007}";
@@ -32,7 +48,7 @@ async fn register(
 
 #[tokio::test]
 async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
-    let server = Server::start().await?;
+    let mut server = Server::start().await?;
     let driver = Driver::start().await?;
     let alice = driver.desktop().await?;
     let bob = driver.phone().await?;
@@ -130,7 +146,34 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     bob.text_contains("typing-indicator", "Alice is typing")
         .await?;
 
-    // After a reload Alice is still signed in, and the history is there.
+    // Carol, on the native client, fills the Lobby while neither looks at it: seqs 3..=72.
+    let mut carol = native_user(&server.url, "carol").await?;
+    carol
+        .join_room(pb::JoinRoomRequest {
+            code: code.clone(),
+            password: String::new(),
+        })
+        .await?;
+    let lobby_id = carol
+        .list_rooms(pb::ListRoomsRequest {})
+        .await?
+        .into_inner()
+        .rooms[0]
+        .id
+        .clone();
+    for i in 1..=70 {
+        carol
+            .send_message(pb::SendMessageRequest {
+                room_id: lobby_id.clone(),
+                text: format!("filler {i}"),
+                client_id: String::new(),
+            })
+            .await?;
+    }
+    bob.click("[data-testid=toggle-sidebar]").await?;
+    bob.text_contains("unread-badge", "70").await?;
+
+    // After a reload Alice is still signed in; the newest page loads, older ones on demand.
     alice.client.refresh().await?;
     alice
         .find("[data-testid=connection-status][data-state=connected]")
@@ -138,13 +181,110 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice
         .click("[data-testid=room-item][data-room-name=Lobby]")
         .await?;
-    alice.text_contains("message", "Hi Alice").await?;
+    alice.find("[data-testid=message][data-seq='72']").await?;
+    assert!(
+        alice
+            .all("[data-testid=message][data-seq='1']")
+            .await?
+            .is_empty(),
+        "only the newest page at first"
+    );
+    alice.click("[data-testid=load-older]").await?;
     alice.text_contains("message", "Hello Bob").await?;
     alice.find("[data-testid=day-separator]").await?;
 
+    // A server blip: Alice's stream breaks, and she resumes from her cursors. Carol's message,
+    // sent before Alice's client is back, arrives once.
+    server.restart().await?;
+    carol
+        .send_message(pb::SendMessageRequest {
+            room_id: lobby_id.clone(),
+            text: "after the blip".into(),
+            client_id: String::new(),
+        })
+        .await?;
+    alice.text_contains("message", "after the blip").await?;
+    alice
+        .find("[data-testid=connection-status][data-state=connected]")
+        .await?;
+    let seqs = alice
+        .all_attributes("[data-testid=message]", "data-seq")
+        .await?;
+    let mut unique = seqs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        seqs.len(),
+        unique.len(),
+        "no duplicates after resuming: {seqs:?}"
+    );
+    assert!(seqs.contains(&"73".to_string()));
+
+    // Bob leaves the Lobby; Alice deletes a room of hers after confirming.
+    bob.click("[data-testid=room-item][data-room-name=Lobby]")
+        .await?;
+    bob.click("[data-testid=leave-room]").await?;
+    bob.gone("[data-testid=room-item][data-room-name=Lobby]")
+        .await?;
+    alice.click("[data-testid=create-room-open]").await?;
+    alice
+        .fill("[data-testid=create-room-name]", "Scratch")
+        .await?;
+    alice.click("[data-testid=create-room-submit]").await?;
+    alice.click("[data-testid=dialog-done]").await?;
+    alice.text_contains("conversation-title", "Scratch").await?;
+    alice.click("[data-testid=delete-room]").await?;
+    alice.client.accept_alert().await?;
+    alice
+        .gone("[data-testid=room-item][data-room-name=Scratch]")
+        .await?;
+
+    alice
+        .click("[data-testid=room-item][data-room-name=Lobby]")
+        .await?;
     alice.screenshot("browser-alice-desktop").await?;
+    bob.click("[data-testid=toggle-sidebar]").await?;
+    bob.click("[data-testid=room-item][data-room-name=Alice]")
+        .await?;
     bob.screenshot("browser-bob-phone").await?;
+    bob.click("[data-testid=sign-out]").await?;
+    bob.find("[data-testid=auth-form]").await?;
     alice.client.close().await?;
     bob.client.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
+    // A 65 s token is refreshed a minute before expiry, so 5 s after sign-in.
+    let server = Server::start_with(|c| c.token_ttl = std::time::Duration::from_secs(65)).await?;
+    let driver = Driver::start().await?;
+    let dana = driver.desktop().await?;
+    register(&dana, &server.url, "dana", "Dana").await?;
+    let stored = || async {
+        let session = dana
+            .client
+            .execute("return localStorage.getItem('natter.session')", vec![])
+            .await?;
+        let session: serde_json::Value = serde_json::from_str(session.as_str().unwrap_or("{}"))?;
+        anyhow::Ok(session["token"].as_str().unwrap_or_default().to_owned())
+    };
+    let first = stored().await?;
+    assert!(!first.is_empty());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stored().await? == first {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the token was not refreshed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // The new token works: creating a room succeeds and the stream stays up.
+    dana.click("[data-testid=create-room-open]").await?;
+    dana.fill("[data-testid=create-room-name]", "Fresh").await?;
+    dana.click("[data-testid=create-room-submit]").await?;
+    dana.find("[data-testid=room-code]").await?;
+    dana.find("[data-testid=connection-status][data-state=connected]")
+        .await?;
     Ok(())
 }

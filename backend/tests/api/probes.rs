@@ -158,3 +158,77 @@ pub async fn http_request(app: &TestApp, method: &str, path: &str, body: Option<
         .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
+
+#[tokio::test]
+async fn the_web_client_is_served_with_caching_compression_and_spa_fallback() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("assets")).unwrap();
+    std::fs::write(
+        site.path().join("index.html"),
+        "<!doctype html><title>Natter</title>",
+    )
+    .unwrap();
+    std::fs::write(
+        site.path().join("assets/natter-0123.wasm"),
+        b"\0asm".repeat(4096),
+    )
+    .unwrap();
+    let dir = site.path().to_path_buf();
+    let app = spawn_app_with(move |c| c.static_dir = dir).await;
+
+    let index = http_request(&app, "GET", "/", None).await;
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(
+        index.contains("content-type: text/html") && index.contains("cache-control: no-cache"),
+        "{index}"
+    );
+    let deep_link = http_request(&app, "GET", "/rooms/anything", None).await;
+    assert!(
+        deep_link.starts_with("HTTP/1.1 200") && deep_link.contains("<title>Natter</title>"),
+        "SPA fallback: {deep_link}"
+    );
+
+    let wasm = http_request(&app, "GET", "/assets/natter-0123.wasm", None).await;
+    assert!(wasm.contains("content-type: application/wasm"), "{wasm}");
+    assert!(
+        wasm.contains("cache-control: public, max-age=31536000, immutable"),
+        "{wasm}"
+    );
+    let missing = http_request(&app, "GET", "/assets/natter-gone.js", None).await;
+    assert!(
+        missing.starts_with("HTTP/1.1 404") && !missing.contains("immutable"),
+        "{missing}"
+    );
+
+    let compressed = raw_request(&app, "GET /assets/natter-0123.wasm HTTP/1.1\r\nhost: x\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&compressed[..compressed.len().min(400)]).into_owned();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        compressed.len() < 4 * 4096,
+        "gzip shrinks the repetitive body: {} bytes",
+        compressed.len()
+    );
+
+    // gRPC-Web and the API are not shadowed by the web client.
+    let api = http_request(
+        &app,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"username":"nobody","password":"whatever1"}"#),
+    )
+    .await;
+    assert!(api.starts_with("HTTP/1.1 401"), "{api}");
+}
+
+/// Sends raw bytes and returns the raw response.
+async fn raw_request(app: &TestApp, request: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    response
+}
