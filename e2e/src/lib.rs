@@ -99,10 +99,20 @@ impl Server {
     }
 }
 
-/// A chromedriver process.
+/// A chromedriver process and the browsers it starts.
 pub struct Driver {
     url: String,
-    _child: Child,
+    child: Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(group) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+        }
+    }
 }
 
 impl Driver {
@@ -111,10 +121,13 @@ impl Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+                // Its own process group: on drop the whole group goes, browsers included (killing
+        // chromedriver alone would orphan the Chromium processes it started).
         let mut child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .context("starting chromedriver (Debian package chromium-driver)")?;
@@ -131,7 +144,7 @@ impl Driver {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
-            _child: child,
+            child,
         })
     }
 
