@@ -87,13 +87,18 @@ impl Server {
         Ok(())
     }
 
-    /// Shuts the server down (gracefully: streams end) and starts it again on the same
-    /// address and data: a blip, as a deploy or a crash-restart looks to clients.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
+    /// Shuts the server down gracefully (streams end); its address and data stay reserved
+    /// for [`Server::start_again`]. Together: an outage, as a deploy or a crash looks to clients.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some((stop, task)) = self.running.take() {
             let _ = stop.send(());
             tokio::time::timeout(WAIT, task).await???;
         }
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same address and data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
         self.serve(listener).await
     }
@@ -121,7 +126,7 @@ impl Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-                // Its own process group: on drop the whole group goes, browsers included (killing
+        // Its own process group: on drop the whole group goes, browsers included (killing
         // chromedriver alone would orphan the Chromium processes it started).
         let mut child = Command::new("chromedriver")
             .arg(format!("--port={port}"))

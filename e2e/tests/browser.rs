@@ -21,6 +21,8 @@ async fn native_user(url: &str, username: &str) -> anyhow::Result<ChatClient> {
 
 /// WebDriver's Enter key.
 const ENTER: &str = "\u{E007}";
+/// WebDriver's Shift key: held until pressed again (or the end of the keys).
+const SHIFT: &str = "\u{E008}";
 
 async fn register(
     browser: &Browser,
@@ -189,13 +191,51 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
             .is_empty(),
         "only the newest page at first"
     );
-    alice.click("[data-testid=load-older]").await?;
+    // Scrolling to the top loads older pages.
+    let scroll_up = "document.querySelector('[data-testid=message-list]').scrollTop = 0";
+    alice.client.execute(scroll_up, vec![]).await?;
+    alice.find("[data-testid=message][data-seq='22']").await?;
+    alice.client.execute(scroll_up, vec![]).await?;
     alice.text_contains("message", "Hello Bob").await?;
     alice.find("[data-testid=day-separator]").await?;
 
-    // A server blip: Alice's stream breaks, and she resumes from her cursors. Carol's message,
-    // sent before Alice's client is back, arrives once.
-    server.restart().await?;
+    // The composer: nothing to send when empty, Shift+Enter adds a line, a counter near the limit.
+    assert!(
+        !alice
+            .find("[data-testid=composer-send]")
+            .await?
+            .is_enabled()
+            .await?
+    );
+    alice
+        .fill(
+            "[data-testid=composer-input]",
+            &format!("two{SHIFT}{ENTER}{SHIFT}lines{ENTER}"),
+        )
+        .await?;
+    let two_lines = alice.text_contains("message", "lines").await?;
+    assert!(two_lines.contains("two\nlines"), "{two_lines:?}");
+    let long_draft = "const box = document.querySelector('[data-testid=composer-input]'); \
+        box.value = 'x'.repeat(3700); box.dispatchEvent(new Event('input', { bubbles: true }));";
+    alice.client.execute(long_draft, vec![]).await?;
+    alice.text_contains("composer-counter", "3700/4000").await?;
+    alice.fill("[data-testid=composer-input]", "").await?;
+
+    // An outage: the indicator says so, a send fails visibly, and once the server is back the
+    // retry (same client_id) lands once, the stream resumes from its cursors, and Carol's
+    // message, sent before Alice's client is back, arrives once.
+    server.stop().await?;
+    alice
+        .find("[data-testid=connection-status][data-state=reconnecting]")
+        .await?;
+    alice
+        .fill(
+            "[data-testid=composer-input]",
+            &format!("sent during the outage{ENTER}"),
+        )
+        .await?;
+    alice.find("[data-testid=retry-send]").await?;
+    server.start_again().await?;
     carol
         .send_message(pb::SendMessageRequest {
             room_id: lobby_id.clone(),
@@ -203,10 +243,21 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
             client_id: String::new(),
         })
         .await?;
+    alice.click("[data-testid=retry-send]").await?;
+    alice
+        .text_contains("message", "sent during the outage")
+        .await?;
     alice.text_contains("message", "after the blip").await?;
     alice
         .find("[data-testid=connection-status][data-state=connected]")
         .await?;
+    let mut sent_once = 0;
+    for message in alice.all("[data-testid=message]").await? {
+        if message.text().await?.contains("sent during the outage") {
+            sent_once += 1;
+        }
+    }
+    assert_eq!(sent_once, 1, "the retried message exists once");
     let seqs = alice
         .all_attributes("[data-testid=message]", "data-seq")
         .await?;
@@ -218,7 +269,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         unique.len(),
         "no duplicates after resuming: {seqs:?}"
     );
-    assert!(seqs.contains(&"73".to_string()));
+    assert!(seqs.contains(&"75".to_string()), "{seqs:?}");
 
     // Bob leaves the Lobby; Alice deletes a room of hers after confirming.
     bob.click("[data-testid=room-item][data-room-name=Lobby]")
@@ -284,7 +335,27 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
     dana.fill("[data-testid=create-room-name]", "Fresh").await?;
     dana.click("[data-testid=create-room-submit]").await?;
     dana.find("[data-testid=room-code]").await?;
+    dana.click("[data-testid=dialog-done]").await?;
     dana.find("[data-testid=connection-status][data-state=connected]")
         .await?;
+
+    // The directory pages by 25.
+    for i in 0..30 {
+        native_user(&server.url, &format!("user{i:02}")).await?;
+    }
+    dana.click("[data-testid=people-open]").await?;
+    dana.find("[data-testid=people-item][data-username=user23]")
+        .await?;
+    assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 25);
+    dana.click("[data-testid=people-more]").await?;
+    dana.find("[data-testid=people-item][data-username=user29]")
+        .await?;
+    assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 31);
+    dana.fill("[data-testid=people-search]", "user0").await?;
+    dana.find("[data-testid=people-item][data-username=user09]")
+        .await?;
+    dana.gone("[data-testid=people-item][data-username=user10]")
+        .await?;
+    assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 10);
     Ok(())
 }

@@ -20,7 +20,12 @@ const done = arguments[arguments.length - 1];
 
 /// Size after `gzip -6`, the level tower-http's compression uses by default.
 fn gzip_size(path: &std::path::Path) -> anyhow::Result<usize> {
-    Ok(std::process::Command::new("gzip").args(["-c", "-6"]).arg(path).output()?.stdout.len())
+    Ok(std::process::Command::new("gzip")
+        .args(["-c", "-6"])
+        .arg(path)
+        .output()?
+        .stdout
+        .len())
 }
 
 #[tokio::main]
@@ -33,13 +38,22 @@ async fn main() -> anyhow::Result<()> {
     let mut files: Vec<_> = std::fs::read_dir(&assets)?.collect::<Result<_, _>>()?;
     files.sort_by_key(|f| f.file_name());
     for file in files {
-                let bytes = std::fs::read(file.path())?;
+        let bytes = std::fs::read(file.path())?;
         let gzip = gzip_size(&file.path())?;
         total_raw += bytes.len();
         total_gzip += gzip;
-        println!("| {} | {:.1} KiB | {:.1} KiB |", file.file_name().to_string_lossy(), bytes.len() as f64 / 1024.0, gzip as f64 / 1024.0);
+        println!(
+            "| {} | {:.1} KiB | {:.1} KiB |",
+            file.file_name().to_string_lossy(),
+            bytes.len() as f64 / 1024.0,
+            gzip as f64 / 1024.0
+        );
     }
-    println!("| total | {:.1} KiB | {:.1} KiB |", total_raw as f64 / 1024.0, total_gzip as f64 / 1024.0);
+    println!(
+        "| total | {:.1} KiB | {:.1} KiB |",
+        total_raw as f64 / 1024.0,
+        total_gzip as f64 / 1024.0
+    );
 
     let server = Server::start().await?;
     let driver = Driver::start().await?;
@@ -53,7 +67,12 @@ async fn main() -> anyhow::Result<()> {
         let timing = browser.client.execute_async(WAIT_FOR_FORM, vec![]).await?;
         let ms = |key: &str| timing[key].as_f64().unwrap_or(f64::NAN);
         usable.push(ms("usable"));
-        println!("| {run} | {:.0} ms | {:.0} ms | {:.0} ms |", ms("dcl"), ms("load"), ms("usable"));
+        println!(
+            "| {run} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            ms("dcl"),
+            ms("load"),
+            ms("usable")
+        );
         browser.client.close().await?;
     }
     usable.sort_by(f64::total_cmp);
