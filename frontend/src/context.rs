@@ -198,6 +198,24 @@ impl Ctx {
         });
     }
 
+    /// Runs a leave or delete call, then forgets the room and leaves its pane.
+    pub(crate) fn drop_room_after<T>(
+        &self,
+        room_id: String,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>> + 'static,
+    ) {
+        let ctx = *self;
+        spawn_local(async move {
+            match call.await {
+                Ok(_) => {
+                    ctx.chat.update(|c| c.remove_room(&room_id));
+                    ctx.pane.set(Pane::Welcome);
+                }
+                Err(status) => ctx.fail(&status),
+            }
+        });
+    }
+
     /// Adds a room the user just created, joined or opened, and shows it.
     pub(crate) fn enter_room(&self, room: pb::Room) {
         let id = room.id.clone();

@@ -33,24 +33,33 @@ use crate::redis_schema::{Schema, decode_payload, encode_event};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest a subscribe waits for Redis to confirm; past it, the reconnect resync covers it.
+/// Longest a subscribe waits for Redis to confirm; past it, a Resync follows the SUBSCRIBE.
 const SUBSCRIBE_CONFIRMATION: Duration = Duration::from_secs(3);
+/// Longest a command on the pub/sub connection may take before the connection is replaced.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the pub/sub connection is pinged.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Adds (or removes) one stream of a user on this instance and returns the user's open
 /// streams over all live instances. Uses Redis' clock so instances' clocks need not agree.
 static STREAM_DELTA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: this instance's presence hash, instances zset. ARGV: user, delta, instance, ttl ms, prefix
+-- KEYS: this instance's presence hash, instances zset. ARGV: user, delta, ttl ms, prefix, instance
+-- (Heartbeats come from MAINTAIN only, so that its check of its own last heartbeat is true.)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local own = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if own <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[4] * 4)
-redis.call('ZADD', KEYS[2], now, ARGV[3])
-local total = 0
-for _, instance in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - ARGV[4], '+inf')) do
-  total = total + tonumber(redis.call('HGET', ARGV[5] .. 'presence:' .. instance, ARGV[1]) or '0')
+if own <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  own = 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3] * 4)
+local total = own
+for _, instance in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - ARGV[3], '+inf')) do
+  if instance ~= ARGV[5] then
+    total = total + tonumber(redis.call('HGET', ARGV[4] .. 'presence:' .. instance, ARGV[1]) or '0')
+  end
 end
 return total",
     )
@@ -78,40 +87,55 @@ return result",
     )
 });
 
-/// Refreshes this instance's heartbeat and claims instances whose heartbeat is too old:
-/// returns their users that are not online anywhere else. Atomic, so exactly one survivor
-/// announces each such user. Returns -1 first if this instance had itself been reaped (it
-/// was unreachable for too long) so that it can re-register its streams.
+/// Refreshes this instance's heartbeat, rewrites its presence hash from the local mirror (the
+/// truth: a stream count whose update timed out is corrected here), and claims instances whose
+/// heartbeat is too old. Returns `{gone, back}`: users of dead instances not online anywhere
+/// else, and users of this instance that Redis had lost (reaped while this instance was cut
+/// off). Atomic, so exactly one survivor announces each user. An instance whose own previous
+/// heartbeat is too old was cut off itself: it reaps nobody on that round, or after a Redis
+/// outage every instance would reap every other.
 static MAINTAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: instances zset, this instance's presence hash. ARGV: instance, ttl ms, prefix
+-- KEYS: instances zset, this instance's presence hash.
+-- ARGV: instance, ttl ms, prefix, then user, count, user, count... (the local mirror)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local readded = redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2] * 4)
-local gone = {}
-if readded == 1 then table.insert(gone, -1) end
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ARGV[2], '+inf')
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ARGV[2]))) do
-  redis.call('ZREM', KEYS[1], dead)
-  local hash = ARGV[3] .. 'presence:' .. dead
-  for _, user in ipairs(redis.call('HKEYS', hash)) do
-    local elsewhere = false
-    for _, instance in ipairs(live) do
-      if redis.call('HEXISTS', ARGV[3] .. 'presence:' .. instance, user) == 1 then elsewhere = true end
-    end
-    if not elsewhere then table.insert(gone, user) end
-  end
-  redis.call('DEL', hash)
+local ttl = tonumber(ARGV[2])
+local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local back = {}
+for i = 4, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then table.insert(back, ARGV[i]) end
 end
-return gone",
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[2], ttl * 4)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local gone = {}
+if previous and now - tonumber(previous) <= ttl then
+  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')
+  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))) do
+    redis.call('ZREM', KEYS[1], dead)
+    local hash = ARGV[3] .. 'presence:' .. dead
+    for _, user in ipairs(redis.call('HKEYS', hash)) do
+      local elsewhere = false
+      for _, instance in ipairs(live) do
+        if redis.call('HEXISTS', ARGV[3] .. 'presence:' .. instance, user) == 1 then elsewhere = true end
+      end
+      if not elsewhere then gone[user] = true end
+    end
+    redis.call('DEL', hash)
+  end
+end
+local gone_list = {}
+for user in pairs(gone) do table.insert(gone_list, user) end
+return {gone_list, back}",
     )
 });
 
 enum Command {
     Subscribe {
-        channel: String,
+        topic: Topic,
         confirmed: oneshot::Sender<()>,
     },
 }
@@ -195,17 +219,29 @@ impl RedisBus {
                 local.remove(user_id);
             }
         }
-        STREAM_DELTA
+                let total = STREAM_DELTA
             .key(self.inner.schema.presence(&self.inner.instance))
             .key(self.inner.schema.instances())
             .arg(user_id)
-            .arg(delta)
-            .arg(&self.inner.instance)
+                        .arg(delta)
             .arg(self.ttl_ms())
             .arg(self.inner.schema.base())
+            .arg(&self.inner.instance)
             .invoke_async(&mut self.inner.conn.clone())
             .await
-            .map_err(bus_error)
+            .map_err(bus_error);
+        // A stream that failed to open will not exist: take it back out of the mirror. A
+        // failed close stays recorded (the stream is gone); MAINTAIN corrects Redis.
+        if total.is_err() && delta > 0 {
+            let mut local = self.inner.local_streams.lock().expect("presence lock poisoned");
+            if let Some(count) = local.get_mut(user_id) {
+                *count -= delta;
+                if *count <= 0 {
+                    local.remove(user_id);
+                }
+            }
+        }
+        total
     }
 }
 
@@ -219,21 +255,34 @@ impl Inner {
         topics.keys().map(|t| self.schema.channel(t)).collect()
     }
 
-    /// Hands a pub/sub message to its topic's local receivers, decoded once.
+    /// Hands a pub/sub message to its topic's local receivers, decoded once (and not at all
+    /// for a channel no local stream follows any more).
     fn dispatch(&self, msg: &redis::Msg) {
         let Some(topic) = self.schema.topic(msg.get_channel_name()) else {
             return;
         };
-        let message = match decode_payload(msg.get_payload_bytes()) {
-            Ok(message) => message,
+        let Some(sender) = self.topics.lock().expect("bus lock poisoned").get(&topic).cloned() else {
+            return;
+        };
+        match decode_payload(msg.get_payload_bytes()) {
+            Ok(message) => {
+                let _ = sender.send(Arc::new(message));
+            }
             Err(e) => {
                 tracing::warn!(channel = msg.get_channel_name(), error = ?e, "undecodable bus payload");
-                return;
             }
-        };
-        let topics = self.topics.lock().expect("bus lock poisoned");
-        if let Some(sender) = topics.get(&topic) {
-            let _ = sender.send(Arc::new(message));
+        }
+    }
+
+    /// Whether some local stream follows the topic.
+    fn follows(&self, topic: &Topic) -> bool {
+        self.topics.lock().expect("bus lock poisoned").contains_key(topic)
+    }
+
+    /// Tells one topic's local receivers that events may have been missed.
+    fn resync(&self, topic: &Topic) {
+        if let Some(sender) = self.topics.lock().expect("bus lock poisoned").get(topic) {
+            let _ = sender.send(Arc::new(BusMessage::Resync));
         }
     }
 
@@ -297,45 +346,62 @@ async fn listen(
                 continue;
             }
         };
+        // Queued subscriptions are covered by the snapshot below and by the Resync after it.
+        while commands.try_recv().is_ok() {}
         let channels = inner.channels();
-        if !channels.is_empty()
-            && let Err(e) = sink.subscribe(&channels).await
-        {
-            tracing::warn!(error = %e, "cannot resubscribe");
-            attempt += 1;
-            continue;
+        if !channels.is_empty() {
+            match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await {
+                Ok(Ok(())) => {}
+                outcome => {
+                    tracing::warn!(?outcome, "cannot resubscribe");
+                    attempt += 1;
+                    continue;
+                }
+            }
         }
         attempt = 0;
         inner.connected.store(true, Ordering::SeqCst);
         if ever_connected {
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                channels = channels.len(),
-                "Redis pub/sub reconnected; repairing streams from the log"
-            );
-            inner.resync_all();
+            tracing::info!(channels = channels.len(), "Redis pub/sub reconnected; repairing streams from the log");
         }
+        // Also on the first connection: a stream may have subscribed before it existed.
+        inner.resync_all();
         ever_connected = true;
 
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                Some(command) = commands.recv() => match command {
-                    Command::Subscribe { channel, confirmed } => {
-                        if sink.subscribe(&channel).await.is_err() {
-                            break;
-                        }
-                        let _ = confirmed.send(());
+                Some(Command::Subscribe { topic, confirmed }) = commands.recv() => {
+                    if !inner.follows(&topic) {
+                        continue; // swept meanwhile: nobody waits for it any more
                     }
-                },
+                    let channel = inner.schema.channel(&topic);
+                    if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await, Ok(Ok(()))) {
+                        break;
+                    }
+                    if confirmed.send(()).is_err() {
+                        // The subscriber stopped waiting and may have read the log before this
+                        // SUBSCRIBE took effect: make it read again.
+                        inner.resync(&topic);
+                    }
+                }
                 message = stream.next() => match message {
                     Some(message) => inner.dispatch(&message),
                     None => break,
                 },
                 _ = sweep.tick() => {
                     let idle = inner.sweep();
-                    if !idle.is_empty() && sink.unsubscribe(&idle).await.is_err() {
+                    if !idle.is_empty() && !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&idle)).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                // A half-open connection (a partition without a reset) never ends the stream:
+                // an unanswered PING is how it is noticed.
+                _ = keepalive.tick() => {
+                    if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))) {
                         break;
                     }
                 }
@@ -358,12 +424,11 @@ impl Bus for RedisBus {
         };
         // Asked even for a topic already followed here: another stream's SUBSCRIBE may still
         // be unconfirmed, and an idempotent SUBSCRIBE is what guarantees the contract.
-        let (confirmed, confirmation) = oneshot::channel();
-        let channel = self.inner.schema.channel(topic);
+                let (confirmed, confirmation) = oneshot::channel();
         if self
             .inner
             .commands
-            .send(Command::Subscribe { channel, confirmed })
+            .send(Command::Subscribe { topic: topic.clone(), confirmed })
             .is_err()
         {
             return Err(BusError(anyhow::anyhow!("the bus is shut down")));
@@ -416,44 +481,31 @@ impl Bus for RedisBus {
     }
 
     async fn maintain_presence(&self) -> Result<Vec<String>, BusError> {
-        let mut gone: Vec<redis::Value> = MAINTAIN
-            .key(self.inner.schema.instances())
+        let mirror: Vec<(String, i64)> = self
+            .inner
+            .local_streams
+            .lock()
+            .expect("presence lock poisoned")
+            .iter()
+            .map(|(user, count)| (user.clone(), *count))
+            .collect();
+        let mut script = MAINTAIN.key(self.inner.schema.instances());
+        script
             .key(self.inner.schema.presence(&self.inner.instance))
             .arg(&self.inner.instance)
             .arg(self.ttl_ms())
-            .arg(self.inner.schema.base())
+            .arg(self.inner.schema.base());
+        for (user, count) in &mirror {
+            script.arg(user).arg(count);
+        }
+        let (gone, back): (Vec<String>, Vec<String>) = script
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(bus_error)?;
-        if matches!(gone.first(), Some(redis::Value::Int(-1))) {
-            gone.remove(0);
-            // This instance was reaped while unreachable: register its streams again.
-            let local: Vec<(String, i64)> = self
-                .inner
-                .local_streams
-                .lock()
-                .expect("presence lock poisoned")
-                .clone()
-                .into_iter()
-                .collect();
-            if !local.is_empty() {
-                tracing::warn!(
-                    users = local.len(),
-                    "re-registering presence after being considered dead"
-                );
-                let _: () = self
-                    .inner
-                    .conn
-                    .clone()
-                    .hset_multiple(self.inner.schema.presence(&self.inner.instance), &local)
-                    .await
-                    .map_err(bus_error)?;
-            }
+        if !back.is_empty() {
+            tracing::warn!(users = back.len(), "presence restored after this instance was considered dead");
         }
-        Ok(gone
-            .into_iter()
-            .filter_map(|v| redis::from_redis_value::<String>(v).ok())
-            .collect())
+        Ok(gone.into_iter().chain(back).collect())
     }
 
     async fn ready(&self) -> bool {

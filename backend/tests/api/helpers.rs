@@ -278,6 +278,54 @@ pub async fn wait_for<T>(
     }
 }
 
+/// Skips events until a room change of the given kind arrives.
+pub async fn wait_for_change(
+    stream: &mut tonic::Streaming<pb::Event>,
+    change: pb::RoomChange,
+) -> pb::RoomChanged {
+    wait_for(stream, |e| match e {
+        Ev::RoomChanged(c) if c.change == change as i32 => Some(c),
+        _ => None,
+    })
+    .await
+}
+
+/// Skips events until a presence change of the user (by id or username) arrives.
+pub async fn wait_for_presence(
+    stream: &mut tonic::Streaming<pb::Event>,
+    user: &str,
+) -> pb::PresenceChanged {
+    wait_for(stream, |e| match e {
+        Ev::Presence(p)
+            if p.user
+                .as_ref()
+                .is_some_and(|u| u.id == user || u.username == user) =>
+        {
+            Some(p)
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// Skips events until a `Chat` send acknowledgement arrives.
+pub async fn wait_for_ack(stream: &mut tonic::Streaming<pb::Event>) -> pb::SendAck {
+    wait_for(stream, |e| match e {
+        Ev::SendAck(a) => Some(a),
+        _ => None,
+    })
+    .await
+}
+
+/// Skips events until a `Chat` frame error arrives.
+pub async fn wait_for_frame_error(stream: &mut tonic::Streaming<pb::Event>) -> pb::FrameError {
+    wait_for(stream, |e| match e {
+        Ev::FrameError(f) => Some(f),
+        _ => None,
+    })
+    .await
+}
+
 /// Expects the first event to be `Ready` and returns it.
 pub async fn expect_ready(stream: &mut tonic::Streaming<pb::Event>) -> pb::Ready {
     match next_event(stream).await {

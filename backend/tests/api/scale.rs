@@ -438,19 +438,11 @@ async fn a_dead_instance_takes_its_users_offline() {
     bob.join(&room.code).await;
     let mut bob_events = bob.subscribe(vec![]).await;
     expect_ready(&mut bob_events).await;
-    let online = wait_for(&mut alice_events, |e| match e {
-        Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.username == "bob") => Some(p.online),
-        _ => None,
-    })
-    .await;
+    let online = wait_for_presence(&mut alice_events, "bob").await.online;
     assert!(online);
 
     process.kill().await;
-    let offline = wait_for(&mut alice_events, |e| match e {
-        Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.username == "bob") => Some(p.online),
-        _ => None,
-    })
-    .await;
+    let offline = wait_for_presence(&mut alice_events, "bob").await.online;
     assert!(!offline, "announced by a surviving instance");
     let members = alice
         .chat

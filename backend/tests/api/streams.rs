@@ -65,17 +65,15 @@ async fn rooms_joined_after_subscribing_are_followed() {
     expect_ready(&mut alice_events).await;
     alice.send(&room.id, "before bob").await;
     bob.join(&room.code).await;
-    let joined = wait_for(&mut bob_events, |e| match e {
-        Ev::RoomChanged(c) if c.change == RoomChange::Joined as i32 => c.room,
-        _ => None,
-    })
-    .await;
+    let joined = wait_for_change(&mut bob_events, RoomChange::Joined)
+        .await
+        .room
+        .unwrap();
     assert_eq!(joined.id, room.id);
-    let member = wait_for(&mut alice_events, |e| match e {
-        Ev::RoomChanged(c) if c.change == RoomChange::MemberJoined as i32 => c.user,
-        _ => None,
-    })
-    .await;
+    let member = wait_for_change(&mut alice_events, RoomChange::MemberJoined)
+        .await
+        .user
+        .unwrap();
     assert_eq!(member.id, bob.user.id);
 
     alice.send(&room.id, "after bob").await;
@@ -96,11 +94,10 @@ async fn rooms_joined_after_subscribing_are_followed() {
         .unwrap()
         .into_inner();
     alice.send(&direct.id, "psst").await;
-    let joined = wait_for(&mut bob_events, |e| match e {
-        Ev::RoomChanged(c) if c.change == RoomChange::Joined as i32 => c.room,
-        _ => None,
-    })
-    .await;
+    let joined = wait_for_change(&mut bob_events, RoomChange::Joined)
+        .await
+        .room
+        .unwrap();
     assert_eq!(joined.id, direct.id);
     let got = next_message(&mut bob_events).await;
     assert_eq!(
@@ -115,11 +112,10 @@ async fn rooms_joined_after_subscribing_are_followed() {
         })
         .await
         .unwrap();
-    let left = wait_for(&mut bob_events, |e| match e {
-        Ev::RoomChanged(c) if c.change == RoomChange::Left as i32 => c.room,
-        _ => None,
-    })
-    .await;
+    let left = wait_for_change(&mut bob_events, RoomChange::Left)
+        .await
+        .room
+        .unwrap();
     assert_eq!(left.id, room.id);
     alice.send(&room.id, "bob is gone").await;
     alice.send(&direct.id, "still here?").await;
@@ -250,11 +246,7 @@ async fn presence_and_typing_reach_room_members() {
 
     let mut bob_events = bob.subscribe(vec![]).await;
     expect_ready(&mut bob_events).await;
-    let online = wait_for(&mut alice_events, |e| match e {
-        Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.id == bob.user.id) => Some(p),
-        _ => None,
-    })
-    .await;
+    let online = wait_for_presence(&mut alice_events, &bob.user.id).await;
     assert!(online.online);
     assert_eq!(online.room_id, room.id);
     let members = alice
@@ -300,11 +292,7 @@ async fn presence_and_typing_reach_room_members() {
     assert!(matches!(next_event(&mut bob_events).await, Ev::Message(_)));
 
     drop(bob_events);
-    let offline = wait_for(&mut alice_events, |e| match e {
-        Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.id == bob.user.id) => Some(p),
-        _ => None,
-    })
-    .await;
+    let offline = wait_for_presence(&mut alice_events, &bob.user.id).await;
     assert!(!offline.online);
 }
 
@@ -324,11 +312,10 @@ async fn deleting_a_room_tells_its_members() {
         })
         .await
         .unwrap();
-    let deleted = wait_for(&mut bob_events, |e| match e {
-        Ev::RoomChanged(c) if c.change == RoomChange::Deleted as i32 => c.room,
-        _ => None,
-    })
-    .await;
+    let deleted = wait_for_change(&mut bob_events, RoomChange::Deleted)
+        .await
+        .room
+        .unwrap();
     assert_eq!(deleted.id, room.id);
 }
 
@@ -390,11 +377,7 @@ async fn chat_streams_send_acknowledge_and_receive() {
         .send(frame("f1", send("over chat", "k1")))
         .await
         .unwrap();
-    let ack = wait_for(&mut alice_events, |e| match e {
-        Ev::SendAck(a) => Some(a),
-        _ => None,
-    })
-    .await;
+    let ack = wait_for_ack(&mut alice_events).await;
     assert_eq!(ack.frame_id, "f1");
     assert_eq!(ack.message.as_ref().unwrap().seq, 1);
     assert_eq!(next_message(&mut bob_events).await.text, "over chat");
@@ -409,11 +392,7 @@ async fn chat_streams_send_acknowledge_and_receive() {
 
     // A bad frame is answered on the stream, which stays open.
     frames.send(frame("f2", send("", ""))).await.unwrap();
-    let error = wait_for(&mut alice_events, |e| match e {
-        Ev::FrameError(f) => Some(f),
-        _ => None,
-    })
-    .await;
+    let error = wait_for_frame_error(&mut alice_events).await;
     assert_eq!(
         (error.frame_id.as_str(), error.code),
         ("f2", Code::InvalidArgument as i32)
@@ -426,11 +405,7 @@ async fn chat_streams_send_acknowledge_and_receive() {
         ))
         .await
         .unwrap();
-    let error = wait_for(&mut alice_events, |e| match e {
-        Ev::FrameError(f) => Some(f),
-        _ => None,
-    })
-    .await;
+    let error = wait_for_frame_error(&mut alice_events).await;
     assert_eq!(
         (error.frame_id.as_str(), error.code),
         ("f3", Code::FailedPrecondition as i32)
@@ -454,11 +429,7 @@ async fn chat_streams_send_acknowledge_and_receive() {
         .send(frame("f5", send("over chat", "k1")))
         .await
         .unwrap();
-    let ack = wait_for(&mut alice_events, |e| match e {
-        Ev::SendAck(a) => Some(a),
-        _ => None,
-    })
-    .await;
+    let ack = wait_for_ack(&mut alice_events).await;
     assert_eq!(ack.message.unwrap().seq, 1);
     assert_eq!(bob.history(&room.id).await.len(), 2);
 }

@@ -65,51 +65,24 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
     let leave = move |_| {
         let Some(token) = ctx.token() else { return };
         let room_id = id.get_value();
-        spawn_local(async move {
-            match api::chat()
-                .leave_room(api::authed(
-                    &token,
-                    pb::LeaveRoomRequest {
-                        room_id: room_id.clone(),
-                    },
-                ))
+        ctx.drop_room_after(room_id.clone(), async move {
+            api::chat()
+                .leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id }))
                 .await
-            {
-                Ok(_) => {
-                    ctx.chat.update(|c| c.remove_room(&room_id));
-                    ctx.pane.set(Pane::Welcome);
-                }
-                Err(status) => ctx.fail(&status),
-            }
         });
     };
     let delete = move |_| {
         let name = room().map(|r| r.name).unwrap_or_default();
-        let confirmed = window()
-            .confirm_with_message(&format!(
-                "Delete \"{name}\" and all its messages for everyone?"
-            ))
-            .unwrap_or(false);
+        let question = format!("Delete \"{name}\" and all its messages for everyone?");
+        let confirmed = window().confirm_with_message(&question).unwrap_or(false);
         let Some(token) = ctx.token().filter(|_| confirmed) else {
             return;
         };
         let room_id = id.get_value();
-        spawn_local(async move {
-            match api::chat()
-                .delete_room(api::authed(
-                    &token,
-                    pb::DeleteRoomRequest {
-                        room_id: room_id.clone(),
-                    },
-                ))
+        ctx.drop_room_after(room_id.clone(), async move {
+            api::chat()
+                .delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id }))
                 .await
-            {
-                Ok(_) => {
-                    ctx.chat.update(|c| c.remove_room(&room_id));
-                    ctx.pane.set(Pane::Welcome);
-                }
-                Err(status) => ctx.fail(&status),
-            }
         });
     };
 
