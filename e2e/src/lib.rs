@@ -216,17 +216,26 @@ impl Browser {
     }
 
     /// Waits for an element with `data-testid` = `test_id` whose text contains `needle`
-    /// (which must not contain a double quote); returns its text.
+    /// (which must not contain a double quote); returns its text. An element re-rendered
+    /// between being found and being read is looked up again.
     pub async fn text_contains(&self, test_id: &str, needle: &str) -> anyhow::Result<String> {
         let xpath = format!(r#"//*[@data-testid="{test_id}" and contains(., "{needle}")]"#);
-        let element = self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::XPath(&xpath))
-            .await
-            .with_context(|| format!("no {test_id} contains {needle:?}"))?;
-        Ok(element.text().await?)
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let element = self
+                .client
+                .wait()
+                .at_most(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .for_element(Locator::XPath(&xpath))
+                .await
+                .with_context(|| format!("no {test_id} contains {needle:?}"))?;
+            match element.text().await {
+                Ok(text) => return Ok(text),
+                // Replaced meanwhile (a stale element): look it up again.
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Every element matching `css` now.

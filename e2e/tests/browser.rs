@@ -330,12 +330,28 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    // The new token works: creating a room succeeds and the stream stays up.
+    // The new token works for calls, and the event stream lives on: a message sent by
+    // someone else still arrives live.
     dana.click("[data-testid=create-room-open]").await?;
     dana.fill("[data-testid=create-room-name]", "Fresh").await?;
     dana.click("[data-testid=create-room-submit]").await?;
-    dana.find("[data-testid=room-code]").await?;
+    let code = dana.find("[data-testid=room-code]").await?.text().await?;
     dana.click("[data-testid=dialog-done]").await?;
+    let mut erin = native_user(&server.url, "erin").await?;
+    let room = erin
+        .join_room(pb::JoinRoomRequest {
+            code,
+            password: String::new(),
+        })
+        .await?
+        .into_inner();
+    erin.send_message(pb::SendMessageRequest {
+        room_id: room.id,
+        text: "still live".into(),
+        client_id: String::new(),
+    })
+    .await?;
+    dana.text_contains("message", "still live").await?;
     dana.find("[data-testid=connection-status][data-state=connected]")
         .await?;
 
@@ -344,13 +360,13 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
         native_user(&server.url, &format!("user{i:02}")).await?;
     }
     dana.click("[data-testid=people-open]").await?;
-    dana.find("[data-testid=people-item][data-username=user23]")
+    dana.find("[data-testid=people-item][data-username=user22]")
         .await?;
     assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 25);
     dana.click("[data-testid=people-more]").await?;
     dana.find("[data-testid=people-item][data-username=user29]")
         .await?;
-    assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 31);
+    assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 32);
     dana.fill("[data-testid=people-search]", "user0").await?;
     dana.find("[data-testid=people-item][data-username=user09]")
         .await?;

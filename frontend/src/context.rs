@@ -67,6 +67,10 @@ pub(crate) struct Ctx {
     pub(crate) now: RwSignal<f64>,
     /// On narrow screens, whether the room list covers the main pane.
     pub(crate) sidebar_open: RwSignal<bool>,
+    /// Bumped at every sign-in and sign-out. Background tasks remember the epoch they were
+    /// started in and stop once it changes, so a task of a previous session (waiting out a
+    /// backoff, say) never acts for the next one. A token refresh keeps the epoch.
+    pub(crate) epoch: RwSignal<u64>,
 }
 
 impl Ctx {
@@ -82,6 +86,22 @@ impl Ctx {
             notice: RwSignal::new(None),
             now: RwSignal::new(js_sys::Date::now()),
             sidebar_open: RwSignal::new(true),
+            epoch: RwSignal::new(0),
+        }
+    }
+
+    /// Whether a task started in `epoch` still belongs to the current session.
+    pub(crate) fn is_current(&self, epoch: u64) -> bool {
+        self.epoch.get_untracked() == epoch && self.session.with_untracked(Option::is_some)
+    }
+
+    /// Shows a pane. Only a room on screen counts as read, so leaving it clears `active`.
+    pub(crate) fn show(&self, pane: Pane) {
+        if !matches!(pane, Pane::Room(_)) {
+            self.chat.update(|c| c.active = None);
+        }
+        if self.pane.get_untracked() != pane {
+            self.pane.set(pane);
         }
     }
 
@@ -97,11 +117,13 @@ impl Ctx {
         self.chat.set(ChatState::new(&session.user_id));
         self.pane.set(Pane::Welcome);
         self.session.set(Some(session));
+        self.epoch.update(|e| *e += 1);
     }
 
     /// Signs out: forgets the session; the stream loop stops at its next step.
     pub(crate) fn sign_out(&self) {
         Session::clear();
+        self.epoch.update(|e| *e += 1);
         self.session.set(None);
         self.chat.set(ChatState::default());
     }
@@ -117,15 +139,23 @@ impl Ctx {
 
     /// Opens a room: marks it read, loads its newest messages and its members.
     pub(crate) fn open_room(&self, room_id: String) {
-        self.chat.update(|c| c.open(&room_id));
-        self.pane.set(Pane::Room(room_id.clone()));
         self.sidebar_open.set(false);
+        self.chat.update(|c| c.open(&room_id));
+        if self.pane.get_untracked() == Pane::Room(room_id.clone()) {
+            return; // already on screen: keep its draft and scroll position
+        }
+        self.pane.set(Pane::Room(room_id.clone()));
         let needs_history = self
             .chat
             .with_untracked(|c| c.rooms.get(&room_id).is_some_and(|r| r.messages.len() < 2));
         if needs_history {
             self.load_history(room_id.clone(), 0);
         }
+        self.load_members(room_id);
+    }
+
+    /// Lists a room's members with their presence.
+    pub(crate) fn load_members(&self, room_id: String) {
         let ctx = *self;
         let Some(token) = self.token() else { return };
         spawn_local(async move {
@@ -157,20 +187,23 @@ impl Ctx {
     /// Loads a page of history ending before `before_seq` (0: the newest).
     pub(crate) fn load_history(&self, room_id: String, before_seq: u64) {
         let ctx = *self;
+        spawn_local(async move { ctx.fetch_history(room_id, before_seq).await });
+    }
+
+    /// Fetches and merges a page of history ending before `before_seq` (0: the newest).
+    pub(crate) async fn fetch_history(&self, room_id: String, before_seq: u64) {
         let Some(token) = self.token() else { return };
-        spawn_local(async move {
-            let request = pb::GetHistoryRequest {
-                room_id: room_id.clone(),
-                before_seq,
-                limit: 50,
-            };
-            match api::chat().get_history(api::authed(&token, request)).await {
-                Ok(page) => ctx
-                    .chat
-                    .update(|c| c.merge_history(&room_id, page.into_inner())),
-                Err(status) => ctx.fail(&status),
-            }
-        });
+        let request = pb::GetHistoryRequest {
+            room_id: room_id.clone(),
+            before_seq,
+            limit: 50,
+        };
+        match api::chat().get_history(api::authed(&token, request)).await {
+            Ok(page) => self
+                .chat
+                .update(|c| c.merge_history(&room_id, page.into_inner())),
+            Err(status) => self.fail(&status),
+        }
     }
 
     /// Sends (or re-sends, with the same client id) a message.
@@ -209,7 +242,7 @@ impl Ctx {
             match call.await {
                 Ok(_) => {
                     ctx.chat.update(|c| c.remove_room(&room_id));
-                    ctx.pane.set(Pane::Welcome);
+                    ctx.show(Pane::Welcome);
                 }
                 Err(status) => ctx.fail(&status),
             }
@@ -235,11 +268,13 @@ pub(crate) fn new_client_id() -> String {
 /// Keeps the tab's one event stream open while signed in: reconnects with backoff and
 /// resumes with the per-room cursors, and treats a stream silent for longer than the
 /// heartbeat allows as dead.
-pub(crate) fn run_event_stream(ctx: Ctx) {
+pub(crate) fn run_event_stream(ctx: Ctx, epoch: u64) {
     spawn_local(async move {
         let mut backoff = Backoff::default();
         loop {
-            let Some(token) = ctx.token() else { return };
+            let Some(token) = ctx.token().filter(|_| ctx.is_current(epoch)) else {
+                return;
+            };
             let online = window().navigator().on_line();
             ctx.connection.set(match (online, backoff.attempts()) {
                 (false, _) => Connection::Offline,
@@ -258,20 +293,21 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
                             message = next => message,
                             () = silence => break,
                         };
+                        if !ctx.is_current(epoch) {
+                            return; // signed out (or in as someone else) meanwhile
+                        }
                         let Ok(Some(pb::Event { event: Some(event) })) = event else {
                             break;
                         };
-                        if ctx
-                            .session
-                            .with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
-                            != Some(token.clone())
-                        {
-                            return; // signed out (or in as someone else) meanwhile
-                        }
                         if let Ev::Ready(ready) = &event {
                             heartbeat_ms = ready.heartbeat_interval_ms.max(1000);
                             backoff.reset();
                             ctx.connection.set(Connection::Connected);
+                            // Presence changes missed while disconnected: list the shown room's
+                            // members again.
+                            if let Pane::Room(room_id) = ctx.pane.get_untracked() {
+                                ctx.load_members(room_id);
+                            }
                         }
                         let now = js_sys::Date::now();
                         ctx.chat.update(|c| {
@@ -282,17 +318,19 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
                             ctx.pane.with_untracked(|p| matches!(p, Pane::Room(_)))
                                 && ctx.chat.with_untracked(|c| c.active.is_none());
                         if shown_room_gone {
-                            ctx.pane.set(Pane::Welcome);
+                            ctx.show(Pane::Welcome);
                         }
                     }
                 }
                 Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                    ctx.sign_out();
+                    if ctx.is_current(epoch) {
+                        ctx.sign_out();
+                    }
                     return;
                 }
                 Err(_) => {}
             }
-            if ctx.token().is_none() {
+            if !ctx.is_current(epoch) {
                 return;
             }
             ctx.connection.set(if window().navigator().on_line() {
@@ -302,12 +340,15 @@ pub(crate) fn run_event_stream(ctx: Ctx) {
             });
             let delay = backoff.next_delay_ms(js_sys::Math::random());
             TimeoutFuture::new(delay as u32).await;
+            if !ctx.is_current(epoch) {
+                return;
+            }
         }
     });
 }
 
 /// Refreshes the token a minute before it expires, for as long as the tab stays signed in.
-pub(crate) fn keep_token_fresh(ctx: Ctx) {
+pub(crate) fn keep_token_fresh(ctx: Ctx, epoch: u64) {
     spawn_local(async move {
         loop {
             let Some(expires_at) = ctx
@@ -318,11 +359,16 @@ pub(crate) fn keep_token_fresh(ctx: Ctx) {
             };
             let wait = (expires_at - js_sys::Date::now() - 60_000.0).max(5_000.0);
             TimeoutFuture::new(wait.min(f64::from(i32::MAX)) as u32).await;
-            let Some(token) = ctx.token() else { return };
-            match api::auth()
+            let Some(token) = ctx.token().filter(|_| ctx.is_current(epoch)) else {
+                return;
+            };
+            let refreshed = api::auth()
                 .refresh_token(api::authed(&token, pb::RefreshTokenRequest {}))
-                .await
-            {
+                .await;
+            if !ctx.is_current(epoch) {
+                return;
+            }
+            match refreshed {
                 Ok(response) => {
                     let session = Session::from_response(response.into_inner());
                     session.save();

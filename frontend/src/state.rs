@@ -200,6 +200,13 @@ impl ChatState {
         }
     }
 
+    /// Drops a pending send the user gave up on.
+    pub fn discard(&mut self, room_id: &str, client_id: &str) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.pending.retain(|p| p.client_id != client_id);
+        }
+    }
+
     /// A send was acknowledged with its stored message.
     pub fn acknowledge(&mut self, message: pb::Message) {
         let active = self.active.clone();
@@ -479,6 +486,9 @@ mod tests {
         state.add_pending("r", "c2", "again");
         state.set_failed("r", "c2", true);
         assert!(state.rooms["r"].pending[1].failed);
+        state.add_pending("r", "c3", "never mind");
+        state.discard("r", "c3");
+        assert_eq!(state.rooms["r"].pending.len(), 2);
         state.acknowledge(message("r", 1, "me", "c1"));
         // The same message arriving on the stream changes nothing.
         state.apply(Ev::Message(message("r", 1, "me", "c1")), 0.0);

@@ -219,11 +219,11 @@ impl RedisBus {
                 local.remove(user_id);
             }
         }
-                let total = STREAM_DELTA
+        let total = STREAM_DELTA
             .key(self.inner.schema.presence(&self.inner.instance))
             .key(self.inner.schema.instances())
             .arg(user_id)
-                        .arg(delta)
+            .arg(delta)
             .arg(self.ttl_ms())
             .arg(self.inner.schema.base())
             .arg(&self.inner.instance)
@@ -233,7 +233,11 @@ impl RedisBus {
         // A stream that failed to open will not exist: take it back out of the mirror. A
         // failed close stays recorded (the stream is gone); MAINTAIN corrects Redis.
         if total.is_err() && delta > 0 {
-            let mut local = self.inner.local_streams.lock().expect("presence lock poisoned");
+            let mut local = self
+                .inner
+                .local_streams
+                .lock()
+                .expect("presence lock poisoned");
             if let Some(count) = local.get_mut(user_id) {
                 *count -= delta;
                 if *count <= 0 {
@@ -261,7 +265,13 @@ impl Inner {
         let Some(topic) = self.schema.topic(msg.get_channel_name()) else {
             return;
         };
-        let Some(sender) = self.topics.lock().expect("bus lock poisoned").get(&topic).cloned() else {
+        let Some(sender) = self
+            .topics
+            .lock()
+            .expect("bus lock poisoned")
+            .get(&topic)
+            .cloned()
+        else {
             return;
         };
         match decode_payload(msg.get_payload_bytes()) {
@@ -276,7 +286,10 @@ impl Inner {
 
     /// Whether some local stream follows the topic.
     fn follows(&self, topic: &Topic) -> bool {
-        self.topics.lock().expect("bus lock poisoned").contains_key(topic)
+        self.topics
+            .lock()
+            .expect("bus lock poisoned")
+            .contains_key(topic)
     }
 
     /// Tells one topic's local receivers that events may have been missed.
@@ -363,14 +376,20 @@ async fn listen(
         inner.connected.store(true, Ordering::SeqCst);
         if ever_connected {
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(channels = channels.len(), "Redis pub/sub reconnected; repairing streams from the log");
+            tracing::info!(
+                channels = channels.len(),
+                "Redis pub/sub reconnected; repairing streams from the log"
+            );
         }
         // Also on the first connection: a stream may have subscribed before it existed.
         inner.resync_all();
         ever_connected = true;
 
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + KEEPALIVE_INTERVAL,
+            KEEPALIVE_INTERVAL,
+        );
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -424,11 +443,14 @@ impl Bus for RedisBus {
         };
         // Asked even for a topic already followed here: another stream's SUBSCRIBE may still
         // be unconfirmed, and an idempotent SUBSCRIBE is what guarantees the contract.
-                let (confirmed, confirmation) = oneshot::channel();
+        let (confirmed, confirmation) = oneshot::channel();
         if self
             .inner
             .commands
-            .send(Command::Subscribe { topic: topic.clone(), confirmed })
+            .send(Command::Subscribe {
+                topic: topic.clone(),
+                confirmed,
+            })
             .is_err()
         {
             return Err(BusError(anyhow::anyhow!("the bus is shut down")));
@@ -503,7 +525,10 @@ impl Bus for RedisBus {
             .await
             .map_err(bus_error)?;
         if !back.is_empty() {
-            tracing::warn!(users = back.len(), "presence restored after this instance was considered dead");
+            tracing::warn!(
+                users = back.len(),
+                "presence restored after this instance was considered dead"
+            );
         }
         Ok(gone.into_iter().chain(back).collect())
     }

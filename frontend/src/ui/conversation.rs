@@ -8,7 +8,7 @@ use wasm_bindgen::JsValue;
 use super::shell::CopyButton;
 use crate::{
     api,
-    context::{Ctx, Pane, new_client_id},
+    context::{Ctx, new_client_id},
     state::{MESSAGE_LIMIT, counter_visible},
 };
 
@@ -144,6 +144,8 @@ fn Messages(room_id: String) -> impl IntoView {
         ctx.chat
             .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
     };
+    // One request for older history at a time, however many scroll events arrive.
+    let loading = StoredValue::new(false);
     let load_older = move || {
         let before = ctx.chat.with_untracked(|c| {
             c.rooms
@@ -151,8 +153,12 @@ fn Messages(room_id: String) -> impl IntoView {
                 .map(|r| r.oldest_loaded())
                 .unwrap_or(0)
         });
-        if before > 1 {
-            ctx.load_history(id.get_value(), before);
+        if before > 1 && !loading.get_value() {
+            loading.set_value(true);
+            spawn_local(async move {
+                ctx.fetch_history(id.get_value(), before).await;
+                let _ = loading.try_update_value(|busy| *busy = false);
+            });
         }
     };
     // Keep the view pinned to the newest message while the reader is at the bottom; when
@@ -204,8 +210,12 @@ fn Messages(room_id: String) -> impl IntoView {
                             <article class="message own pending" class:failed=failed data-testid="message" data-pending="true">
                                 <header><span class="sender">"You"</span> <time>{if failed { "not sent" } else { "sending…" }}</time></header>
                                 <p class="text">{text}</p>
-                                {failed.then(|| view! {
-                                    <button data-testid="retry-send" on:click=move |_| ctx.send(id.get_value(), retry.0.clone(), retry.1.clone())>"Retry"</button>
+                                {failed.then(|| {
+                                    let discard = retry.0.clone();
+                                    view! {
+                                        <button data-testid="retry-send" on:click=move |_| ctx.send(id.get_value(), retry.0.clone(), retry.1.clone())>"Retry"</button>
+                                        <button data-testid="discard-send" on:click=move |_| ctx.chat.update(|c| c.discard(&id.get_value(), &discard))>"Discard"</button>
+                                    }
                                 })}
                             </article>
                         }.into_any()
@@ -233,7 +243,9 @@ fn Members(room_id: String) -> impl IntoView {
             <ul data-testid="member-list">
                 <For each=members key=|u| (u.id.clone(), u.online) let(user)>
                     <li data-testid="member-item" data-username=user.username.clone() data-online=user.online.to_string()>
-                        <span class="presence" class:online=user.online aria-label=if user.online { "online" } else { "offline" }></span>
+                        <span class="presence" class:online=user.online>
+                            <span class="visually-hidden">{if user.online { "online" } else { "offline" }}</span>
+                        </span>
                         {user.display_name.clone()}
                     </li>
                 </For>

@@ -20,15 +20,14 @@ pub(crate) fn App() -> impl IntoView {
     let ctx = Ctx::new();
     provide_context(ctx);
     tick_clock(ctx);
-    // Each sign-in starts the tab's event stream and token refresh; both stop on sign-out.
-    Effect::new(move |previous: Option<Option<String>>| {
-        let user = ctx.session.with(|s| s.as_ref().map(|s| s.user_id.clone()));
-        let changed_user = previous.as_ref().is_none_or(|p| *p != user);
-        if user.is_some() && changed_user {
-            run_event_stream(ctx);
-            keep_token_fresh(ctx);
+    // Each session (a stored one at load, or a sign-in) starts the tab's event stream and
+    // token refresh; they stop when the epoch moves on (sign-out, or another sign-in).
+    Effect::new(move |_| {
+        let epoch = ctx.epoch.get();
+        if ctx.session.with_untracked(Option::is_some) {
+            run_event_stream(ctx, epoch);
+            keep_token_fresh(ctx, epoch);
         }
-        user
     });
     view! {
         <Show when=move || ctx.session.with(Option::is_some) fallback=|| view! { <auth::AuthScreen/> }>

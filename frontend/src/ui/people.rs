@@ -29,7 +29,8 @@ pub(crate) fn People() -> impl IntoView {
         };
         spawn_local(async move {
             match api::chat().list_users(api::authed(&token, request)).await {
-                Ok(page) if generation.get_value() == mine => {
+                // The pane may be gone by now (try_: a disposed value must not panic).
+                Ok(page) if generation.try_get_value() == Some(mine) => {
                     let page = page.into_inner();
                     users.update(|u| {
                         if !append {
@@ -75,7 +76,9 @@ pub(crate) fn People() -> impl IntoView {
                         let is_me = me() == user.id;
                         view! {
                             <li data-testid="people-item" data-username=user.username.clone()>
-                                <span class="presence" class:online=user.online aria-label=if user.online { "online" } else { "offline" }></span>
+                                <span class="presence" class:online=user.online>
+                                    <span class="visually-hidden">{if user.online { "online" } else { "offline" }}</span>
+                                </span>
                                 <span class="person">{user.display_name.clone()} <span class="muted">"@"{user.username.clone()}</span></span>
                                 {(!is_me).then(|| view! {
                                     <button data-testid="open-direct" on:click=move |_| message(id.clone())>"Message"</button>

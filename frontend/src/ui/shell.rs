@@ -46,7 +46,7 @@ pub(crate) fn Shell() -> impl IntoView {
                 <div class="sidebar-actions">
                     <button data-testid="create-room-open" on:click=move |_| dialog.set(Dialog::Create)>"New room"</button>
                     <button data-testid="join-room-open" on:click=move |_| dialog.set(Dialog::Join)>"Join"</button>
-                    <button data-testid="people-open" on:click=move |_| { ctx.pane.set(Pane::People); sidebar_open.set(false); }>"People"</button>
+                    <button data-testid="people-open" on:click=move |_| { ctx.show(Pane::People); sidebar_open.set(false); }>"People"</button>
                 </div>
                 <RoomList/>
             </nav>
@@ -76,49 +76,68 @@ pub(crate) fn Shell() -> impl IntoView {
 #[component]
 fn RoomList() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let rows = move || {
+    let ids = move || {
         ctx.chat.with(|c| {
             c.sidebar()
-                .into_iter()
-                .map(|r| {
-                    let peer = r.room.peer.clone();
-                    (
-                        r.room.id.clone(),
-                        peer.as_ref()
-                            .map_or(r.room.name.clone(), |p| p.display_name.clone()),
-                        peer.map(|p| p.online),
-                        r.unread(),
-                    )
-                })
+                .iter()
+                .map(|r| r.room.id.clone())
                 .collect::<Vec<_>>()
         })
     };
     view! {
         <ul class="room-list" data-testid="room-list">
-            <For each=rows key=|row| row.clone() let((id, name, online, unread))>
-                {
-                                        let selected = {
-                        let id = id.clone();
-                        Memo::new(move |_| ctx.pane.with(|p| *p == Pane::Room(id.clone())))
-                    };
-                    let open = id.clone();
-                    view! {
-                        <li>
-                            <button class="room-item" class:selected=selected data-testid="room-item" data-room-name=name.clone()
-                                aria-current=move || if selected.get() { "page" } else { "false" }
-                                on:click=move |_| ctx.open_room(open.clone())>
-                                {online.map(|on| view! {
-                                    <span class="presence" class:online=on data-testid="presence-dot" data-online=on.to_string()
-                                        aria-label=if on { "online" } else { "offline" }></span>
-                                })}
-                                <span class="room-name">{if online.is_some() { format!("@{name}") } else { format!("# {name}") }}</span>
-                                {(unread > 0).then(|| view! { <span class="badge" data-testid="unread-badge" aria-label="unread messages">{unread}</span> })}
-                            </button>
-                        </li>
-                    }
-                }
+            // Keyed by id: a row's button survives unread and presence changes (keeps focus).
+            <For each=ids key=|id| id.clone() let(id)>
+                <RoomRow id=id/>
             </For>
         </ul>
+    }
+}
+
+#[component]
+fn RoomRow(id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let row = {
+        let id = id.clone();
+        Memo::new(move |_| {
+            ctx.chat.with(|c| {
+                c.rooms.get(&id).map(|r| {
+                    let peer = r.room.peer.as_ref();
+                    let name = peer.map_or(r.room.name.clone(), |p| p.display_name.clone());
+                    (name, peer.map(|p| p.online), r.unread())
+                })
+            })
+        })
+    };
+    let selected = {
+        let id = id.clone();
+        Memo::new(move |_| ctx.pane.with(|p| *p == Pane::Room(id.clone())))
+    };
+    let name = move || {
+        row.with(|r| {
+            r.as_ref()
+                .map(|(name, _, _)| name.clone())
+                .unwrap_or_default()
+        })
+    };
+    let online = move || row.with(|r| r.as_ref().and_then(|(_, online, _)| *online));
+    let unread = move || row.with(|r| r.as_ref().map_or(0, |(_, _, unread)| *unread));
+    view! {
+        <li>
+            <button class="room-item" class:selected=move || selected.get() data-testid="room-item" data-room-name=name
+                aria-current=move || if selected.get() { "page" } else { "false" }
+                on:click=move |_| ctx.open_room(id.clone())>
+                {move || online().map(|on| view! {
+                    <span class="presence" class:online=on data-testid="presence-dot" data-online=on.to_string()>
+                        <span class="visually-hidden">{if on { "online" } else { "offline" }}</span>
+                    </span>
+                })}
+                <span class="room-name">{move || if online().is_some() { format!("@{}", name()) } else { format!("# {}", name()) }}</span>
+                {move || (unread() > 0).then(|| view! {
+                    <span class="badge" data-testid="unread-badge">{unread()}<span class="visually-hidden">" unread"</span></span>
+                })}
+            </button>
+        </li>
     }
 }
 
@@ -135,6 +154,18 @@ pub(crate) fn CopyButton(text: String) -> impl IntoView {
     }
 }
 
+/// A node ref whose element gets the keyboard focus once it is in the page: a dialog opens
+/// with its first field focused (`autofocus` does not apply to elements inserted later).
+fn focus_on_open() -> NodeRef<leptos::html::Input> {
+    let field = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        if let Some(input) = field.get() {
+            let _ = input.focus();
+        }
+    });
+    field
+}
+
 #[component]
 fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
@@ -142,6 +173,7 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<pb::Room>);
+    let first_field = focus_on_open();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(token) = ctx.token() else { return };
@@ -161,7 +193,7 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
         });
     };
     view! {
-        <div class="dialog-backdrop">
+        <div class="dialog-backdrop" on:keydown=move |ev| if ev.key() == "Escape" { close() }>
             <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="create-title">
                 <h2 id="create-title">"New room"</h2>
                 {move || match created.get() {
@@ -173,7 +205,7 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
                     None => view! {
                         <form on:submit=submit>
                             <label for="create-name">"Name"</label>
-                            <input id="create-name" data-testid="create-room-name" required maxlength="64" autofocus
+                            <input id="create-name" data-testid="create-room-name" required maxlength="64" node_ref=first_field
                                 prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/>
                             <label for="create-password">"Password (optional)"</label>
                             <input id="create-password" data-testid="create-room-password" type="password"
@@ -194,6 +226,7 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
 #[component]
 fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let first_field = focus_on_open();
     let code = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
@@ -215,11 +248,11 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
         });
     };
     view! {
-        <div class="dialog-backdrop">
+        <div class="dialog-backdrop" on:keydown=move |ev| if ev.key() == "Escape" { close() }>
             <form class="dialog" role="dialog" aria-modal="true" aria-labelledby="join-title" on:submit=submit>
                 <h2 id="join-title">"Join a room"</h2>
                 <label for="join-code">"Join code"</label>
-                <input id="join-code" data-testid="join-code" required autofocus autocapitalize="characters"
+                <input id="join-code" data-testid="join-code" required autocapitalize="characters" node_ref=first_field
                     prop:value=move || code.get() on:input=move |ev| code.set(event_target_value(&ev))/>
                 <label for="join-password">"Password (if the room has one)"</label>
                 <input id="join-password" data-testid="join-password" type="password"
