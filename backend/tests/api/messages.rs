@@ -172,3 +172,56 @@ async fn retrying_with_a_client_id_stores_nothing_new() {
         [1, 2]
     );
 }
+
+#[tokio::test]
+async fn concurrent_senders_get_one_order_without_holes() {
+    // Appends from many senders at once share commits (group commit); every message still
+    // gets its own seq, with no hole and no duplicate, and concurrent retries store once.
+    const SENDERS: usize = 8;
+    const EACH: usize = 25;
+    let app = spawn_app().await;
+    let mut owner = app.register("owner").await;
+    let room = owner.create_room("Busy").await;
+    let mut events = owner.subscribe(vec![]).await;
+    crate::helpers::expect_ready(&mut events).await;
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let mut sender = app.register(&format!("sender{s}")).await;
+        sender.join(&room.code).await;
+        let room_id = room.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                // Every message is sent twice at once with the same client_id.
+                let request = pb::SendMessageRequest {
+                    room_id: room_id.clone(),
+                    text: format!("{s}/{i}"),
+                    client_id: format!("k{i}"),
+                };
+                let (mut one, mut two) = (sender.chat.clone(), sender.chat.clone());
+                let (first, second) =
+                    tokio::join!(one.send_message(request.clone()), two.send_message(request));
+                let (first, second) = (first.unwrap().into_inner(), second.unwrap().into_inner());
+                assert_eq!(first, second, "a concurrent retry returns the same message");
+                seqs.push(first.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    let total = (SENDERS * EACH) as u64;
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+    let mut seen = Vec::new();
+    while seen.len() < total as usize {
+        seen.push(crate::helpers::next_message(&mut events).await.seq);
+    }
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "published in seq order"
+    );
+}

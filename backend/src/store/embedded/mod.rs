@@ -5,11 +5,12 @@
 //! redb tool); keys are tuples so each room's log, members and idempotency keys are
 //! contiguous ranges.
 
-use std::{path::Path, sync::Arc, sync::Mutex};
+mod appender;
+
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use natter_proto::v1::{Event, event};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -17,8 +18,8 @@ use super::{
     Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
     StoreResult, UserPage, UserRecord,
 };
-use crate::bus::{Topic, local::LocalBus};
-use crate::convert;
+use crate::bus::local::LocalBus;
+use appender::Appender;
 
 const USERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("users");
 const USERNAMES: TableDefinition<'_, &str, &str> = TableDefinition::new("usernames");
@@ -35,10 +36,12 @@ const CLIENT_IDS: TableDefinition<'_, (&str, &str, &str), u64> = TableDefinition
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    bus: LocalBus,
-    /// Held from before an append's transaction until after its publish, so that events
-    /// leave in seq order. redb already serialises writers; this extends that to the publish.
-    append_lock: Arc<Mutex<()>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The group-committing writer of messages (see [`appender`]).
+    appender: Appender,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -103,10 +106,11 @@ impl EmbeddedStore {
         txn.open_table(MESSAGES)?;
         txn.open_table(CLIENT_IDS)?;
         txn.commit()?;
+        let db = Arc::new(db);
+        let appender = Appender::start(db.clone(), bus)?;
         Ok(Self {
-            db: Arc::new(db),
-            bus,
-            append_lock: Arc::default(),
+            db,
+            inner: Arc::new(Inner { appender }),
         })
     }
 
@@ -443,49 +447,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
-        self.blocking(move |s| {
-            let mut message = new.message;
-            let _order = s.append_lock.lock().expect("append lock poisoned");
-            let txn = s.db.begin_write()?;
-            {
-                let room = message.room_id.as_str();
-                let mut client_ids = txn.open_table(CLIENT_IDS)?;
-                let key = (room, message.sender_id.as_str(), message.client_id.as_str());
-                if !message.client_id.is_empty()
-                    && let Some(seq) = client_ids.get(key)?.map(|g| g.value())
-                {
-                    let messages = txn.open_table(MESSAGES)?;
-                    let bytes = messages
-                        .get((room, seq))?
-                        .context("idempotency key points nowhere")?;
-                    return Ok(Appended {
-                        message: decode(bytes.value())?,
-                        created: false,
-                    });
-                }
-                let mut seqs = txn.open_table(ROOM_SEQ)?;
-                let last = seqs.get(room)?.map(|g| g.value()).ok_or(Gone)?;
-                message.seq = last + 1;
-                seqs.insert(room, message.seq)?;
-                txn.open_table(MESSAGES)?
-                    .insert((room, message.seq), encode(&message)?.as_slice())?;
-                if !message.client_id.is_empty() {
-                    client_ids.insert(key, message.seq)?;
-                }
-            }
-            txn.commit()?;
-            s.bus.publish_now(
-                &Topic::Room(message.room_id.clone()),
-                Event {
-                    event: Some(event::Event::Message(convert::message(&message))),
-                },
-            );
-            Ok(Appended {
-                message,
-                created: true,
-            })
-        })
-        .await
+        self.inner.appender.append(new).await
     }
 
     async fn messages_after(

@@ -1,0 +1,166 @@
+//! Group commit for message appends.
+//!
+//! Every acknowledged message is fsynced before its answer, and an fsync costs the same for
+//! one message as for a hundred. So appends go to one writer thread, which takes every request
+//! waiting at that moment, writes them all in ONE transaction, commits (one fsync), publishes
+//! them in seq order and answers each. Alone, a message waits for nothing; under load, many
+//! share a commit. The single writer also keeps publish order equal to seq order.
+
+use std::{
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+};
+
+use anyhow::Context;
+use natter_proto::v1::{Event, event};
+use redb::{Database, ReadableTable};
+use tokio::sync::oneshot;
+
+use super::{CLIENT_IDS, MESSAGES, ROOM_SEQ, decode, encode};
+use crate::{
+    bus::{Topic, local::LocalBus},
+    convert,
+    store::{Appended, MessageRecord, NewMessage, StoreError, StoreResult},
+};
+
+/// Most appends sharing one commit: bounds the latency a batch adds to its first member.
+const MAX_BATCH: usize = 256;
+
+struct Request {
+    message: MessageRecord,
+    reply: oneshot::Sender<StoreResult<Appended>>,
+}
+
+/// The writer thread and the way to it. Dropping it waits for the thread, so that the
+/// database file is closed when the store is gone (a restart may open it again at once).
+pub(super) struct Appender {
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Appender {
+    /// Starts the writer thread.
+    pub(super) fn start(db: Arc<Database>, bus: LocalBus) -> anyhow::Result<Self> {
+        let (requests, incoming) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("natter-appender".into())
+            .spawn(move || write_batches(&db, &bus, &incoming))
+            .context("starting the appender thread")?;
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    /// Appends (or finds the earlier message of a retried client id), once committed.
+    pub(super) async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            message: new.message,
+            reply,
+        };
+        self.requests
+            .as_ref()
+            .and_then(|requests| requests.send(request).ok())
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("the appender has stopped")))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal(anyhow::anyhow!("the appender dropped a request")))?
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: until every sender is gone, commit whatever is waiting as one batch.
+fn write_batches(db: &Database, bus: &LocalBus, incoming: &mpsc::Receiver<Request>) {
+    while let Ok(first) = incoming.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        match commit(db, &batch) {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    if let Ok(appended) = &outcome
+                        && appended.created
+                    {
+                        let message = &appended.message;
+                        let event = Event {
+                            event: Some(event::Event::Message(convert::message(message))),
+                        };
+                        bus.publish_now(&Topic::Room(message.room_id.clone()), event);
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "committing a batch of messages failed");
+                for request in batch {
+                    let failure = anyhow::anyhow!("committing a batch of messages failed: {e:#}");
+                    let _ = request.reply.send(Err(StoreError::Internal(failure)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction. The outer error fails the whole batch (nothing was
+/// stored); an inner one concerns its request only (its room is gone).
+fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Appended>>> {
+    let txn = db.begin_write()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut client_ids = txn.open_table(CLIENT_IDS)?;
+        let mut seqs = txn.open_table(ROOM_SEQ)?;
+        let mut messages = txn.open_table(MESSAGES)?;
+        for request in batch {
+            let mut message = request.message.clone();
+            let room = message.room_id.clone();
+            let key = (
+                room.as_str(),
+                message.sender_id.as_str(),
+                message.client_id.as_str(),
+            );
+            // A retry, possibly of a message earlier in this same batch (the transaction
+            // sees its own writes).
+            if !message.client_id.is_empty()
+                && let Some(seq) = client_ids.get(key)?.map(|g| g.value())
+            {
+                let bytes = messages
+                    .get((room.as_str(), seq))?
+                    .context("idempotency key points nowhere")?;
+                outcomes.push(Ok(Appended {
+                    message: decode(bytes.value())?,
+                    created: false,
+                }));
+                continue;
+            }
+            let Some(last) = seqs.get(room.as_str())?.map(|g| g.value()) else {
+                outcomes.push(Err(StoreError::RoomNotFound));
+                continue;
+            };
+            message.seq = last + 1;
+            seqs.insert(room.as_str(), message.seq)?;
+            messages.insert((room.as_str(), message.seq), encode(&message)?.as_slice())?;
+            if !message.client_id.is_empty() {
+                client_ids.insert(key, message.seq)?;
+            }
+            outcomes.push(Ok(Appended {
+                message,
+                created: true,
+            }));
+        }
+    }
+    txn.commit()?;
+    Ok(outcomes)
+}
