@@ -64,6 +64,10 @@ impl Schema {
     pub fn room_client_ids(&self, id: &str) -> String {
         format!("{}:room:{id}:cids", self.prefix)
     }
+    /// Sorted set of the client-id fields by seq, to forget those of trimmed messages.
+    pub fn room_client_id_order(&self, id: &str) -> String {
+        format!("{}:room:{id}:cidz", self.prefix)
+    }
     /// Set of the room's member ids.
     pub fn room_members(&self, id: &str) -> String {
         format!("{}:room:{id}:members", self.prefix)

@@ -12,6 +12,15 @@ use crate::{
     store::{RoomKind, RoomRecord},
 };
 
+/// `RoomChanged{JOINED}` for the user's own streams.
+fn joined_event(room: pb::Room) -> pb::Event {
+    convert::event(pb::event::Event::RoomChanged(pb::RoomChanged {
+        room: Some(room),
+        change: RoomChange::Joined as i32,
+        user: None,
+    }))
+}
+
 /// Attempts at drawing an unused join code; with 8.5e11 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
 
@@ -80,13 +89,17 @@ impl Natter {
         let view = convert::room(&room, None);
         if self.store.add_member(&room.id, &user.id).await? {
             tracing::info!(room = %room.id, "joined");
-            self.announce_to_user(&user.id, view.clone(), RoomChange::Joined)
-                .await;
             let online = self.bus.online(std::slice::from_ref(&user.id)).await?;
             let member = convert::user(&user, online.contains(&user.id));
             self.announce_member(view.clone(), member, RoomChange::MemberJoined)
                 .await;
         }
+        // Announced on every call, and a failure is the caller's: the user's streams follow
+        // the room only once they hear of it, and a retried join (it is idempotent) heals a
+        // lost announcement. Streams already following the room ignore a repeat.
+        self.bus
+            .publish(&Topic::User(user.id.clone()), joined_event(view.clone()))
+            .await?;
         Ok(view)
     }
 
@@ -191,13 +204,18 @@ impl Natter {
             } else {
                 self.store.add_member(&room.id, &participant.id).await?
             };
-            if newly_member {
+            if newly_member && participant.id != me.id {
                 let view = self.room_view(&room, &participant.id).await?;
                 self.announce_to_user(&participant.id, view, RoomChange::Joined)
                     .await;
             }
         }
-        self.room_view(&room, &me.id).await
+        // As for joins: the caller's own streams hear of the room on every call.
+        let view = self.room_view(&room, &me.id).await?;
+        self.bus
+            .publish(&Topic::User(me.id.clone()), joined_event(view.clone()))
+            .await?;
+        Ok(view)
     }
 
     /// Members of a room the caller belongs to, owner first, with presence.

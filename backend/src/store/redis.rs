@@ -42,7 +42,11 @@ pub fn connection_manager(url: &str) -> anyhow::Result<ConnectionManager> {
 /// rather than a bug.
 pub fn is_unavailable(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
-    e.is_io_error()
+    // Refusals of a server that is out of memory, cannot persist, is busy running a script
+    // or lacks replicas: retrying later may work.
+    const TRANSIENT_CODES: &[&str] = &["OOM", "MISCONF", "BUSY", "NOREPLICAS", "LOADING"];
+    e.code().is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        || e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
@@ -125,7 +129,7 @@ return redis.call('SADD', KEYS[2], ARGV[1])",
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: room key, seq key, log stream, client-id hash
+-- KEYS: room key, seq key, log stream, client-id hash, client-id order zset
 -- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
 if ARGV[1] ~= '' then
@@ -137,12 +141,26 @@ if ARGV[1] ~= '' then
   end
 end
 local seq = redis.call('INCR', KEYS[2])
-if tonumber(ARGV[4]) > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'm', ARGV[2])
+local retention = tonumber(ARGV[4])
+if retention > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, seq .. '-0', 'm', ARGV[2])
 else
   redis.call('XADD', KEYS[3], seq .. '-0', 'm', ARGV[2])
 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], seq) end
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[1], seq)
+  if retention > 0 then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
+end
+if retention > 0 then
+  -- Idempotency keys live as long as their messages: forget those of trimmed ones.
+  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  local first_seq = tonumber(string.match(first[1], '^(%d+)'))
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. first_seq, 'LIMIT', 0, 1000)
+  if #stale > 0 then
+    redis.call('HDEL', KEYS[4], unpack(stale))
+    redis.call('ZREM', KEYS[5], unpack(stale))
+  end
+end
 redis.call('PUBLISH', ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
 return {1, seq, ''}",
     )
@@ -434,7 +452,8 @@ impl Store for RedisStore {
             .key(self.schema.room_members(room_id))
             .key(self.schema.room_seq(room_id))
             .key(self.schema.room_log(room_id))
-            .key(self.schema.room_client_ids(room_id));
+            .key(self.schema.room_client_ids(room_id))
+            .key(self.schema.room_client_id_order(room_id));
         if let Some(code) = &room.code {
             invocation.key(self.schema.code(code));
         }
@@ -516,6 +535,7 @@ impl Store for RedisStore {
             .key(self.schema.room_seq(room))
             .key(self.schema.room_log(room))
             .key(self.schema.room_client_ids(room))
+            .key(self.schema.room_client_id_order(room))
             .arg(client_field)
             .arg(to_json(&message)?)
             .arg(self.schema.channel(&Topic::Room(room.clone())))

@@ -374,9 +374,33 @@ async fn retention_trims_history_and_says_so_on_resume() {
     let a = spawn_redis_app(&redis, |c| c.history_retention = 5).await;
     let mut alice = a.register("alice").await;
     let room = alice.create_room("Short memory").await;
+    let send = |i: u64| pb::SendMessageRequest {
+        room_id: room.id.clone(),
+        text: format!("m{i}"),
+        client_id: format!("c{i}"),
+    };
     for i in 1..=300 {
-        alice.send(&room.id, &format!("m{i}")).await;
+        alice.chat.send_message(send(i)).await.unwrap();
     }
+    // Idempotency keys are kept as long as their messages: a recent retry still finds the
+    // original, and the keys of trimmed messages are gone.
+    assert_eq!(
+        alice
+            .chat
+            .send_message(send(300))
+            .await
+            .unwrap()
+            .into_inner()
+            .seq,
+        300
+    );
+    let keys: i64 = redis::from_redis_value(
+        redis
+            .command(&["HLEN", &format!("fleet:room:{}:cids", room.id)])
+            .await,
+    )
+    .unwrap();
+    assert!((5..300).contains(&keys), "{keys} idempotency keys kept");
     // Trimming is approximate (whole stream nodes), so at least 5 and far fewer than 300 remain.
     let history = alice
         .chat
