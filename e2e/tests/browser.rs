@@ -112,15 +112,23 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice
         .text_contains("typing-indicator", "Bob is typing")
         .await?;
+    // On a touch screen Enter adds a line and the Send button sends.
     bob.find("[data-testid=composer-input]")
         .await?
-        .send_keys(&format!("ce{ENTER}"))
+        .send_keys(&format!("ce{ENTER}:)"))
         .await?;
-    alice.text_contains("message", "Hi Alice").await?;
+    bob.click("[data-testid=composer-send]").await?;
+    let reply = alice.text_contains("message", "Hi Alice").await?;
+    assert!(reply.contains("Hi Alice\n:)"), "{reply:?}");
     alice
         .find("[data-testid=member-item][data-username=bob][data-online=true]")
         .await?;
     bob.find("[data-testid=message][data-own=true]").await?;
+    // The phone layout shows the member list on demand.
+    bob.click("[data-testid=members-toggle]").await?;
+    bob.find("[data-testid=member-item][data-username=alice][data-online=true]")
+        .await?;
+    bob.click("[data-testid=members-toggle]").await?;
 
     // Alice finds Bob in the directory and opens a direct conversation.
     alice.click("[data-testid=people-open]").await?;

@@ -62,6 +62,8 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
     };
     let code = move || room().map(|r| r.code).filter(|c| !c.is_empty());
 
+    // On a phone the member list is hidden until asked for.
+    let members_open = RwSignal::new(false);
     let leave = move |_| {
         let Some(token) = ctx.token() else { return };
         let room_id = id.get_value();
@@ -94,12 +96,14 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
                     <span class="code-chip">"Code " <code data-testid="conversation-code">{code.clone()}</code> <CopyButton text=code/></span>
                 })}
                 <span class="spacer"></span>
+                <button class="only-narrow" data-testid="members-toggle" aria-expanded=move || members_open.get().to_string()
+                    on:click=move |_| members_open.update(|open| *open = !*open)>"Members"</button>
                 <button data-testid="leave-room" on:click=leave>"Leave"</button>
                 <Show when=is_owner>
                     <button class="danger" data-testid="delete-room" on:click=delete>"Delete"</button>
                 </Show>
             </header>
-            <div class="conversation-body">
+            <div class="conversation-body" class:members-open=move || members_open.get()>
                 <Messages room_id=id.get_value()/>
                 <Members room_id=id.get_value()/>
             </div>
@@ -317,8 +321,14 @@ fn Composer(room_id: String) -> impl IntoView {
             });
         }
     };
+    // On touch screens Enter adds a line (their keyboards have no Shift+Enter); Send sends.
+    let touch = window()
+        .match_media("(pointer: coarse)")
+        .ok()
+        .flatten()
+        .is_some_and(|query| query.matches());
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
-        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() && !touch {
             ev.prevent_default();
             send();
         }

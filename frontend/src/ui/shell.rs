@@ -30,6 +30,19 @@ pub(crate) fn Shell() -> impl IntoView {
         })
     };
     let connection = move || ctx.connection.get().label();
+    // A notice goes away by itself after a while (it may cover the composer on a phone).
+    Effect::new(move |_| {
+        if let Some(shown) = ctx.notice.get() {
+            set_timeout(
+                move || {
+                    if ctx.notice.get_untracked().as_ref() == Some(&shown) {
+                        ctx.notice.set(None);
+                    }
+                },
+                std::time::Duration::from_secs(8),
+            );
+        }
+    });
 
     view! {
         <div class="shell" class:sidebar-open=move || sidebar_open.get()>
