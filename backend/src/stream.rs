@@ -14,7 +14,7 @@ use natter_proto::{
     EncodedEvent,
     v1::{self as pb, RoomChange, event::Event as Ev},
 };
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::{
     StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
 };
@@ -125,11 +125,17 @@ impl Session {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Both futures are made once: polling them registers a waiter (for the cancellation,
+        // in a list shared by every stream), which must not happen again per event.
         let shutdown = self.natter.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        let outbox = self.out.clone();
+        let client_gone = outbox.closed();
+        tokio::pin!(cancelled, client_gone);
         loop {
             let step = tokio::select! {
-                () = shutdown.cancelled() => Err(End::Closed),
-                () = self.out.closed() => Err(End::Closed),
+                () = &mut cancelled => Err(End::Closed),
+                () = &mut client_gone => Err(End::Closed),
                 _ = heartbeat.tick() => {
                     self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
                 }
@@ -166,9 +172,14 @@ impl Session {
     /// Queues an encoded event. Waits while the client is slow (its bus receivers lag
     /// meanwhile and are repaired later), but never past shutdown.
     async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
-        tokio::select! {
-            sent = self.out.send(Ok(event)) => sent.map_err(|_| End::Closed),
-            () = self.natter.shutdown.cancelled() => Err(End::Closed),
+        // The common case, room in the outbox, needs no waiting and no shutdown watch.
+        match self.out.try_send(Ok(event)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(End::Closed),
+            Err(TrySendError::Full(event)) => tokio::select! {
+                sent = self.out.send(event) => sent.map_err(|_| End::Closed),
+                () = self.natter.shutdown.cancelled() => Err(End::Closed),
+            },
         }
     }
 
