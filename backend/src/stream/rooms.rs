@@ -1,190 +1,23 @@
-//! One event stream (a `Subscribe` or `Chat` call): replay from cursors, then live events of
-//! all the user's rooms, in per-room seq order, with no gap and no duplicate.
-//!
-//! How order is kept: the stream subscribes to a room's topic *before* reading its log, so
-//! nothing published after the read can be missed; live messages at or below the last
-//! delivered seq are dropped as duplicates; a live message further ahead than the next seq
-//! (a lagging receiver, a bus reconnect) triggers a read of the missing range from the log.
-//! The log, not the bus, is the source of truth; the bus only says "something new".
+//! The rooms a stream follows: subscribing and replaying from cursors, catching up from the
+//! log, and following rooms joined, left or deleted while the stream is open.
 
-use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::collections::HashMap;
 
-use futures::{Stream, StreamExt};
-use natter_proto::{
-    EncodedEvent,
-    v1::{self as pb, RoomChange, event::Event as Ev},
-};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_stream::{
-    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
-use tonic::Status;
+use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
+use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
 
+use super::{CATCH_UP_BATCH, End, Session};
 use crate::{
-    auth::{self, Caller},
     bus::{BusMessage, SharedEvent, Topic},
     convert,
-    error::{ApiError, ApiResult},
+    error::ApiError,
     metrics::Metrics,
-    service::Natter,
-    store::{RoomRecord, UserRecord},
+    store::RoomRecord,
 };
 
-/// Messages read from the log per store call while catching up.
-const CATCH_UP_BATCH: usize = 256;
-/// Events buffered towards a client before the stream waits for it (and its bus receivers
-/// start to lag, which the log repairs).
-pub const OUTBOX_CAPACITY: usize = 128;
-
-/// Where the stream's events go: tonic's response stream.
-pub type Outbox = mpsc::Sender<Result<EncodedEvent, Status>>;
-
-type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
-
-/// Why a stream stopped.
-enum End {
-    /// The client went away or the server is shutting down.
-    Closed,
-    /// A dependency failed; the client should reconnect and resume with its cursors.
-    Failed(ApiError),
-}
-
-impl From<ApiError> for End {
-    fn from(e: ApiError) -> Self {
-        End::Failed(e)
-    }
-}
-
-/// The state of one open event stream.
-pub struct Session {
-    natter: Arc<Natter>,
-    caller: Caller,
-    user: UserRecord,
-    out: Outbox,
-    /// Highest seq delivered per followed room.
-    delivered: HashMap<String, u64>,
-    /// Live receivers of followed rooms' topics.
-    live: Live,
-    /// Receiver of the user's own topic (room list changes); `None` until subscribed.
-    own: Option<BroadcastStream<SharedEvent>>,
-}
-
 impl Session {
-    /// A session for a signed-in caller.
-    pub async fn open(natter: Arc<Natter>, caller: Caller, out: Outbox) -> ApiResult<Self> {
-        let user = natter.account(&caller).await?;
-        Ok(Self {
-            natter,
-            caller,
-            user,
-            out,
-            delivered: HashMap::new(),
-            live: StreamMap::new(),
-            own: None,
-        })
-    }
-
-    /// Runs the stream until the client leaves, the server shuts down or a dependency fails.
-    /// `frames` carries a `Chat` call's client frames; a `Subscribe` call passes `initial`.
-    pub async fn run<F>(mut self, initial: Option<pb::SubscribeRequest>, frames: Option<F>)
-    where
-        F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
-    {
-        let natter = self.natter.clone();
-        if let Err(e) = natter.stream_opened(&self.user).await {
-            let _ = self.out.send(Err(e.into())).await;
-            return;
-        }
-        natter.metrics.streams_open.fetch_add(1, Ordering::Relaxed);
-        let end = self.serve(initial, frames).await;
-        natter.metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
-        natter.stream_closed(&self.user).await;
-        if let End::Failed(e) = end {
-            let _ = self.out.send(Err(e.into())).await;
-        }
-    }
-
-    async fn serve<F>(
-        &mut self,
-        initial: Option<pb::SubscribeRequest>,
-        mut frames: Option<F>,
-    ) -> End
-    where
-        F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
-    {
-        if let Some(request) = initial
-            && let Err(end) = self.subscribe(request).await
-        {
-            return end;
-        }
-        let interval = self
-            .natter
-            .config
-            .heartbeat_interval
-            .max(Duration::from_millis(10));
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Both futures are made once: polling them registers a waiter (for the cancellation,
-        // in a list shared by every stream), which must not happen again per event.
-        let shutdown = self.natter.shutdown.clone();
-        let cancelled = shutdown.cancelled();
-        let outbox = self.out.clone();
-        let client_gone = outbox.closed();
-        tokio::pin!(cancelled, client_gone);
-        loop {
-            let step = tokio::select! {
-                () = &mut cancelled => Err(End::Closed),
-                () = &mut client_gone => Err(End::Closed),
-                _ = heartbeat.tick() => {
-                    self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
-                }
-                Some(item) = next_own(&mut self.own) => self.on_own_event(item).await,
-                Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
-                Some(frame) = next_frame(&mut frames) => match frame {
-                    Ok(frame) => self.on_frame(frame).await,
-                    Err(status) => {
-                        tracing::debug!(%status, "client frame stream failed");
-                        Err(End::Closed)
-                    }
-                },
-            };
-            if let Err(end) = step {
-                return end;
-            }
-        }
-    }
-
-    /// Delivers the next message of a room and records it as delivered.
-    async fn send_message(&mut self, message: pb::Message) -> Result<(), End> {
-        self.delivered.insert(message.room_id.clone(), message.seq);
-        self.send(Ev::Message(message)).await?;
-        Metrics::inc(&self.natter.metrics.messages_delivered);
-        Ok(())
-    }
-
-    /// Queues an event for this client only, encoding it.
-    async fn send(&self, event: Ev) -> Result<(), End> {
-        self.send_encoded(EncodedEvent::from(&convert::event(event)))
-            .await
-    }
-
-    /// Queues an encoded event. Waits while the client is slow (its bus receivers lag
-    /// meanwhile and are repaired later), but never past shutdown.
-    async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
-        // The common case, room in the outbox, needs no waiting and no shutdown watch.
-        match self.out.try_send(Ok(event)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(End::Closed),
-            Err(TrySendError::Full(event)) => tokio::select! {
-                sent = self.out.send(event) => sent.map_err(|_| End::Closed),
-                () = self.natter.shutdown.cancelled() => Err(End::Closed),
-            },
-        }
-    }
-
     /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
-    async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
+    pub(super) async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
         let bus = self.natter.bus.clone();
         // The user's own topic first: a room joined from now on is announced there.
         self.own = Some(BroadcastStream::new(
@@ -276,7 +109,7 @@ impl Session {
         }
     }
 
-    async fn on_room_event(
+    pub(super) async fn on_room_event(
         &mut self,
         room_id: String,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
@@ -322,7 +155,7 @@ impl Session {
         }
     }
 
-    async fn on_own_event(
+    pub(super) async fn on_own_event(
         &mut self,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
@@ -445,55 +278,6 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Handles one `Chat` frame. Errors are answered on the stream; it stays open.
-    async fn on_frame(&mut self, frame: pb::ClientFrame) -> Result<(), End> {
-        let frame_id = frame.frame_id.clone();
-        let outcome: ApiResult<Option<Ev>> = match frame.frame {
-            Some(pb::client_frame::Frame::Subscribe(request)) => {
-                if self.own.is_some() {
-                    Err(ApiError::FailedPrecondition(
-                        "this stream is already subscribed",
-                    ))
-                } else {
-                    return self.subscribe(request).await;
-                }
-            }
-            Some(pb::client_frame::Frame::Send(send)) => {
-                crate::api::chat::send(&self.natter, &self.caller, send)
-                    .await
-                    .map(|message| {
-                        Some(Ev::SendAck(pb::SendAck {
-                            frame_id: frame_id.clone(),
-                            message: Some(message),
-                        }))
-                    })
-            }
-            Some(pb::client_frame::Frame::Typing(typing)) => {
-                crate::api::chat::typing(&self.natter, &self.caller, typing)
-                    .await
-                    .map(|()| None)
-            }
-            None => Err(crate::domain::InvalidField::new(
-                "frame",
-                "must be one of subscribe, send or typing",
-            )
-            .into()),
-        };
-        match outcome {
-            Ok(Some(event)) => self.send(event).await,
-            Ok(None) => Ok(()),
-            Err(e) => {
-                let status = tonic::Status::from(e);
-                self.send(Ev::FrameError(pb::FrameError {
-                    frame_id,
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                }))
-                .await
-            }
-        }
-    }
 }
 
 fn room_changed(room: pb::Room, change: RoomChange) -> pb::RoomChanged {
@@ -501,31 +285,5 @@ fn room_changed(room: pb::Room, change: RoomChange) -> pb::RoomChanged {
         room: Some(room),
         change: change as i32,
         user: None,
-    }
-}
-
-async fn next_own(
-    own: &mut Option<BroadcastStream<SharedEvent>>,
-) -> Option<Result<SharedEvent, BroadcastStreamRecvError>> {
-    match own {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_frame<F>(frames: &mut Option<F>) -> Option<Result<pb::ClientFrame, Status>>
-where
-    F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
-{
-    match frames {
-        Some(stream) => match stream.next().await {
-            Some(item) => Some(item),
-            None => {
-                // Half-closed by the client: stop polling it, keep the events flowing.
-                *frames = None;
-                std::future::pending().await
-            }
-        },
-        None => std::future::pending().await,
     }
 }

@@ -8,14 +8,18 @@
 //! so seq assignment, log append and fan-out are one step that all instances observe in the
 //! same order.
 
-use std::{sync::LazyLock, time::Duration};
+mod scripts;
+
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use redis::{
-    AsyncCommands, RedisError, Script,
+    AsyncCommands, RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
+
+use scripts::{ADD_MEMBER, APPEND, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT};
 
 use super::{
     Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
@@ -74,111 +78,6 @@ fn store_error(e: RedisError) -> StoreError {
 fn internal(e: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Internal(e.into())
 }
-
-static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: username key, user key, usernames zset. ARGV: id, json, username
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[3])
-return 1",
-    )
-});
-
-static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: code key, room key, seq key, members set, owner's rooms set. ARGV: room id, json, owner id
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], 0)
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('SADD', KEYS[5], ARGV[1])
-return 1",
-    )
-});
-
-static OPEN_DIRECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: direct key, room key, seq key, members set, a's rooms, b's rooms. ARGV: id, json, a, b
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], 0)
-redis.call('SADD', KEYS[4], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[1])
-return {1, ARGV[1]}",
-    )
-});
-
-static ADD_MEMBER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: room key, members set, user's rooms set. ARGV: user id, room id
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('SADD', KEYS[3], ARGV[2])
-return redis.call('SADD', KEYS[2], ARGV[1])",
-    )
-});
-
-/// Seq assignment, append, idempotency and publish in one atomic step.
-static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: room key, seq key, log stream, client-id hash, client-id order zset
--- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
-if ARGV[1] ~= '' then
-  local known = redis.call('HGET', KEYS[4], ARGV[1])
-  if known then
-    local entry = redis.call('XRANGE', KEYS[3], known .. '-0', known .. '-0')
-    if entry[1] then return {0, tonumber(known), entry[1][2][2]} end
-    return {0, tonumber(known), ''}
-  end
-end
-local seq = redis.call('INCR', KEYS[2])
-local retention = tonumber(ARGV[4])
-if retention > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, seq .. '-0', 'm', ARGV[2])
-else
-  redis.call('XADD', KEYS[3], seq .. '-0', 'm', ARGV[2])
-end
-if ARGV[1] ~= '' then
-  redis.call('HSET', KEYS[4], ARGV[1], seq)
-  if retention > 0 then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
-end
-if retention > 0 then
-  -- Idempotency keys live as long as their messages: forget those of trimmed ones.
-  local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-  local first_seq = tonumber(string.match(first[1], '^(%d+)'))
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. first_seq, 'LIMIT', 0, 1000)
-  if #stale > 0 then
-    redis.call('HDEL', KEYS[4], unpack(stale))
-    redis.call('ZREM', KEYS[5], unpack(stale))
-  end
-end
-redis.call('PUBLISH', ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
-return {1, seq, ''}",
-    )
-});
-
-static DELETE_ROOM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: room, members, seq, log, client ids, code or direct key (optional). ARGV: room id, prefix
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local members = redis.call('SMEMBERS', KEYS[2])
-for _, member in ipairs(members) do
-  redis.call('SREM', ARGV[2] .. 'user:' .. member .. ':rooms', ARGV[1])
-end
-redis.call('DEL', unpack(KEYS))
-return members",
-    )
-});
 
 /// The Redis store.
 #[derive(Clone)]

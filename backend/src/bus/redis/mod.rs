@@ -11,10 +11,12 @@
 //! Presence lives in Redis too: each instance keeps a hash of its users' open stream counts
 //! and a heartbeat in a sorted set; a user is online while any live instance counts them.
 
+mod scripts;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, LazyLock, Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -24,7 +26,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use natter_proto::v1::Event;
 use rand::Rng;
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, aio::ConnectionManager};
+use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -39,99 +42,6 @@ const SUBSCRIBE_CONFIRMATION: Duration = Duration::from_secs(3);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the pub/sub connection is pinged.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Adds (or removes) one stream of a user on this instance and returns the user's open
-/// streams over all live instances. Uses Redis' clock so instances' clocks need not agree.
-static STREAM_DELTA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: this instance's presence hash, instances zset. ARGV: user, delta, ttl ms, prefix, instance
--- (Heartbeats come from MAINTAIN only, so that its check of its own last heartbeat is true.)
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local own = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if own <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  own = 0
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3] * 4)
-local total = own
-for _, instance in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - ARGV[3], '+inf')) do
-  if instance ~= ARGV[5] then
-    total = total + tonumber(redis.call('HGET', ARGV[4] .. 'presence:' .. instance, ARGV[1]) or '0')
-  end
-end
-return total",
-    )
-});
-
-/// 1 or 0 for each user in ARGV[3..]: online on some live instance.
-static ONLINE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: instances zset. ARGV: ttl ms, prefix, users...
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ARGV[1], '+inf')
-local result = {}
-for i = 3, #ARGV do
-  result[i - 2] = 0
-  for _, instance in ipairs(live) do
-    if redis.call('HEXISTS', ARGV[2] .. 'presence:' .. instance, ARGV[i]) == 1 then
-      result[i - 2] = 1
-      break
-    end
-  end
-end
-return result",
-    )
-});
-
-/// Refreshes this instance's heartbeat, rewrites its presence hash from the local mirror (the
-/// truth: a stream count whose update timed out is corrected here), and claims instances whose
-/// heartbeat is too old. Returns `{gone, back}`: users of dead instances not online anywhere
-/// else, and users of this instance that Redis had lost (reaped while this instance was cut
-/// off). Atomic, so exactly one survivor announces each user. An instance whose own previous
-/// heartbeat is too old was cut off itself: it reaps nobody on that round, or after a Redis
-/// outage every instance would reap every other.
-static MAINTAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: instances zset, this instance's presence hash.
--- ARGV: instance, ttl ms, prefix, then user, count, user, count... (the local mirror)
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local ttl = tonumber(ARGV[2])
-local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local back = {}
-for i = 4, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then table.insert(back, ARGV[i]) end
-end
-redis.call('DEL', KEYS[2])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[2], ttl * 4)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-local gone = {}
-if previous and now - tonumber(previous) <= ttl then
-  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')
-  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))) do
-    redis.call('ZREM', KEYS[1], dead)
-    local hash = ARGV[3] .. 'presence:' .. dead
-    for _, user in ipairs(redis.call('HKEYS', hash)) do
-      local elsewhere = false
-      for _, instance in ipairs(live) do
-        if redis.call('HEXISTS', ARGV[3] .. 'presence:' .. instance, user) == 1 then elsewhere = true end
-      end
-      if not elsewhere then gone[user] = true end
-    end
-    redis.call('DEL', hash)
-  end
-end
-local gone_list = {}
-for user in pairs(gone) do table.insert(gone_list, user) end
-return {gone_list, back}",
-    )
-});
 
 enum Command {
     Subscribe {
