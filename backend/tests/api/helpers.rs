@@ -227,6 +227,26 @@ impl TestUser {
             .into_inner()
     }
 
+    pub async fn rooms(&mut self) -> Vec<pb::Room> {
+        self.chat
+            .list_rooms(pb::ListRoomsRequest {})
+            .await
+            .expect("list rooms")
+            .into_inner()
+            .rooms
+    }
+
+    pub async fn members(&mut self, room_id: &str) -> Vec<pb::Member> {
+        self.chat
+            .list_members(pb::ListMembersRequest {
+                room_id: room_id.into(),
+            })
+            .await
+            .expect("list members")
+            .into_inner()
+            .members
+    }
+
     pub async fn history(&mut self, room_id: &str) -> Vec<pb::Message> {
         self.chat
             .get_history(pb::GetHistoryRequest {

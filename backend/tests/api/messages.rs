@@ -45,13 +45,7 @@ async fn messages_get_consecutive_seqs_and_history_pages() {
     );
     assert!(!oldest.has_more);
 
-    let rooms = alice
-        .chat
-        .list_rooms(pb::ListRoomsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .rooms;
+    let rooms = alice.rooms().await;
     assert_eq!(
         rooms[0].last_seq, 8,
         "last_seq lets clients count unread messages"

@@ -53,15 +53,7 @@ async fn everything_survives_a_restart() {
 
     assert_eq!(bob.history(&room.id).await, before);
     assert_eq!(bob.history(&direct.id).await[0].text, "psst");
-    let members = bob
-        .chat
-        .list_members(pb::ListMembersRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = bob.members(&room.id).await;
     assert_eq!(members.len(), 2);
     // The sequence continues where it stopped, and the join code still works.
     assert_eq!(bob.send(&room.id, "after restart").await.seq, 6);

@@ -24,27 +24,13 @@ async fn create_join_list_and_members() {
     // Joining again is harmless.
     assert_eq!(bob.join(&room.code).await.id, room.id);
 
-    let rooms = bob
-        .chat
-        .list_rooms(pb::ListRoomsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .rooms;
+    let rooms = bob.rooms().await;
     assert_eq!(
         rooms.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         [room.id.as_str()]
     );
 
-    let members = alice
-        .chat
-        .list_members(pb::ListMembersRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = alice.members(&room.id).await;
     assert_eq!(members.len(), 2);
     assert!(members[0].is_owner);
     assert_eq!(members[0].user.as_ref().unwrap().id, alice.user.id);
@@ -208,15 +194,7 @@ async fn leave_and_delete() {
         })
         .await
         .unwrap();
-    assert!(
-        bob.chat
-            .list_rooms(pb::ListRoomsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .rooms
-            .is_empty()
-    );
+    assert!(bob.rooms().await.is_empty());
     assert_status(
         bob.chat
             .send_message(pb::SendMessageRequest {
@@ -236,16 +214,7 @@ async fn leave_and_delete() {
         })
         .await
         .unwrap();
-    assert!(
-        alice
-            .chat
-            .list_rooms(pb::ListRoomsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .rooms
-            .is_empty()
-    );
+    assert!(alice.rooms().await.is_empty());
     assert_status(
         bob.chat
             .join_room(pb::JoinRoomRequest {
@@ -313,13 +282,7 @@ async fn direct_rooms_are_one_per_pair() {
     assert_eq!(from_alice.peer.as_ref().unwrap().id, bob.user.id);
     assert_eq!(from_bob.peer.as_ref().unwrap().id, alice.user.id);
 
-    let bobs_rooms = bob
-        .chat
-        .list_rooms(pb::ListRoomsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .rooms;
+    let bobs_rooms = bob.rooms().await;
     assert_eq!(bobs_rooms.len(), 1);
     assert_eq!(bobs_rooms[0].peer.as_ref().unwrap().id, alice.user.id);
 

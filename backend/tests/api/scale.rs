@@ -71,15 +71,7 @@ async fn messages_cross_instances_to_subscribe_and_chat_streams() {
     assert_eq!(next_message(&mut carol_events).await.text, "from A");
 
     // Presence and typing cross instances too.
-    let members = alice
-        .chat
-        .list_members(pb::ListMembersRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = alice.members(&room.id).await;
     let online: HashMap<String, bool> = members
         .iter()
         .map(|m| {
@@ -468,15 +460,7 @@ async fn a_dead_instance_takes_its_users_offline() {
     process.kill().await;
     let offline = wait_for_presence(&mut alice_events, "bob").await.online;
     assert!(!offline, "announced by a surviving instance");
-    let members = alice
-        .chat
-        .list_members(pb::ListMembersRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = alice.members(&room.id).await;
     assert!(
         members
             .iter()

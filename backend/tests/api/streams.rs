@@ -249,15 +249,7 @@ async fn presence_and_typing_reach_room_members() {
     let online = wait_for_presence(&mut alice_events, &bob.user.id).await;
     assert!(online.online);
     assert_eq!(online.room_id, room.id);
-    let members = alice
-        .chat
-        .list_members(pb::ListMembersRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = alice.members(&room.id).await;
     assert!(
         members.iter().all(|m| m.user.as_ref().unwrap().online),
         "both hold a stream"
