@@ -227,6 +227,25 @@ impl TestUser {
             .into_inner()
     }
 
+    pub async fn open_direct(&mut self, user_id: &str) -> pb::Room {
+        self.chat
+            .open_direct(pb::OpenDirectRequest {
+                user_id: user_id.into(),
+            })
+            .await
+            .expect("open direct")
+            .into_inner()
+    }
+
+    pub async fn leave(&mut self, room_id: &str) {
+        self.chat
+            .leave_room(pb::LeaveRoomRequest {
+                room_id: room_id.into(),
+            })
+            .await
+            .expect("leave");
+    }
+
     pub async fn rooms(&mut self) -> Vec<pb::Room> {
         self.chat
             .list_rooms(pb::ListRoomsRequest {})

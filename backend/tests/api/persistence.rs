@@ -9,14 +9,7 @@ async fn everything_survives_a_restart() {
     let mut bob = app.register("bob").await;
     let room = alice.create_room("General").await;
     bob.join(&room.code).await;
-    let direct = alice
-        .chat
-        .open_direct(pb::OpenDirectRequest {
-            user_id: bob.user.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let direct = alice.open_direct(&bob.user.id).await;
     for i in 0..5 {
         alice.send(&room.id, &format!("before restart {i}")).await;
     }

@@ -188,12 +188,7 @@ async fn leave_and_delete() {
     let room = alice.create_room("Temp").await;
     bob.join(&room.code).await;
 
-    bob.chat
-        .leave_room(pb::LeaveRoomRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap();
+    bob.leave(&room.id).await;
     assert!(bob.rooms().await.is_empty());
     assert_status(
         bob.chat
@@ -251,30 +246,9 @@ async fn direct_rooms_are_one_per_pair() {
     let mut alice = app.register("alice").await;
     let mut bob = app.register("bob").await;
 
-    let from_alice = alice
-        .chat
-        .open_direct(pb::OpenDirectRequest {
-            user_id: bob.user.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let again = alice
-        .chat
-        .open_direct(pb::OpenDirectRequest {
-            user_id: bob.user.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let from_bob = bob
-        .chat
-        .open_direct(pb::OpenDirectRequest {
-            user_id: alice.user.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let from_alice = alice.open_direct(&bob.user.id).await;
+    let again = alice.open_direct(&bob.user.id).await;
+    let from_bob = bob.open_direct(&alice.user.id).await;
     assert_eq!(from_alice.id, again.id);
     assert_eq!(from_alice.id, from_bob.id);
     assert_eq!(from_alice.kind, pb::RoomKind::Direct as i32);

@@ -85,14 +85,7 @@ async fn rooms_joined_after_subscribing_are_followed() {
     );
 
     // A direct conversation opened by someone else shows up the same way.
-    let direct = alice
-        .chat
-        .open_direct(pb::OpenDirectRequest {
-            user_id: bob.user.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let direct = alice.open_direct(&bob.user.id).await;
     alice.send(&direct.id, "psst").await;
     let joined = wait_for_change(&mut bob_events, RoomChange::Joined)
         .await
@@ -106,12 +99,7 @@ async fn rooms_joined_after_subscribing_are_followed() {
     );
 
     // Leaving removes the room from the stream.
-    bob.chat
-        .leave_room(pb::LeaveRoomRequest {
-            room_id: room.id.clone(),
-        })
-        .await
-        .unwrap();
+    bob.leave(&room.id).await;
     let left = wait_for_change(&mut bob_events, RoomChange::Left)
         .await
         .room
