@@ -492,6 +492,9 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         2,
         "20 streams, 2 instances, 2 connections:\n{clients}"
     );
+    // Keepalive PINGs (every second with this TTL) must not pass for a dead connection.
+    let reconnects = metric(&a, "natter_bus_reconnects_total").await
+        + metric(&b, "natter_bus_reconnects_total").await;
 
     let channel = format!("fleet:ch:room:{}", room.id);
     let subscribers = |value: redis::Value| -> i64 {
@@ -514,6 +517,13 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let after = metric(&a, "natter_bus_reconnects_total").await
+        + metric(&b, "natter_bus_reconnects_total").await;
+    assert_eq!(
+        (reconnects, after),
+        (0, 0),
+        "no reconnects while Redis is healthy"
+    );
 }
 
 #[tokio::test]

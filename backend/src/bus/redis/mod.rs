@@ -39,9 +39,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a subscribe waits for Redis to confirm; past it, a Resync follows the SUBSCRIBE.
 const SUBSCRIBE_CONFIRMATION: Duration = Duration::from_secs(3);
 /// Longest a command on the pub/sub connection may take before the connection is replaced.
+/// (The connection is also pinged at the presence heartbeat's pace, a third of its TTL.)
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the pub/sub connection is pinged.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 enum Command {
     Subscribe {
@@ -296,9 +295,10 @@ async fn listen(
         ever_connected = true;
 
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        let keepalive_interval = (inner.presence_ttl / 3).max(Duration::from_millis(100));
         let mut keepalive = tokio::time::interval_at(
-            tokio::time::Instant::now() + KEEPALIVE_INTERVAL,
-            KEEPALIVE_INTERVAL,
+            tokio::time::Instant::now() + keepalive_interval,
+            keepalive_interval,
         );
         loop {
             tokio::select! {
@@ -329,8 +329,11 @@ async fn listen(
                 }
                 // A half-open connection (a partition without a reset) never ends the stream:
                 // an unanswered PING is how it is noticed.
+                // (In subscribed mode the answer is a ["pong", ""] array, hence `Value`.)
                 _ = keepalive.tick() => {
-                    if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))) {
+                    let answered = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        tracing::warn!(?answered, "the pub/sub connection did not answer a PING");
                         break;
                     }
                 }

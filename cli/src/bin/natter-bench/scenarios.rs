@@ -287,6 +287,18 @@ pub(crate) async fn latency(
     let mut samples = tokio::time::timeout(Duration::from_secs(60), receiver)
         .await
         .context("receiver")??;
+    // Where the slowest ones sit in the run says whether they are warm-up or periodic.
+    let mut slowest: Vec<(usize, f64)> = samples.iter().copied().enumerate().collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let positions: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(i, s)| format!("#{i}: {:.1} ms", s * 1000.0))
+        .collect();
+    eprintln!(
+        "slowest deliveries (message number in the run): {}",
+        positions.join(", ")
+    );
     samples.sort_by(f64::total_cmp);
     Ok(samples)
 }
