@@ -41,6 +41,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UsernameTaken => ApiError::AlreadyExists("username is already taken"),
             StoreError::RoomNotFound => ApiError::NotFound("room not found"),
+            StoreError::NotMember => {
+                ApiError::PermissionDenied("you are not a member of this room")
+            }
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Internal(cause) => ApiError::Internal(cause),
         }

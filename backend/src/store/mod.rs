@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The room does not exist (any more): it may have been deleted meanwhile.
     #[error("room not found")]
     RoomNotFound,
+    /// The sender is not (or no longer) a member of the room.
+    #[error("not a member of the room")]
+    NotMember,
     /// The backing service cannot be reached right now; retrying later may work.
     #[error("store unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -174,7 +177,8 @@ pub trait Store: Send + Sync + 'static {
     /// Assigns the next seq, appends the message and publishes it to the room's topic on
     /// the bus, as one step: every observer sees one order per room without holes. A known
     /// non-empty `(room, sender, client_id)` returns the original message instead.
-    /// `RoomNotFound` if the room is gone.
+    /// `RoomNotFound` if the room is gone, `NotMember` if the sender is not in it (checked in
+    /// the same step, so no message slips in after its sender left).
     async fn append_message(&self, new: NewMessage) -> StoreResult<Appended>;
     /// Messages with seq > `after_seq`, oldest first, at most `limit`.
     async fn messages_after(

@@ -242,6 +242,15 @@ async fn contract(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::RoomNotFound)
     ));
+    assert!(
+        matches!(
+            store
+                .append_message(message("r1", "idcarol", "sneaky", ""))
+                .await,
+            Err(StoreError::NotMember)
+        ),
+        "carol left r1: her append is refused in the same step"
+    );
 
     // Deleting a room removes it everywhere and returns its members.
     let mut former = store.delete_room("r1").await.unwrap();

@@ -16,7 +16,7 @@ use natter_proto::v1::{Event, event};
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{CLIENT_IDS, MESSAGES, ROOM_SEQ, decode, encode};
+use super::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode};
 use crate::{
     bus::{Topic, local::LocalBus},
     convert,
@@ -123,6 +123,7 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
         let mut client_ids = txn.open_table(CLIENT_IDS)?;
         let mut seqs = txn.open_table(ROOM_SEQ)?;
         let mut messages = txn.open_table(MESSAGES)?;
+        let members = txn.open_table(ROOM_USERS)?;
         for request in batch {
             let mut message = request.message.clone();
             let room = message.room_id.clone();
@@ -149,6 +150,13 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
                 outcomes.push(Err(StoreError::RoomNotFound));
                 continue;
             };
+            if members
+                .get((room.as_str(), message.sender_id.as_str()))?
+                .is_none()
+            {
+                outcomes.push(Err(StoreError::NotMember));
+                continue;
+            }
             message.seq = last + 1;
             seqs.insert(room.as_str(), message.seq)?;
             messages.insert((room.as_str(), message.seq), encode(&message)?.as_slice())?;

@@ -435,16 +435,19 @@ impl Store for RedisStore {
             .key(self.schema.room_log(room))
             .key(self.schema.room_client_ids(room))
             .key(self.schema.room_client_id_order(room))
+            .key(self.schema.room_members(room))
             .arg(client_field)
             .arg(to_json(&message)?)
             .arg(self.schema.channel(&Topic::Room(room.clone())))
             .arg(self.retention)
             .arg(MESSAGE_TAG)
+            .arg(&message.sender_id)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
         match status {
             -1 => Err(StoreError::RoomNotFound),
+            -2 => Err(StoreError::NotMember),
             1 => Ok(Appended {
                 message: MessageRecord { seq, ..message },
                 created: true,

@@ -59,9 +59,11 @@ return redis.call('SADD', KEYS[2], ARGV[1])",
 pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: room key, seq key, log stream, client-id hash, client-id order zset
--- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag
+-- KEYS: room key, seq key, log stream, client-id hash, client-id order zset, members set
+-- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag,
+--       sender id
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
+if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {-2, 0, ''} end
 if ARGV[1] ~= '' then
   local known = redis.call('HGET', KEYS[4], ARGV[1])
   if known then
