@@ -50,7 +50,9 @@ async fn register(
 
 #[tokio::test]
 async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
-    let mut server = Server::start().await?;
+    // A long heartbeat interval: a stream that lingers after sign-out would show (see the end).
+    let mut server =
+        Server::start_with(|c| c.heartbeat_interval = std::time::Duration::from_secs(120)).await?;
     let driver = Driver::start().await?;
     let alice = driver.desktop().await?;
     let bob = driver.phone().await?;
@@ -308,6 +310,10 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     bob.screenshot("browser-bob-phone").await?;
     bob.click("[data-testid=sign-out]").await?;
     bob.find("[data-testid=auth-form]").await?;
+    // Signing out closes Bob's stream at once: Alice sees him go offline.
+    alice
+        .find("[data-testid=room-item][data-room-name=Bob] [data-testid=presence-dot][data-online=false]")
+        .await?;
     alice.client.close().await?;
     bob.client.close().await?;
     Ok(())

@@ -288,10 +288,13 @@ pub(crate) fn run_event_stream(ctx: Ctx, epoch: u64) {
                     loop {
                         let silence = TimeoutFuture::new(silence_limit_ms(heartbeat_ms)).fuse();
                         let next = stream.message().fuse();
-                        pin_mut!(silence, next);
+                        let ended = session_ended(ctx, epoch).fuse();
+                        pin_mut!(silence, next, ended);
                         let event = select! {
                             message = next => message,
                             () = silence => break,
+                            // Dropping the stream aborts its fetch: the server sees the tab go.
+                            () = ended => return,
                         };
                         if !ctx.is_current(epoch) {
                             return; // signed out (or in as someone else) meanwhile
@@ -345,6 +348,13 @@ pub(crate) fn run_event_stream(ctx: Ctx, epoch: u64) {
             }
         }
     });
+}
+
+/// Completes soon after the session of `epoch` ends (sign-out, or another sign-in).
+async fn session_ended(ctx: Ctx, epoch: u64) {
+    while ctx.is_current(epoch) {
+        TimeoutFuture::new(250).await;
+    }
 }
 
 /// Refreshes the token a minute before it expires, for as long as the tab stays signed in.
