@@ -3,15 +3,16 @@
 //! profiles (so each is a separate person: separate storage, separate streams). Every
 //! process is killed on drop.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+mod browser;
+mod proxy;
 
-use anyhow::{Context, bail};
-use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::bail;
 use tempfile::TempDir;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+
+pub use browser::{Browser, Driver};
+pub use proxy::StallingProxy;
 
 /// Upper bound of any single wait.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -87,6 +88,11 @@ impl Server {
         Ok(())
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.config.listen
+    }
+
     /// Shuts the server down gracefully (streams end); its address and data stay reserved
     /// for [`Server::start_again`]. Together: an outage, as a deploy or a crash looks to clients.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
@@ -101,189 +107,5 @@ impl Server {
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
         self.serve(listener).await
-    }
-}
-
-/// A chromedriver process and the browsers it starts.
-pub struct Driver {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if let Some(group) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{group}")])
-                .status();
-        }
-    }
-}
-
-impl Driver {
-    /// Starts chromedriver on a free port and waits until it says it is ready.
-    pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        // Its own process group: on drop the whole group goes, browsers included (killing
-        // chromedriver alone would orphan the Chromium processes it started).
-        let mut child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting chromedriver (Debian package chromium-driver)")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await? {
-                if line.contains("started successfully") {
-                    return Ok(());
-                }
-            }
-            bail!("chromedriver exited before it was ready")
-        })
-        .await??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        })
-    }
-
-    /// A headless Chromium with a fresh profile and a desktop window of 1280 x 800.
-    pub async fn desktop(&self) -> anyhow::Result<Browser> {
-        self.browser(None).await
-    }
-
-    /// A headless Chromium with a fresh profile emulating a 375 x 812 phone screen (touch,
-    /// device pixel ratio 1).
-    pub async fn phone(&self) -> anyhow::Result<Browser> {
-        self.browser(Some(serde_json::json!({ "deviceMetrics": { "width": 375, "height": 812, "pixelRatio": 1.0, "touch": true } }))).await
-    }
-
-    async fn browser(
-        &self,
-        mobile_emulation: Option<serde_json::Value>,
-    ) -> anyhow::Result<Browser> {
-        let profile = tempfile::tempdir()?;
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".into(), "chrome".into());
-        let chrome_options = serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--disable-quic",
-                    format!("--user-data-dir={}", profile.path().display()),
-                                                            "--window-size=1280,800",
-                ],
-        });
-        let mut chrome_options = chrome_options;
-        if let Some(emulation) = mobile_emulation {
-            chrome_options["mobileEmulation"] = emulation;
-        }
-        capabilities.insert("goog:chromeOptions".into(), chrome_options);
-        let client = ClientBuilder::native()
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await?;
-        Ok(Browser {
-            client,
-            _profile: profile,
-        })
-    }
-}
-
-/// One person's browser.
-pub struct Browser {
-    /// The WebDriver session.
-    pub client: Client,
-    _profile: TempDir,
-}
-
-impl Browser {
-    /// Waits for an element matching a CSS selector.
-    pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
-        self.client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("no element matches {css}"))
-    }
-
-    /// Waits for an element with `data-testid` = `test_id` whose text contains `needle`
-    /// (which must not contain a double quote); returns its text. An element re-rendered
-    /// between being found and being read is looked up again.
-    pub async fn text_contains(&self, test_id: &str, needle: &str) -> anyhow::Result<String> {
-        let xpath = format!(r#"//*[@data-testid="{test_id}" and contains(., "{needle}")]"#);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let element = self
-                .client
-                .wait()
-                .at_most(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                .for_element(Locator::XPath(&xpath))
-                .await
-                .with_context(|| format!("no {test_id} contains {needle:?}"))?;
-            match element.text().await {
-                Ok(text) => return Ok(text),
-                // Replaced meanwhile (a stale element): look it up again.
-                Err(_) if tokio::time::Instant::now() < deadline => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Every element matching `css` now.
-    pub async fn all(&self, css: &str) -> anyhow::Result<Vec<Element>> {
-        Ok(self.client.find_all(Locator::Css(css)).await?)
-    }
-
-    /// The values of `attribute` of every element matching `css` now.
-    pub async fn all_attributes(&self, css: &str, attribute: &str) -> anyhow::Result<Vec<String>> {
-        let mut values = Vec::new();
-        for element in self.all(css).await? {
-            values.extend(element.attr(attribute).await?);
-        }
-        Ok(values)
-    }
-
-    /// Waits until nothing matches `css` (WebDriver has no "wait for absence": this polls,
-    /// bounded by [`WAIT`]).
-    pub async fn gone(&self, css: &str) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.all(css).await?.is_empty() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("{css} is still there");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    /// Clicks the element matching `css`.
-    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.find(css).await?.click().await?;
-        Ok(())
-    }
-
-    /// Replaces the value of the input matching `css` with `text` (keystrokes).
-    pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let input = self.find(css).await?;
-        input.clear().await?;
-        input.send_keys(text).await?;
-        Ok(())
-    }
-
-    /// Writes a PNG of the page to the test-artifacts folder.
-    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let png = self.client.screenshot().await?;
-        let path = artifacts_dir().join(format!("{name}.png"));
-        std::fs::write(&path, png)?;
-        Ok(path)
     }
 }

@@ -60,6 +60,14 @@ impl RoomState {
         self.messages.keys().next().copied().unwrap_or(0)
     }
 
+    /// Whether the newest page of history should be fetched before the room is shown: fewer
+    /// messages are known than that page holds (say, only those that arrived live since
+    /// sign-in) while older ones exist.
+    pub fn needs_newest_page(&self) -> bool {
+        let page = self.room.last_seq.min(u64::from(PAGE_SIZE));
+        self.has_more && (self.messages.len() as u64) < page
+    }
+
     /// Names of those typing now.
     pub fn typing_names(&self, now_ms: f64) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -80,6 +88,9 @@ impl RoomState {
         self.messages.insert(message.seq, message);
     }
 }
+
+/// Messages per page of history.
+pub const PAGE_SIZE: u32 = 50;
 
 /// How long a "typing" event shows without a new one, ms.
 pub const TYPING_SHOWN_MS: f64 = 6000.0;
@@ -409,6 +420,36 @@ mod tests {
         assert_eq!(seqs(&state, "r"), [1, 2, 3, 4, 5, 6]);
         assert!(!state.rooms["r"].has_more);
         assert_eq!(state.rooms["r"].oldest_loaded(), 1);
+    }
+
+    #[test]
+    fn a_room_opened_after_live_messages_still_gets_its_newest_page() {
+        let mut state = ChatState::new("me");
+        state.apply(ready(vec![room("busy", 60), room("quiet", 0)]), 0.0);
+        state.apply(Ev::Message(message("busy", 61, "bob", "")), 0.0);
+        state.apply(Ev::Message(message("busy", 62, "bob", "")), 0.0);
+        assert!(state.rooms["busy"].needs_newest_page());
+        assert!(
+            !state.rooms["quiet"].needs_newest_page(),
+            "nothing to fetch"
+        );
+        let newest = pb::GetHistoryResponse {
+            messages: (13..=62).map(|s| message("busy", s, "bob", "")).collect(),
+            has_more: true,
+        };
+        state.merge_history("busy", newest);
+        assert!(!state.rooms["busy"].needs_newest_page());
+        // A log trimmed to fewer messages than a page: once fetched, not fetched again.
+        state.apply(ready(vec![room("busy", 62), room("trimmed", 100)]), 0.0);
+        let kept = pb::GetHistoryResponse {
+            messages: (91..=100)
+                .map(|s| message("trimmed", s, "bob", ""))
+                .collect(),
+            has_more: false,
+        };
+        assert!(state.rooms["trimmed"].needs_newest_page());
+        state.merge_history("trimmed", kept);
+        assert!(!state.rooms["trimmed"].needs_newest_page());
     }
 
     #[test]

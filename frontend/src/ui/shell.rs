@@ -154,16 +154,32 @@ fn RoomRow(id: String) -> impl IntoView {
     }
 }
 
-/// Copies text to the clipboard (the button says so for a moment).
+/// Copies text to the clipboard, and says whether that worked (a browser may refuse, say
+/// without a secure context or a permission): on failure the text is still there to select.
 #[component]
 pub(crate) fn CopyButton(text: String) -> impl IntoView {
-    let copied = RwSignal::new(false);
+    let copied = RwSignal::new(None::<bool>);
+    let copy = move |_| {
+        let written = window().navigator().clipboard().write_text(&text);
+        spawn_local(async move {
+            let ok = wasm_bindgen_futures::JsFuture::from(written).await.is_ok();
+            copied.set(Some(ok));
+            set_timeout(
+                move || {
+                    let _ = copied.try_set(None);
+                },
+                std::time::Duration::from_secs(2),
+            );
+        });
+    };
     view! {
-        <button data-testid="copy-code" on:click=move |_| {
-            let _ = window().navigator().clipboard().write_text(&text);
-            copied.set(true);
-            set_timeout(move || copied.set(false), std::time::Duration::from_secs(2));
-        }>{move || if copied.get() { "Copied" } else { "Copy" }}</button>
+        <button type="button" data-testid="copy-code" on:click=copy>
+            {move || match copied.get() {
+                None => "Copy",
+                Some(true) => "Copied",
+                Some(false) => "Copy failed: select the code",
+            }}
+        </button>
     }
 }
 

@@ -1,52 +1,10 @@
 //! Two people chat through the web client, each in their own headless Chromium: Alice on a
 //! desktop-sized window, Bob at phone width (375 px).
 
-use natter_cli::client::{self, ChatClient};
-use natter_e2e::{Browser, Driver, Server};
+use natter_e2e::{Driver, Server};
 use natter_proto::v1 as pb;
 
-/// A user on the native gRPC client.
-async fn native_user(url: &str, username: &str) -> anyhow::Result<ChatClient> {
-    let channel = client::channel(url)?;
-    let signed_in = client::auth_client(channel.clone())
-        .register(pb::RegisterRequest {
-            username: username.into(),
-            password: "correct-horse".into(),
-            display_name: String::new(),
-        })
-        .await?
-        .into_inner();
-    client::chat_client(channel, &signed_in.access_token)
-}
-
-/// WebDriver's Enter key.
-const ENTER: &str = "\u{E007}";
-/// WebDriver's Shift key: held until pressed again (or the end of the keys).
-const SHIFT: &str = "\u{E008}";
-
-async fn register(
-    browser: &Browser,
-    url: &str,
-    username: &str,
-    display_name: &str,
-) -> anyhow::Result<()> {
-    browser.client.goto(url).await?;
-    browser.click("[data-testid=auth-switch]").await?;
-    browser
-        .fill("[data-testid=auth-username]", username)
-        .await?;
-    browser
-        .fill("[data-testid=auth-display-name]", display_name)
-        .await?;
-    browser
-        .fill("[data-testid=auth-password]", "correct-horse")
-        .await?;
-    browser.click("[data-testid=auth-submit]").await?;
-    browser
-        .find("[data-testid=connection-status][data-state=connected]")
-        .await?;
-    Ok(())
-}
+use crate::{ENTER, SHIFT, assert_no_duplicates, create_room, native_user, register, say};
 
 #[tokio::test]
 async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
@@ -84,12 +42,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     assert_eq!(width, serde_json::json!(375), "Bob's screen is phone-sized");
 
     // Alice creates a room; Bob joins with its code.
-    alice.click("[data-testid=create-room-open]").await?;
-    alice
-        .fill("[data-testid=create-room-name]", "Lobby")
-        .await?;
-    alice.click("[data-testid=create-room-submit]").await?;
-    let code = alice.find("[data-testid=room-code]").await?.text().await?;
+    let code = create_room(&alice, "Lobby", "").await?;
     assert_eq!(code.len(), 8, "{code}");
     alice.click("[data-testid=dialog-done]").await?;
     bob.click("[data-testid=join-room-open]").await?;
@@ -174,13 +127,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         .id
         .clone();
     for i in 1..=70 {
-        carol
-            .send_message(pb::SendMessageRequest {
-                room_id: lobby_id.clone(),
-                text: format!("filler {i}"),
-                client_id: String::new(),
-            })
-            .await?;
+        say(&mut carol, &lobby_id, &format!("filler {i}")).await?;
     }
     bob.click("[data-testid=toggle-sidebar]").await?;
     bob.text_contains("unread-badge", "70").await?;
@@ -246,13 +193,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         .await?;
     alice.find("[data-testid=retry-send]").await?;
     server.start_again().await?;
-    carol
-        .send_message(pb::SendMessageRequest {
-            room_id: lobby_id.clone(),
-            text: "after the blip".into(),
-            client_id: String::new(),
-        })
-        .await?;
+    say(&mut carol, &lobby_id, "after the blip").await?;
     alice.click("[data-testid=retry-send]").await?;
     alice
         .text_contains("message", "sent during the outage")
@@ -268,18 +209,12 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         }
     }
     assert_eq!(sent_once, 1, "the retried message exists once");
-    let seqs = alice
-        .all_attributes("[data-testid=message]", "data-seq")
-        .await?;
-    let mut unique = seqs.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        seqs.len(),
-        unique.len(),
-        "no duplicates after resuming: {seqs:?}"
+    let seqs = assert_no_duplicates(&alice).await?;
+    assert!(seqs.contains(&75), "{seqs:?}");
+    assert!(
+        alice.all("[data-testid=notice]").await?.is_empty(),
+        "a failed send offers its retry, with no notice on top"
     );
-    assert!(seqs.contains(&"75".to_string()), "{seqs:?}");
 
     // Bob leaves the Lobby; Alice deletes a room of hers after confirming.
     bob.click("[data-testid=room-item][data-room-name=Lobby]")
@@ -287,11 +222,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     bob.click("[data-testid=leave-room]").await?;
     bob.gone("[data-testid=room-item][data-room-name=Lobby]")
         .await?;
-    alice.click("[data-testid=create-room-open]").await?;
-    alice
-        .fill("[data-testid=create-room-name]", "Scratch")
-        .await?;
-    alice.click("[data-testid=create-room-submit]").await?;
+    create_room(&alice, "Scratch", "").await?;
     alice.click("[data-testid=dialog-done]").await?;
     alice.text_contains("conversation-title", "Scratch").await?;
     alice.click("[data-testid=delete-room]").await?;
@@ -346,10 +277,7 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
     }
     // The new token works for calls, and the event stream lives on: a message sent by
     // someone else still arrives live.
-    dana.click("[data-testid=create-room-open]").await?;
-    dana.fill("[data-testid=create-room-name]", "Fresh").await?;
-    dana.click("[data-testid=create-room-submit]").await?;
-    let code = dana.find("[data-testid=room-code]").await?.text().await?;
+    let code = create_room(&dana, "Fresh", "").await?;
     dana.click("[data-testid=dialog-done]").await?;
     let mut erin = native_user(&server.url, "erin").await?;
     let room = erin
@@ -359,12 +287,7 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    erin.send_message(pb::SendMessageRequest {
-        room_id: room.id,
-        text: "still live".into(),
-        client_id: String::new(),
-    })
-    .await?;
+    say(&mut erin, &room.id, "still live").await?;
     dana.text_contains("message", "still live").await?;
     dana.find("[data-testid=connection-status][data-state=connected]")
         .await?;

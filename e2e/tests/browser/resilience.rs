@@ -1,0 +1,82 @@
+//! The connection under trouble: a stream that goes silent without an error, and a browser
+//! that loses its network. Either way the client notices, reconnects, and resumes with its
+//! cursors: nothing missing, nothing twice.
+
+use std::time::Duration;
+
+use natter_e2e::{Driver, Server, StallingProxy};
+use natter_proto::v1 as pb;
+use serde_json::json;
+
+use crate::{
+    ENTER, assert_no_duplicates, create_room, native_user, register, say, settled_message,
+};
+
+const CONNECTED: &str = "[data-testid=connection-status][data-state=connected]";
+
+#[tokio::test]
+async fn a_silent_connection_and_a_lost_network_are_survived() -> anyhow::Result<()> {
+    // Heartbeats every second: a stream silent for 2.5 s is dead.
+    let server = Server::start_with(|c| c.heartbeat_interval = Duration::from_secs(1)).await?;
+    let proxy = StallingProxy::start(server.addr()).await?;
+    let driver = Driver::start().await?;
+    let frank = driver.desktop().await?;
+    register(&frank, &proxy.url, "frank", "Frank").await?;
+    let code = create_room(&frank, "Porch", "").await?;
+    frank.click("[data-testid=dialog-done]").await?;
+    let mut gina = native_user(&server.url, "gina").await?;
+    let porch = gina
+        .join_room(pb::JoinRoomRequest {
+            code,
+            password: String::new(),
+        })
+        .await?
+        .into_inner();
+    say(&mut gina, &porch.id, "before the silence").await?;
+    frank.text_contains("message", "before the silence").await?;
+
+    // Every connection the browser has goes silent, with no error and no close. What Gina
+    // sends now can only arrive on a new stream, opened once the old one is seen as dead.
+    proxy.stall_open_connections();
+    say(&mut gina, &porch.id, "while the line is dead").await?;
+    frank
+        .text_contains("message", "while the line is dead")
+        .await?;
+    frank.find(CONNECTED).await?;
+    // Sending works again too (however long a dead pooled connection takes to give up).
+    frank
+        .fill(
+            "[data-testid=composer-input]",
+            &format!("back again{ENTER}"),
+        )
+        .await?;
+    settled_message(&frank, "back again").await?;
+
+    // The network goes away: the indicator says so at once. When it returns, the client
+    // reconnects and what was sent meanwhile arrives.
+    frank
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+    frank
+        .find("[data-testid=connection-status][data-state=offline]")
+        .await?;
+    say(&mut gina, &porch.id, "while you were offline").await?;
+    frank
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+    frank
+        .text_contains("message", "while you were offline")
+        .await?;
+    frank.find(CONNECTED).await?;
+
+    let seqs = assert_no_duplicates(&frank).await?;
+    assert_eq!(seqs, [1, 2, 3, 4], "every message once, in order");
+    frank.screenshot("resilience-frank").await?;
+    Ok(())
+}
