@@ -118,22 +118,21 @@ pub struct Browser {
 impl Browser {
     /// Waits for an element matching a CSS selector.
     pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
-        self.client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("no element matches {css}"))
+        self.wait_for(Locator::Css(css)).await
     }
 
     /// Waits for an element matching an XPath expression.
     pub async fn find_xpath(&self, xpath: &str) -> anyhow::Result<Element> {
+        self.wait_for(Locator::XPath(xpath)).await
+    }
+
+    async fn wait_for(&self, locator: Locator<'_>) -> anyhow::Result<Element> {
         self.client
             .wait()
             .at_most(WAIT)
-            .for_element(Locator::XPath(xpath))
+            .for_element(locator)
             .await
-            .with_context(|| format!("no element matches {xpath}"))
+            .with_context(|| format!("no element matches {locator:?}"))
     }
 
     /// Presses and releases each key of `keys` (characters and WebDriver key codes such as

@@ -2,9 +2,8 @@
 //! desktop-sized window, Bob at phone width (375 px).
 
 use natter_e2e::{Driver, Server};
-use natter_proto::v1 as pb;
 
-use crate::{ENTER, SHIFT, assert_no_duplicates, create_room, native_user, register, say};
+use crate::{ENTER, SHIFT, assert_no_duplicates, create_room, join, native_user, register, say};
 
 #[tokio::test]
 async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
@@ -113,19 +112,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
 
     // Carol, on the native client, fills the Lobby while neither looks at it: seqs 3..=72.
     let mut carol = native_user(&server.url, "carol").await?;
-    carol
-        .join_room(pb::JoinRoomRequest {
-            code: code.clone(),
-            password: String::new(),
-        })
-        .await?;
-    let lobby_id = carol
-        .list_rooms(pb::ListRoomsRequest {})
-        .await?
-        .into_inner()
-        .rooms[0]
-        .id
-        .clone();
+    let lobby_id = join(&mut carol, &code).await?;
     for i in 1..=70 {
         say(&mut carol, &lobby_id, &format!("filler {i}")).await?;
     }
@@ -280,14 +267,8 @@ async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
     let code = create_room(&dana, "Fresh", "").await?;
     dana.click("[data-testid=dialog-done]").await?;
     let mut erin = native_user(&server.url, "erin").await?;
-    let room = erin
-        .join_room(pb::JoinRoomRequest {
-            code,
-            password: String::new(),
-        })
-        .await?
-        .into_inner();
-    say(&mut erin, &room.id, "still live").await?;
+    let room_id = join(&mut erin, &code).await?;
+    say(&mut erin, &room_id, "still live").await?;
     dana.text_contains("message", "still live").await?;
     dana.find("[data-testid=connection-status][data-state=connected]")
         .await?;

@@ -35,6 +35,18 @@ async fn native_user(url: &str, username: &str) -> anyhow::Result<ChatClient> {
     client::chat_client(channel, &signed_in.access_token)
 }
 
+/// Joins a room by its code as a native user; returns the room's id.
+async fn join(user: &mut ChatClient, code: &str) -> anyhow::Result<String> {
+    let room = user
+        .join_room(pb::JoinRoomRequest {
+            code: code.into(),
+            password: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(room.id)
+}
+
 /// Sends a message as a native user.
 async fn say(user: &mut ChatClient, room_id: &str, text: &str) -> anyhow::Result<pb::Message> {
     Ok(user

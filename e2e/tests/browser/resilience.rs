@@ -4,13 +4,24 @@
 
 use std::time::Duration;
 
-use natter_e2e::{Driver, Server, StallingProxy};
-use natter_proto::v1 as pb;
+use natter_e2e::{Browser, Driver, Server, StallingProxy};
 use serde_json::json;
 
 use crate::{
-    ENTER, assert_no_duplicates, create_room, native_user, register, say, settled_message,
+    ENTER, assert_no_duplicates, create_room, join, native_user, register, say, settled_message,
 };
+
+/// Cuts the browser's network off, or gives it back (as the browser sees it: requests fail
+/// at once and `navigator.onLine` follows).
+async fn network(browser: &Browser, online: bool) -> anyhow::Result<()> {
+    let conditions = json!({
+        "offline": !online, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1,
+    });
+    browser
+        .cdp("Network.emulateNetworkConditions", conditions)
+        .await?;
+    Ok(())
+}
 
 const CONNECTED: &str = "[data-testid=connection-status][data-state=connected]";
 
@@ -25,20 +36,14 @@ async fn a_silent_connection_and_a_lost_network_are_survived() -> anyhow::Result
     let code = create_room(&frank, "Porch", "").await?;
     frank.click("[data-testid=dialog-done]").await?;
     let mut gina = native_user(&server.url, "gina").await?;
-    let porch = gina
-        .join_room(pb::JoinRoomRequest {
-            code,
-            password: String::new(),
-        })
-        .await?
-        .into_inner();
-    say(&mut gina, &porch.id, "before the silence").await?;
+    let porch = join(&mut gina, &code).await?;
+    say(&mut gina, &porch, "before the silence").await?;
     frank.text_contains("message", "before the silence").await?;
 
     // Every connection the browser has goes silent, with no error and no close. What Gina
     // sends now can only arrive on a new stream, opened once the old one is seen as dead.
     proxy.stall_open_connections();
-    say(&mut gina, &porch.id, "while the line is dead").await?;
+    say(&mut gina, &porch, "while the line is dead").await?;
     frank
         .text_contains("message", "while the line is dead")
         .await?;
@@ -54,22 +59,12 @@ async fn a_silent_connection_and_a_lost_network_are_survived() -> anyhow::Result
 
     // The network goes away: the indicator says so at once. When it returns, the client
     // reconnects and what was sent meanwhile arrives.
-    frank
-        .cdp(
-            "Network.emulateNetworkConditions",
-            json!({ "offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
-        )
-        .await?;
+    network(&frank, false).await?;
     frank
         .find("[data-testid=connection-status][data-state=offline]")
         .await?;
-    say(&mut gina, &porch.id, "while you were offline").await?;
-    frank
-        .cdp(
-            "Network.emulateNetworkConditions",
-            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
-        )
-        .await?;
+    say(&mut gina, &porch, "while you were offline").await?;
+    network(&frank, true).await?;
     frank
         .text_contains("message", "while you were offline")
         .await?;
