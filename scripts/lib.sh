@@ -32,6 +32,8 @@ ensure_wasm_toolchain() {
   fi
   if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_BINDGEN_VERSION" ]; then
     log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once; takes a few minutes)"
+    # Not --locked: the lock file it ships names a webpki-roots release the registry no
+    # longer offers (checked 2026-11-25), and the CLI's version is what must match.
     cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION"
   fi
 }
