@@ -68,6 +68,8 @@ pub struct IssuedToken {
     pub token: String,
     /// Expiry, unix milliseconds.
     pub expires_at_ms: i64,
+    /// Lifetime from now, milliseconds.
+    pub expires_in_ms: i64,
 }
 
 /// Signing and verification keys, loaded once.
@@ -111,11 +113,12 @@ impl TokenKeys {
     /// Signs a token for a user.
     pub fn issue(&self, user_id: &str, role: Role) -> ApiResult<IssuedToken> {
         let now = unix_now().as_secs();
+        let lifetime = self.ttl.as_secs().max(1);
         let claims = Claims {
             sub: user_id.to_owned(),
             role,
             iat: now,
-            exp: now + self.ttl.as_secs().max(1),
+            exp: now + lifetime,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
@@ -125,6 +128,7 @@ impl TokenKeys {
         Ok(IssuedToken {
             token,
             expires_at_ms: i64::try_from(claims.exp * 1000).unwrap_or(i64::MAX),
+            expires_in_ms: i64::try_from(lifetime * 1000).unwrap_or(i64::MAX),
         })
     }
 

@@ -137,6 +137,7 @@ struct UserJson {
 struct AuthJson {
     access_token: String,
     expires_at: i64,
+    expires_in_ms: i64,
     role: String,
     user: Option<UserJson>,
 }
@@ -146,6 +147,7 @@ impl From<natter_proto::v1::AuthResponse> for AuthJson {
         Self {
             access_token: r.access_token,
             expires_at: r.expires_at,
+            expires_in_ms: r.expires_in_ms,
             role: r.role,
             user: r.user.map(|u| UserJson {
                 id: u.id,

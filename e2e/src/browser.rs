@@ -68,18 +68,29 @@ impl Driver {
 
     /// A headless Chromium with a fresh profile and a desktop window of 1280 x 800.
     pub async fn desktop(&self) -> anyhow::Result<Browser> {
-        self.browser(None).await
+        self.browser(None, &[]).await
+    }
+
+    /// A desktop browser in which `host` is a name for this machine (127.0.0.1): a page
+    /// served there is not a secure context, as on any plain-HTTP address but localhost.
+    pub async fn desktop_resolving(&self, host: &str) -> anyhow::Result<Browser> {
+        let rule = format!("--host-resolver-rules=MAP {host} 127.0.0.1");
+        self.browser(None, &[rule]).await
     }
 
     /// A headless Chromium with a fresh profile emulating a 375 x 812 phone screen (touch,
     /// device pixel ratio 1).
     pub async fn phone(&self) -> anyhow::Result<Browser> {
-        self.browser(Some(serde_json::json!({ "deviceMetrics": { "width": 375, "height": 812, "pixelRatio": 1.0, "touch": true } }))).await
+        let metrics = serde_json::json!({
+            "deviceMetrics": { "width": 375, "height": 812, "pixelRatio": 1.0, "touch": true }
+        });
+        self.browser(Some(metrics), &[]).await
     }
 
     async fn browser(
         &self,
         mobile_emulation: Option<serde_json::Value>,
+        extra_args: &[String],
     ) -> anyhow::Result<Browser> {
         let profile = tempfile::tempdir()?;
         let mut capabilities = serde_json::Map::new();
@@ -93,6 +104,9 @@ impl Driver {
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         });
+        if let Some(args) = chrome_options["args"].as_array_mut() {
+            args.extend(extra_args.iter().map(|arg| arg.as_str().into()));
+        }
         if let Some(emulation) = mobile_emulation {
             chrome_options["mobileEmulation"] = emulation;
         }

@@ -76,6 +76,7 @@ impl Natter {
         Ok(pb::AuthResponse {
             access_token: issued.token,
             expires_at: issued.expires_at_ms,
+            expires_in_ms: issued.expires_in_ms,
             user: Some(crate::convert::user(user, false)),
             role: role.as_str().to_owned(),
         })

@@ -24,7 +24,13 @@ async fn register_login_and_refresh() {
     assert_eq!(user.username, "alice");
     assert_eq!(user.display_name, "Alice A.");
     assert_eq!(registered.role, "user");
-    assert!(registered.expires_at > 0);
+    // The default 12 h lifetime, also given relative to now for clients with a wrong clock.
+    assert_eq!(registered.expires_in_ms, 12 * 3600 * 1000);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((registered.expires_at - now_ms - registered.expires_in_ms).abs() < 5_000);
 
     let login = auth
         .login(pb::LoginRequest {

@@ -79,7 +79,9 @@ async fn http_probes_and_json_auth_share_the_port() {
     let body = r#"{"username":"Scripted","password":"correct-horse","display_name":"Bot"}"#;
     let registered = http_request(&app, "POST", "/api/v1/register", Some(body)).await;
     assert!(
-        registered.starts_with("HTTP/1.1 200") && registered.contains("access_token"),
+        registered.starts_with("HTTP/1.1 200")
+            && registered.contains("access_token")
+            && registered.contains("\"expires_in_ms\":43200000"),
         "{registered}"
     );
     let again = http_request(&app, "POST", "/api/v1/register", Some(body)).await;

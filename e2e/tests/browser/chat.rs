@@ -1,15 +1,21 @@
 //! Two people chat through the web client, each in their own headless Chromium: Alice on a
 //! desktop-sized window, Bob at phone width (375 px).
 
-use natter_e2e::{Driver, Server};
+use std::time::Duration;
 
-use crate::{ENTER, SHIFT, assert_no_duplicates, create_room, join, native_user, register, say};
+use natter_e2e::{Browser, Driver, Server, WAIT};
+use tokio::time::Instant;
+
+use crate::{
+    ENTER, PASSWORD, SHIFT, assert_contiguous, count_messages, create_room, join, native_user,
+    register, say,
+};
 
 #[tokio::test]
 async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     // A long heartbeat interval: a stream that lingers after sign-out would show (see the end).
     let mut server =
-        Server::start_with(|c| c.heartbeat_interval = std::time::Duration::from_secs(120)).await?;
+        Server::start_with(|c| c.heartbeat_interval = Duration::from_secs(120)).await?;
     let driver = Driver::start().await?;
     let alice = driver.desktop().await?;
     let bob = driver.phone().await?;
@@ -61,6 +67,20 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     assert!(
         received.contains("<b>not bold</b>"),
         "text stays text: {received}"
+    );
+    let first = "[data-testid=message][data-seq='1']";
+    let sender = bob
+        .find(&format!("{first} [data-testid=message-sender]"))
+        .await?;
+    assert_eq!(sender.text().await?, "Alice");
+    let time = bob
+        .find(&format!("{first} [data-testid=message-time]"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        time.len() >= 5 && time.as_bytes()[2] == b':',
+        "a local time such as 09:41 AM: {time:?}"
     );
     bob.fill("[data-testid=composer-input]", "Hi Ali").await?;
     alice
@@ -118,6 +138,11 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     }
     bob.click("[data-testid=toggle-sidebar]").await?;
     bob.text_contains("unread-badge", "70").await?;
+    // The browser remembers how far Bob had read: after a reload, still 70 unread.
+    bob.client.refresh().await?;
+    bob.find("[data-testid=connection-status][data-state=connected]")
+        .await?;
+    bob.text_contains("unread-badge", "70").await?;
 
     // After a reload Alice is still signed in; the newest page loads, older ones on demand.
     alice.client.refresh().await?;
@@ -143,13 +168,24 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice.text_contains("message", "Hello Bob").await?;
     alice.find("[data-testid=day-separator]").await?;
 
-    // The composer: nothing to send when empty, Shift+Enter adds a line, a counter near the limit.
+    // The composer: nothing to send when empty (neither the button nor Enter), Shift+Enter
+    // adds a line, a counter near the limit.
     assert!(
         !alice
             .find("[data-testid=composer-send]")
             .await?
             .is_enabled()
             .await?
+    );
+    alice
+        .fill("[data-testid=composer-input]", &format!("  {ENTER}"))
+        .await?;
+    assert!(
+        alice
+            .all("[data-testid=message][data-pending=true]")
+            .await?
+            .is_empty(),
+        "blank input is not sent"
     );
     alice
         .fill(
@@ -189,15 +225,13 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice
         .find("[data-testid=connection-status][data-state=connected]")
         .await?;
-    let mut sent_once = 0;
-    for message in alice.all("[data-testid=message]").await? {
-        if message.text().await?.contains("sent during the outage") {
-            sent_once += 1;
-        }
-    }
-    assert_eq!(sent_once, 1, "the retried message exists once");
-    let seqs = assert_no_duplicates(&alice).await?;
-    assert!(seqs.contains(&75), "{seqs:?}");
+    assert_eq!(count_messages(&alice, "sent during the outage").await?, 1);
+    let seqs = assert_contiguous(&alice).await?;
+    assert_eq!(
+        (seqs.first(), seqs.last()),
+        (Some(&1), Some(&75)),
+        "all 75, in order"
+    );
     assert!(
         alice.all("[data-testid=notice]").await?.is_empty(),
         "a failed send offers its retry, with no notice on top"
@@ -211,6 +245,10 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         .await?;
     create_room(&alice, "Scratch", "").await?;
     alice.click("[data-testid=dialog-done]").await?;
+    alice.text_contains("conversation-title", "Scratch").await?;
+    // Changing one's mind keeps the room; confirming deletes it.
+    alice.click("[data-testid=delete-room]").await?;
+    alice.client.dismiss_alert().await?;
     alice.text_contains("conversation-title", "Scratch").await?;
     alice.click("[data-testid=delete-room]").await?;
     alice.client.accept_alert().await?;
@@ -237,39 +275,75 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The token stored in a browser's localStorage.
+async fn stored_token(browser: &Browser) -> anyhow::Result<String> {
+    let session = browser
+        .client
+        .execute("return localStorage.getItem('natter.session')", vec![])
+        .await?;
+    let session: serde_json::Value = serde_json::from_str(session.as_str().unwrap_or("{}"))?;
+    Ok(session["token"].as_str().unwrap_or_default().to_owned())
+}
+
 #[tokio::test]
-async fn the_token_is_refreshed_before_it_expires() -> anyhow::Result<()> {
-    // A 65 s token is refreshed a minute before expiry, so 5 s after sign-in.
-    let server = Server::start_with(|c| c.token_ttl = std::time::Duration::from_secs(65)).await?;
+async fn sessions_outlive_their_tokens_and_tabs_share_them() -> anyhow::Result<()> {
+    // 12 s tokens, refreshed a quarter of their life (3 s) before expiry.
+    let ttl = Duration::from_secs(12);
+    let server = Server::start_with(|c| c.token_ttl = ttl).await?;
     let driver = Driver::start().await?;
     let dana = driver.desktop().await?;
     register(&dana, &server.url, "dana", "Dana").await?;
-    let stored = || async {
-        let session = dana
-            .client
-            .execute("return localStorage.getItem('natter.session')", vec![])
-            .await?;
-        let session: serde_json::Value = serde_json::from_str(session.as_str().unwrap_or("{}"))?;
-        anyhow::Ok(session["token"].as_str().unwrap_or_default().to_owned())
-    };
-    let first = stored().await?;
-    assert!(!first.is_empty());
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while stored().await? == first {
+    let signed_in = Instant::now();
+    let first_tab = dana.client.window().await?;
+
+    // A second tab of the same browser is signed in already.
+    let second_tab = dana.client.new_window(true).await?.handle;
+    dana.client.switch_to_window(second_tab.clone()).await?;
+    dana.client.goto(&server.url).await?;
+    dana.find("[data-testid=connection-status][data-state=connected]")
+        .await?;
+
+    // Past the first token's expiry, after two refreshes, the session lives on.
+    let mut tokens = vec![stored_token(&dana).await?];
+    let deadline = signed_in + ttl + WAIT;
+    while tokens.len() < 3 || signed_in.elapsed() < ttl + Duration::from_secs(1) {
         anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the token was not refreshed"
+            Instant::now() < deadline,
+            "tokens not refreshed: {tokens:?}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let token = stored_token(&dana).await?;
+        if tokens.last() != Some(&token) {
+            tokens.push(token);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // The new token works for calls, and the event stream lives on: a message sent by
-    // someone else still arrives live.
+    // Calls work, and both tabs' streams live on: a message sent by someone else arrives
+    // live in each.
     let code = create_room(&dana, "Fresh", "").await?;
     dana.click("[data-testid=dialog-done]").await?;
     let mut erin = native_user(&server.url, "erin").await?;
     let room_id = join(&mut erin, &code).await?;
     say(&mut erin, &room_id, "still live").await?;
     dana.text_contains("message", "still live").await?;
+    dana.client.switch_to_window(first_tab.clone()).await?;
+    dana.click("[data-testid=room-item][data-room-name=Fresh]")
+        .await?;
+    dana.text_contains("message", "still live").await?;
+    dana.find("[data-testid=connection-status][data-state=connected]")
+        .await?;
+
+    // Signing out in one tab signs out the other.
+    dana.client.switch_to_window(second_tab.clone()).await?;
+    dana.click("[data-testid=sign-out]").await?;
+    dana.client.switch_to_window(first_tab.clone()).await?;
+    dana.find("[data-testid=auth-form]").await?;
+    // ... and signing in again in this one brings the other back too.
+    dana.fill("[data-testid=auth-username]", "dana").await?;
+    dana.fill("[data-testid=auth-password]", PASSWORD).await?;
+    dana.click("[data-testid=auth-submit]").await?;
+    dana.find("[data-testid=connection-status][data-state=connected]")
+        .await?;
+    dana.client.switch_to_window(second_tab).await?;
     dana.find("[data-testid=connection-status][data-state=connected]")
         .await?;
 

@@ -148,6 +148,24 @@ async fn keyboard_labels_themes_and_careful_details() -> anyhow::Result<()> {
         .await?;
     assert_eq!(unlabelled_controls(&hana).await?, Vec::<String>::new());
 
+    // On a plain-HTTP address other than localhost the page is no secure context: the
+    // browser offers neither a clipboard API nor crypto.randomUUID(). Sending still works,
+    // and the copy button says it could not copy.
+    let jun = driver.desktop_resolving("natter.test").await?;
+    let plain_http = format!("http://natter.test:{}", server.addr().port());
+    register(&jun, &plain_http, "jun", "Jun").await?;
+    assert_eq!(jun.eval("window.isSecureContext").await?, json!(false));
+    create_room(&jun, "Plain", "").await?;
+    jun.click("[role=dialog] [data-testid=copy-code]").await?;
+    jun.text_contains("copy-code", "Copy failed").await?;
+    jun.click("[data-testid=dialog-done]").await?;
+    jun.fill(
+        "[data-testid=composer-input]",
+        &format!("sent over plain HTTP{ENTER}"),
+    )
+    .await?;
+    settled_message(&jun, "sent over plain HTTP").await?;
+
     ivan.screenshot("interface-ivan-dark").await?;
     Ok(())
 }

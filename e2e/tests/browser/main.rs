@@ -105,17 +105,46 @@ async fn settled_message(browser: &Browser, needle: &str) -> anyhow::Result<Stri
     Ok(browser.find_xpath(&xpath).await?.text().await?)
 }
 
-/// Every message's seq on screen has one row: no duplicates.
-async fn assert_no_duplicates(browser: &Browser) -> anyhow::Result<Vec<u64>> {
+/// The seqs of the stored messages on screen, which must run without a gap and in order;
+/// returns them.
+async fn assert_contiguous(browser: &Browser) -> anyhow::Result<Vec<u64>> {
     let seqs: Vec<u64> = browser
         .all_attributes("[data-testid=message]", "data-seq")
         .await?
         .iter()
         .map(|seq| seq.parse())
         .collect::<Result<_, _>>()?;
-    let mut unique = seqs.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(seqs.len(), unique.len(), "duplicated messages: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "missing or misplaced messages: {seqs:?}"
+    );
     Ok(seqs)
+}
+
+/// How many messages on screen (stored or pending) contain `needle`.
+async fn count_messages(browser: &Browser, needle: &str) -> anyhow::Result<usize> {
+    let mut count = 0;
+    for message in browser.all("[data-testid=message]").await? {
+        if message.text().await?.contains(needle) {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// How many messages of a room's whole history, as the server keeps it, contain `needle`.
+async fn count_stored(user: &mut ChatClient, room_id: &str, needle: &str) -> anyhow::Result<usize> {
+    let history = user
+        .get_history(pb::GetHistoryRequest {
+            room_id: room_id.into(),
+            before_seq: 0,
+            limit: 1000,
+        })
+        .await?
+        .into_inner();
+    Ok(history
+        .messages
+        .iter()
+        .filter(|m| m.text.contains(needle))
+        .count())
 }

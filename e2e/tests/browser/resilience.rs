@@ -1,6 +1,6 @@
-//! The connection under trouble: a stream that goes silent without an error, and a browser
-//! that loses its network. Either way the client notices, reconnects, and resumes with its
-//! cursors: nothing missing, nothing twice.
+//! The connection under trouble: a stream that goes silent without an error, a browser that
+//! loses its network, a send whose answer is lost. Each time the client notices, recovers,
+//! and resumes with its cursors: nothing missing, nothing twice.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use natter_e2e::{Browser, Driver, Server, StallingProxy};
 use serde_json::json;
 
 use crate::{
-    ENTER, assert_no_duplicates, create_room, join, native_user, register, say, settled_message,
+    ENTER, assert_contiguous, count_messages, count_stored, create_room, join, native_user,
+    register, say, settled_message,
 };
 
 /// Cuts the browser's network off, or gives it back (as the browser sees it: requests fail
@@ -26,7 +27,7 @@ async fn network(browser: &Browser, online: bool) -> anyhow::Result<()> {
 const CONNECTED: &str = "[data-testid=connection-status][data-state=connected]";
 
 #[tokio::test]
-async fn a_silent_connection_and_a_lost_network_are_survived() -> anyhow::Result<()> {
+async fn silence_a_lost_network_and_a_lost_answer_are_survived() -> anyhow::Result<()> {
     // Heartbeats every second: a stream silent for 2.5 s is dead.
     let server = Server::start_with(|c| c.heartbeat_interval = Duration::from_secs(1)).await?;
     let proxy = StallingProxy::start(server.addr()).await?;
@@ -70,8 +71,27 @@ async fn a_silent_connection_and_a_lost_network_are_survived() -> anyhow::Result
         .await?;
     frank.find(CONNECTED).await?;
 
-    let seqs = assert_no_duplicates(&frank).await?;
-    assert_eq!(seqs, [1, 2, 3, 4], "every message once, in order");
+    // A send reaches the server but its answer does not come back: the message shows as
+    // pending at once, then (after the call's deadline) as failed. The retry, with the same
+    // client id, reaches the server too, which finds the message stored already: it exists
+    // once, on the server and, when answers flow again, on screen.
+    proxy.hold_answers(true);
+    frank
+        .fill("[data-testid=composer-input]", &format!("said once{ENTER}"))
+        .await?;
+    frank
+        .find("[data-testid=message][data-pending=true]")
+        .await?;
+    frank.click("[data-testid=retry-send]").await?;
+    assert_eq!(count_stored(&mut gina, &porch, "said once").await?, 1);
+    proxy.hold_answers(false);
+    settled_message(&frank, "said once").await?;
+    frank.find(CONNECTED).await?;
+    assert_eq!(count_stored(&mut gina, &porch, "said once").await?, 1);
+    assert_eq!(count_messages(&frank, "said once").await?, 1);
+
+    let seqs = assert_contiguous(&frank).await?;
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "every message once, in order");
     frank.screenshot("resilience-frank").await?;
     Ok(())
 }

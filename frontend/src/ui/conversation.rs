@@ -9,7 +9,7 @@ use super::shell::CopyButton;
 use crate::{
     api,
     context::{Ctx, new_client_id},
-    state::{MESSAGE_LIMIT, counter_visible},
+    state::{MESSAGE_LIMIT, Pending, RoomState, Row, counter_visible},
 };
 
 fn local_day(ms: i64) -> String {
@@ -23,21 +23,6 @@ fn local_time(ms: i64) -> String {
     let _ = js_sys::Reflect::set(&options, &"hour".into(), &"2-digit".into());
     let _ = js_sys::Reflect::set(&options, &"minute".into(), &"2-digit".into());
     String::from(date.to_locale_time_string_with_options("default", &options))
-}
-
-/// One row of the message list.
-#[derive(Clone, PartialEq)]
-enum Row {
-    Day(String),
-    Message {
-        message: pb::Message,
-        own: bool,
-    },
-    Pending {
-        client_id: String,
-        text: String,
-        failed: bool,
-    },
 }
 
 #[component]
@@ -64,28 +49,45 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
 
     // On a phone the member list is hidden until asked for.
     let members_open = RwSignal::new(false);
+    // While a leave or delete is on its way, neither can be asked for again.
+    let busy = RwSignal::new(false);
+    let done = move || {
+        let _ = busy.try_set(false);
+    };
     let leave = move |_| {
-        let Some(token) = ctx.token() else { return };
+        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
+            return;
+        };
+        busy.set(true);
         let room_id = id.get_value();
-        ctx.drop_room_after(room_id.clone(), async move {
-            api::chat()
-                .leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id }))
-                .await
-        });
+        let leaving = {
+            let room_id = room_id.clone();
+            async move {
+                api::chat()
+                    .leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id }))
+                    .await
+            }
+        };
+        ctx.drop_room_after(room_id, leaving, done);
     };
     let delete = move |_| {
         let name = room().map(|r| r.name).unwrap_or_default();
         let question = format!("Delete \"{name}\" and all its messages for everyone?");
-        let confirmed = window().confirm_with_message(&question).unwrap_or(false);
-        let Some(token) = ctx.token().filter(|_| confirmed) else {
+        if busy.get_untracked() || !window().confirm_with_message(&question).unwrap_or(false) {
             return;
-        };
+        }
+        let Some(token) = ctx.token() else { return };
+        busy.set(true);
         let room_id = id.get_value();
-        ctx.drop_room_after(room_id.clone(), async move {
-            api::chat()
-                .delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id }))
-                .await
-        });
+        let deleting = {
+            let room_id = room_id.clone();
+            async move {
+                api::chat()
+                    .delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id }))
+                    .await
+            }
+        };
+        ctx.drop_room_after(room_id, deleting, done);
     };
 
     view! {
@@ -98,9 +100,9 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
                 <span class="spacer"></span>
                 <button class="only-narrow" data-testid="members-toggle" aria-expanded=move || members_open.get().to_string()
                     on:click=move |_| members_open.update(|open| *open = !*open)>"Members"</button>
-                <button data-testid="leave-room" on:click=leave>"Leave"</button>
+                <button data-testid="leave-room" on:click=leave disabled=move || busy.get()>"Leave"</button>
                 <Show when=is_owner>
-                    <button class="danger" data-testid="delete-room" on:click=delete>"Delete"</button>
+                    <button class="danger" data-testid="delete-room" on:click=delete disabled=move || busy.get()>"Delete"</button>
                 </Show>
             </header>
             <div class="conversation-body" class:members-open=move || members_open.get()>
@@ -120,44 +122,27 @@ fn Messages(room_id: String) -> impl IntoView {
     let id = StoredValue::new(room_id);
     let rows = move || {
         ctx.chat.with(|c| {
-            let Some(room) = c.rooms.get(&id.get_value()) else {
-                return Vec::new();
-            };
-            let mut rows = Vec::new();
-            let mut day = String::new();
-            for message in room.messages.values() {
-                let this_day = local_day(message.sent_at);
-                if this_day != day {
-                    rows.push(Row::Day(this_day.clone()));
-                    day = this_day;
-                }
-                rows.push(Row::Message {
-                    own: message.sender_id == c.me,
-                    message: message.clone(),
-                });
-            }
-            rows.extend(room.pending.iter().map(|p| Row::Pending {
-                client_id: p.client_id.clone(),
-                text: p.text.clone(),
-                failed: p.failed,
-            }));
-            rows
+            c.rooms
+                .get(&id.get_value())
+                .map(|room| room.rows(&c.me, local_day))
+                .unwrap_or_default()
         })
     };
     let has_more = move || {
         ctx.chat
             .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
     };
-    // One request for older history at a time, however many scroll events arrive.
+    // One request for older history at a time, however many scroll events arrive. With
+    // nothing loaded yet (the newest page failed, say), the newest page is asked for.
     let loading = StoredValue::new(false);
     let load_older = move || {
         let before = ctx.chat.with_untracked(|c| {
             c.rooms
                 .get(&id.get_value())
-                .map(|r| r.oldest_loaded())
-                .unwrap_or(0)
+                .map(RoomState::oldest_loaded)
+                .unwrap_or(1)
         });
-        if before > 1 && !loading.get_value() {
+        if before != 1 && !loading.get_value() {
             loading.set_value(true);
             spawn_local(async move {
                 ctx.fetch_history(id.get_value(), before).await;
@@ -166,19 +151,28 @@ fn Messages(room_id: String) -> impl IntoView {
         }
     };
     // Keep the view pinned to the newest message while the reader is at the bottom; when
-    // older messages are prepended, keep what the reader was looking at in place.
+    // older messages are prepended, keep what the reader was looking at in place (a new
+    // message at the bottom moves nothing).
     let pinned = StoredValue::new(true);
     let height = StoredValue::new(0);
+    let first_row = StoredValue::new(None::<u64>);
     Effect::new(move |_| {
-        rows();
+        let oldest = rows().iter().find_map(|row| match row {
+            Row::Message { message, .. } => Some(message.seq),
+            _ => None,
+        });
         if let Some(el) = list.get() {
             let grown = el.scroll_height() - height.get_value();
+            let prepended = oldest
+                .zip(first_row.get_value())
+                .is_some_and(|(oldest, first)| oldest < first);
             if pinned.get_value() {
                 el.set_scroll_top(el.scroll_height());
-            } else if el.scroll_top() < 10 {
+            } else if prepended {
                 el.set_scroll_top(el.scroll_top() + grown);
             }
             height.set_value(el.scroll_height());
+            first_row.set_value(oldest);
         }
     });
     let on_scroll = move |_| {
@@ -198,17 +192,17 @@ fn Messages(room_id: String) -> impl IntoView {
             <For each=rows key=|row| match row {
                 Row::Day(day) => format!("day:{day}"),
                 Row::Message { message, .. } => format!("seq:{}", message.seq),
-                Row::Pending { client_id, failed, .. } => format!("pending:{client_id}:{failed}"),
+                Row::Pending(pending) => format!("pending:{}:{}", pending.client_id, pending.failed),
             } let(row)>
                 {match row {
                     Row::Day(day) => view! { <div class="day" data-testid="day-separator" role="separator">{day}</div> }.into_any(),
                     Row::Message { message, own } => view! {
                         <article class="message" class:own=own data-testid="message" data-seq=message.seq.to_string() data-own=own.to_string()>
-                            <header><span class="sender">{message.sender_name.clone()}</span> <time>{local_time(message.sent_at)}</time></header>
+                            <header><span class="sender" data-testid="message-sender">{message.sender_name.clone()}</span> <time data-testid="message-time">{local_time(message.sent_at)}</time></header>
                             <p class="text">{message.text.clone()}</p>
                         </article>
                     }.into_any(),
-                    Row::Pending { client_id, text, failed } => {
+                    Row::Pending(Pending { client_id, text, failed }) => {
                         let retry = (client_id.clone(), text.clone());
                         view! {
                             <article class="message own pending" class:failed=failed data-testid="message" data-pending="true">

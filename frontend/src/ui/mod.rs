@@ -12,7 +12,11 @@ mod shell;
 
 use leptos::prelude::*;
 
-use crate::context::{Ctx, keep_token_fresh, run_event_stream, tick_clock};
+use crate::{
+    context::{Ctx, tick_clock},
+    events::run_event_stream,
+    session::{follow_other_tabs, keep_token_fresh, remember_read},
+};
 
 /// The app: the sign-in screen, or the chat once signed in.
 #[component]
@@ -28,6 +32,17 @@ pub(crate) fn App() -> impl IntoView {
             run_event_stream(ctx, epoch);
             keep_token_fresh(ctx, epoch);
         }
+    });
+    follow_other_tabs(ctx);
+    // How far each room was read, remembered whenever it changes (for unread counts after
+    // a reload).
+    let read_markers = Memo::new(move |_| ctx.chat.with(|c| (c.me.clone(), c.read_markers())));
+    Effect::new(move |_| {
+        read_markers.with(|(me, markers)| {
+            if !me.is_empty() {
+                remember_read(me, markers);
+            }
+        });
     });
     view! {
         <Show when=move || ctx.session.with(Option::is_some) fallback=|| view! { <auth::AuthScreen/> }>

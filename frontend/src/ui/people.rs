@@ -1,6 +1,6 @@
 //! The people directory: search, paging, and direct conversations.
 
-use leptos::{prelude::*, task::spawn_local};
+use leptos::prelude::*;
 use natter_proto::v1 as pb;
 
 use crate::{api, context::Ctx};
@@ -27,22 +27,21 @@ pub(crate) fn People() -> impl IntoView {
             page_size: 25,
             page_token,
         };
-        spawn_local(async move {
-            match api::chat().list_users(api::authed(&token, request)).await {
-                // The pane may be gone by now (try_: a disposed value must not panic).
-                Ok(page) if generation.try_get_value() == Some(mine) => {
-                    let page = page.into_inner();
-                    users.update(|u| {
-                        if !append {
-                            u.clear();
-                        }
-                        u.extend(page.users);
-                    });
-                    next.set(page.next_page_token);
-                }
-                Ok(_) => {}
-                Err(status) => ctx.fail(&status),
+        let listing = async move { api::chat().list_users(api::authed(&token, request)).await };
+        ctx.call(listing, move |result| match result {
+            // The pane may be gone by now (try_: a disposed value must not panic).
+            Ok(page) if generation.try_get_value() == Some(mine) => {
+                let page = page.into_inner();
+                let _ = users.try_update(|u| {
+                    if !append {
+                        u.clear();
+                    }
+                    u.extend(page.users);
+                });
+                let _ = next.try_set(page.next_page_token);
             }
+            Ok(_) => {}
+            Err(status) => ctx.fail(&status),
         });
     };
     fetch(false);
@@ -52,14 +51,14 @@ pub(crate) fn People() -> impl IntoView {
     };
     let message = move |user_id: String| {
         let Some(token) = ctx.token() else { return };
-        spawn_local(async move {
-            match api::chat()
+        let opening = async move {
+            api::chat()
                 .open_direct(api::authed(&token, pb::OpenDirectRequest { user_id }))
                 .await
-            {
-                Ok(room) => ctx.enter_room(room.into_inner()),
-                Err(status) => ctx.fail(&status),
-            }
+        };
+        ctx.call(opening, move |result| match result {
+            Ok(room) => ctx.enter_room(room.into_inner()),
+            Err(status) => ctx.fail(&status),
         });
     };
     view! {

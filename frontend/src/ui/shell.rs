@@ -154,16 +154,24 @@ fn RoomRow(id: String) -> impl IntoView {
     }
 }
 
-/// Copies text to the clipboard, and says whether that worked (a browser may refuse, say
-/// without a secure context or a permission): on failure the text is still there to select.
+/// Copies text to the clipboard, and says whether that worked: a browser may refuse (no
+/// permission), and on plain-HTTP pages other than localhost it has no clipboard API at
+/// all. On failure the text is still there to select.
 #[component]
 pub(crate) fn CopyButton(text: String) -> impl IntoView {
     let copied = RwSignal::new(None::<bool>);
     let copy = move |_| {
-        let written = window().navigator().clipboard().write_text(&text);
+        let navigator = window().navigator();
+        let clipboard = js_sys::Reflect::get(&navigator, &"clipboard".into())
+            .ok()
+            .filter(|clipboard| !clipboard.is_undefined());
+        let written = clipboard.map(|_| navigator.clipboard().write_text(&text));
         spawn_local(async move {
-            let ok = wasm_bindgen_futures::JsFuture::from(written).await.is_ok();
-            copied.set(Some(ok));
+            let ok = match written {
+                Some(promise) => wasm_bindgen_futures::JsFuture::from(promise).await.is_ok(),
+                None => false,
+            };
+            let _ = copied.try_set(Some(ok));
             set_timeout(
                 move || {
                     let _ = copied.try_set(None);
@@ -202,22 +210,30 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<pb::Room>);
+    let busy = RwSignal::new(false);
     let first_field = focus_on_open();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some(token) = ctx.token() else { return };
+        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
+            return;
+        };
+        busy.set(true);
         let request = pb::CreateRoomRequest {
             name: name.get_untracked(),
             password: password.get_untracked(),
         };
-        spawn_local(async move {
-            match api::chat().create_room(api::authed(&token, request)).await {
+        let creating = async move { api::chat().create_room(api::authed(&token, request)).await };
+        ctx.call(creating, move |result| {
+            let _ = busy.try_set(false);
+            match result {
                 Ok(room) => {
                     let room = room.into_inner();
                     ctx.enter_room(room.clone());
-                    created.set(Some(room));
+                    let _ = created.try_set(Some(room));
                 }
-                Err(status) => error.set(Some(api::describe(&status))),
+                Err(status) => {
+                    let _ = error.try_set(Some(api::describe(&status)));
+                }
             }
         });
     };
@@ -242,7 +258,7 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
                             <p class="form-error" role="alert">{move || error.get()}</p>
                             <div class="row">
                                 <button type="button" on:click=move |_| close()>"Cancel"</button>
-                                <button type="submit" class="primary" data-testid="create-room-submit">"Create"</button>
+                                <button type="submit" class="primary" data-testid="create-room-submit" disabled=move || busy.get()>"Create"</button>
                             </div>
                         </form>
                     }.into_any(),
@@ -259,20 +275,28 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
     let code = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some(token) = ctx.token() else { return };
+        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
+            return;
+        };
+        busy.set(true);
         let request = pb::JoinRoomRequest {
             code: code.get_untracked(),
             password: password.get_untracked(),
         };
-        spawn_local(async move {
-            match api::chat().join_room(api::authed(&token, request)).await {
+        let joining = async move { api::chat().join_room(api::authed(&token, request)).await };
+        ctx.call(joining, move |result| {
+            let _ = busy.try_set(false);
+            match result {
                 Ok(room) => {
                     ctx.enter_room(room.into_inner());
                     close();
                 }
-                Err(status) => error.set(Some(api::describe(&status))),
+                Err(status) => {
+                    let _ = error.try_set(Some(api::describe(&status)));
+                }
             }
         });
     };
@@ -289,7 +313,7 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
                 <p class="form-error" role="alert" data-testid="join-error">{move || error.get()}</p>
                 <div class="row">
                     <button type="button" on:click=move |_| close()>"Cancel"</button>
-                    <button type="submit" class="primary" data-testid="join-submit">"Join"</button>
+                    <button type="submit" class="primary" data-testid="join-submit" disabled=move || busy.get()>"Join"</button>
                 </div>
             </form>
         </div>
