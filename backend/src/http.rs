@@ -39,7 +39,8 @@ pub fn routes(natter: Arc<Natter>) -> Router {
 }
 
 /// The web client's hashed assets (`/assets/*`): their names change with their content, so
-/// browsers may keep them for a year. Compressed when the browser accepts it.
+/// browsers may keep them for a year. Compressed when the browser accepts it: from the
+/// `.gz` file the build wrote next to an asset (no work per request), else on the fly.
 pub fn assets(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
@@ -47,7 +48,7 @@ pub fn assets(dir: &Path) -> Router {
                 cache(response, "public, max-age=31536000, immutable")
             }))
             .layer(CompressionLayer::new())
-            .service(ServeDir::new(dir)),
+            .service(ServeDir::new(dir).precompressed_gzip()),
     )
 }
 
@@ -64,15 +65,19 @@ pub fn pages(dir: &Path) -> Router {
     )
 }
 
-/// Sets `Cache-Control` on successful responses (an error must not be cached for a year).
+/// Sets `Cache-Control` on successful responses (an error must not be cached for a year),
+/// and `Vary: Accept-Encoding`, since the same URL is sent compressed or not (a shared cache
+/// must not hand gzip to a client that did not ask for it).
 fn cache<B>(
     mut response: axum::http::Response<B>,
     policy: &'static str,
 ) -> axum::http::Response<B> {
     if response.status().is_success() {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+        if !headers.contains_key(header::VARY) {
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
     }
     response
 }

@@ -211,6 +211,25 @@ async fn the_web_client_is_served_with_caching_compression_and_spa_fallback() {
         compressed.len()
     );
 
+    // An asset the build compressed already is sent as its .gz file, as it is.
+    std::fs::write(site.path().join("assets/natter-4567.js"), "export {};").unwrap();
+    std::fs::write(
+        site.path().join("assets/natter-4567.js.gz"),
+        "gzipped at build time",
+    )
+    .unwrap();
+    let precompressed = raw_request(&app, "GET /assets/natter-4567.js HTTP/1.1\r\nhost: x\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n").await;
+    let precompressed = String::from_utf8_lossy(&precompressed).into_owned();
+    assert!(
+        precompressed.contains("content-encoding: gzip")
+            && precompressed.contains("vary: accept-encoding")
+            && precompressed.contains("content-type: text/javascript")
+            && precompressed.ends_with("gzipped at build time"),
+        "{precompressed}"
+    );
+    let plain = http_request(&app, "GET", "/assets/natter-4567.js", None).await;
+    assert!(plain.ends_with("export {};"), "{plain}");
+
     // gRPC-Web and the API are not shadowed by the web client.
     let api = http_request(
         &app,
