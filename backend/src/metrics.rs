@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Metrics {
     /// Messages appended to a log (retries with a known client_id excluded).
     pub messages_stored: AtomicU64,
+    /// Sends whose client_id matched a stored message: retries after a lost answer.
+    pub send_retries: AtomicU64,
     /// Messages written to event streams, replays included.
     pub messages_delivered: AtomicU64,
     /// Times a stream found a hole in its live feed and filled it from the log.
@@ -36,6 +38,12 @@ impl Metrics {
             "counter",
             "Messages appended to a room log.",
             self.messages_stored.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_send_retries_total",
+            "counter",
+            "Sends answered with the message their client_id stored before (a lost answer retried).",
+            self.send_retries.load(Ordering::Relaxed).to_string(),
         );
         line(
             "natter_messages_delivered_total",

@@ -8,7 +8,7 @@ mod proxy;
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 pub use browser::{Browser, Driver};
@@ -86,6 +86,22 @@ impl Server {
         }));
         self.running = Some((stop, task));
         Ok(())
+    }
+
+    /// The current value of a counter or gauge from its `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(self.addr()).await?;
+        socket
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: natter\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, socket.read_to_string(&mut response)).await??;
+        let value = response
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .with_context(|| format!("no {name} in {response}"))?;
+        Ok(value.trim().parse()?)
     }
 
     /// The address it listens on.

@@ -119,8 +119,33 @@ impl Ctx {
     pub(crate) fn start_session(&self, session: Session) {
         self.chat.set(chat_for(&session));
         self.pane.set(Pane::Welcome);
+        self.notice.set(None);
         self.session.set(Some(session));
         self.epoch.update(|e| *e += 1);
+    }
+
+    /// Takes up a session another tab stored: the same user's newer token quietly, anyone
+    /// else's as a new session.
+    pub(crate) fn adopt(&self, stored: Session) {
+        let ours = self.session.get_untracked();
+        match ours {
+            Some(ours) if ours.user_id == stored.user_id => {
+                if ours != stored {
+                    self.session.set(Some(stored));
+                }
+            }
+            _ => self.start_session(stored),
+        }
+    }
+
+    /// The server rejected this tab's token. If the browser holds another (a tab refreshed
+    /// it, or signed in anew), take that one up; otherwise sign out.
+    pub(crate) fn token_rejected(&self) {
+        let ours = self.token();
+        match Session::load() {
+            Some(stored) if Some(&stored.token) != ours.as_ref() => self.adopt(stored),
+            _ => self.sign_out(),
+        }
     }
 
     /// Signs out: forgets the stored session (other tabs follow) and ends this tab's.
@@ -133,13 +158,15 @@ impl Ctx {
     pub(crate) fn end_session(&self) {
         self.epoch.update(|e| *e += 1);
         self.session.set(None);
+        self.notice.set(None);
         self.chat.set(ChatState::default());
     }
 
-    /// Shows a failure of an action; a rejected token ends the session.
+    /// Shows a failure of an action; a rejected token ends the session (or takes up a
+    /// newer one).
     pub(crate) fn fail(&self, status: &Status) {
         if status.code() == tonic::Code::Unauthenticated {
-            self.sign_out();
+            self.token_rejected();
         } else {
             self.notice.set(Some(api::describe(status)));
         }
@@ -232,20 +259,34 @@ impl Ctx {
         }
     }
 
-    /// Sends (or re-sends, with the same client id) a message.
+    /// Sends (or re-sends, with the same client id, so never twice) a message. A network
+    /// failure while the stream is up (a connection that died in the browser's pool, say)
+    /// is tried again at once, on another connection; if that fails too, the message shows
+    /// as failed: the user may retry, and it is sent again when the stream reconnects.
     pub(crate) fn send(&self, room_id: String, client_id: String, text: String) {
+        self.send_attempt(room_id, client_id, text, true);
+    }
+
+    fn send_attempt(&self, room_id: String, client_id: String, text: String, again: bool) {
         let ctx = *self;
         let Some(token) = self.token() else { return };
         ctx.chat
             .update(|c| c.set_failed(&room_id, &client_id, false));
         let request = pb::SendMessageRequest {
             room_id: room_id.clone(),
-            text,
+            text: text.clone(),
             client_id: client_id.clone(),
         };
         let sending = async move { api::chat().send_message(api::authed(&token, request)).await };
         self.call(sending, move |result| match result {
             Ok(message) => ctx.chat.update(|c| c.acknowledge(message.into_inner())),
+            Err(status)
+                if again
+                    && api::is_transient(&status)
+                    && ctx.connection.get_untracked() == Connection::Connected =>
+            {
+                ctx.send_attempt(room_id, client_id, text, false);
+            }
             Err(status) => {
                 ctx.chat
                     .update(|c| c.set_failed(&room_id, &client_id, true));
@@ -256,6 +297,13 @@ impl Ctx {
                 }
             }
         });
+    }
+
+    /// Sends again every message that failed: the stream is back, so the network is too.
+    pub(crate) fn resend_failed(&self) {
+        for (room_id, client_id, text) in self.chat.with_untracked(ChatState::failed_sends) {
+            self.send(room_id, client_id, text);
+        }
     }
 
     /// Runs a leave or delete call, then forgets the room, and leaves its pane if it is

@@ -37,6 +37,9 @@ pub(crate) fn run_event_stream(ctx: Ctx, epoch: u64) {
             if end == StreamEnd::SessionOver || !ctx.is_current(epoch) {
                 return;
             }
+            if end == StreamEnd::NetworkBack {
+                continue;
+            }
             if let Some(ready_at) = ready_at {
                 backoff.stream_ended(js_sys::Date::now() - ready_at);
             }
@@ -66,6 +69,8 @@ enum StreamEnd {
     SessionOver,
     /// The stream failed, ended, went silent, or the browser went offline: reconnect.
     Broken,
+    /// The network came back while the stream was still opening: try again at once.
+    NetworkBack,
 }
 
 /// Opens the event stream with the cursors and applies its events until it ends; sets
@@ -87,20 +92,22 @@ async fn follow_stream(
     let mut stream = {
         let opened = api::subscribe(token, cursors).fuse();
         let silence = TimeoutFuture::new(silence_limit_ms(*heartbeat_ms)).fuse();
-        pin_mut!(opened, silence);
+        let online = window_event("online").fuse();
+        pin_mut!(opened, silence, online);
         select! {
             opened = opened => match opened {
                 Ok(stream) => stream,
                 Err(status) if status.code() == tonic::Code::Unauthenticated => {
                     if ctx.is_current(epoch) {
-                        ctx.sign_out();
+                        ctx.token_rejected();
                     }
-                    return StreamEnd::SessionOver;
+                    return StreamEnd::Broken;
                 }
                 Err(_) => return StreamEnd::Broken,
             },
             () = silence => return StreamEnd::Broken,
             () = offline => return StreamEnd::Broken,
+            () = online => return StreamEnd::NetworkBack,
             () = ended => return StreamEnd::SessionOver,
         }
     };
@@ -130,8 +137,12 @@ async fn follow_stream(
                 ctx.load_members(room_id);
             }
         }
+        let ready = matches!(event, Ev::Ready(_));
         let now = js_sys::Date::now();
         ctx.chat.maybe_update(|c| c.apply(event, now));
+        if ready {
+            ctx.resend_failed();
+        }
         // The room on screen may have been left or deleted meanwhile.
         let shown_room_gone = ctx.pane.with_untracked(|p| matches!(p, Pane::Room(_)))
             && ctx.chat.with_untracked(|c| c.active.is_none());
@@ -143,7 +154,7 @@ async fn follow_stream(
 
 /// Completes at the window's next `name` event (`online`, `offline`). The listener goes
 /// when the future completes or is dropped.
-async fn window_event(name: &'static str) {
+pub(crate) async fn window_event(name: &'static str) {
     let (fired, wait) = futures::channel::oneshot::channel::<()>();
     let fired = std::cell::Cell::new(Some(fired));
     let listener = window_event_listener_untyped(name, move |_| {

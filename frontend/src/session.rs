@@ -5,12 +5,18 @@
 
 use std::collections::BTreeMap;
 
+use futures::{FutureExt, pin_mut, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::{prelude::*, task::spawn_local};
 use natter_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::{api, context::Ctx, state::refresh_in_ms};
+use crate::{
+    api,
+    context::Ctx,
+    events::window_event,
+    state::{REFRESH_CHECK_MS, merge_read_markers, refresh_in_ms, refresh_lead_ms},
+};
 
 const KEY: &str = "natter.session";
 
@@ -63,9 +69,16 @@ impl Session {
 
     /// The stored session, unless missing or expired.
     pub(crate) fn load() -> Option<Self> {
-        let json = storage()?.get_item(KEY).ok().flatten()?;
-        let session: Self = serde_json::from_str(&json).ok()?;
-        (session.expires_at > js_sys::Date::now()).then_some(session)
+        Self::stored().filter(|s| s.expires_at > js_sys::Date::now())
+    }
+
+    /// The stored session, expired or not.
+    fn stored() -> Option<Self> {
+        Self::parse(&storage()?.get_item(KEY).ok().flatten()?)
+    }
+
+    fn parse(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
     }
 
     /// Stores the session.
@@ -95,55 +108,88 @@ pub(crate) fn read_markers(user_id: &str) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-/// Remembers how far `user_id` has read each room.
+/// Remembers how far `user_id` has read each room, never moving back a marker that
+/// another tab of the same user moved further.
 pub(crate) fn remember_read(user_id: &str, markers: &BTreeMap<String, u64>) {
-    if let (Some(storage), Ok(json)) = (storage(), serde_json::to_string(markers)) {
+    let merged = merge_read_markers(read_markers(user_id), markers.clone());
+    if let (Some(storage), Ok(json)) = (storage(), serde_json::to_string(&merged)) {
         let _ = storage.set_item(&read_markers_key(user_id), &json);
     }
 }
 
 /// Refreshes the token ahead of its expiry for as long as the session of `epoch` lasts.
-/// The schedule is looked at again at least every 30 s, so a laptop waking from sleep
-/// refreshes at once rather than when an old timer fires.
+/// The schedule is looked at again at least every 30 s, and at once when the tab comes
+/// back into view or the network returns, so a laptop waking from sleep refreshes before
+/// the token runs out. Tabs share the session: a token another tab refreshed is taken
+/// rather than asked for again, and a refreshed token is stored only if the browser still
+/// holds the session it replaces.
 pub(crate) fn keep_token_fresh(ctx: Ctx, epoch: u64) {
     spawn_local(async move {
+        // Tabs of one session wake at the same moment: a little jitter lets the first
+        // refresh reach the others before they ask too.
+        let jitter = js_sys::Math::random();
         loop {
-            let Some((expires_at, lifetime)) = ctx
+            let Some(ours) = ctx
                 .session
-                .with_untracked(|s| s.as_ref().map(|s| (s.expires_at, s.lifetime_ms)))
+                .get_untracked()
+                .filter(|_| ctx.is_current(epoch))
             else {
                 return;
             };
-            let wait = refresh_in_ms(js_sys::Date::now(), expires_at, lifetime);
-            if wait > 0.0 {
-                TimeoutFuture::new(wait as u32).await;
-                if !ctx.is_current(epoch) {
-                    return;
-                }
+            let fresher = Session::load()
+                .filter(|s| s.user_id == ours.user_id && s.expires_at > ours.expires_at);
+            if let Some(stored) = fresher {
+                ctx.adopt(stored);
                 continue;
             }
-            let Some(token) = ctx.token() else { return };
+            let lead = refresh_lead_ms(ours.lifetime_ms);
+            let wait = refresh_in_ms(js_sys::Date::now(), ours.expires_at, ours.lifetime_ms);
+            if wait > 0.0 {
+                let wait = if wait < REFRESH_CHECK_MS {
+                    wait + jitter * (lead / 8.0).min(2_000.0)
+                } else {
+                    wait
+                };
+                wake_after(wait).await;
+                continue;
+            }
             let refreshed = api::auth()
-                .refresh_token(api::authed(&token, pb::RefreshTokenRequest {}))
+                .refresh_token(api::authed(&ours.token, pb::RefreshTokenRequest {}))
                 .await;
             if !ctx.is_current(epoch) {
                 return;
             }
             match refreshed {
-                Ok(response) => {
-                    let session = Session::from_response(response.into_inner());
-                    session.save();
-                    ctx.session.set(Some(session));
-                }
+                Ok(response) => match Session::stored() {
+                    Some(stored) if stored.token == ours.token => {
+                        let session = Session::from_response(response.into_inner());
+                        session.save();
+                        ctx.session.set(Some(session));
+                    }
+                    Some(stored) => ctx.adopt(stored),
+                    None => ctx.end_session(),
+                },
                 Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                    ctx.sign_out();
-                    return;
+                    ctx.token_rejected();
                 }
                 // Unreachable for now: try again shortly, until the token expires.
-                Err(_) => TimeoutFuture::new(5_000).await,
+                Err(_) => wake_after(5_000.0).await,
             }
         }
     });
+}
+
+/// Waits `ms`, or less: until the tab comes back into view or the network returns.
+async fn wake_after(ms: f64) {
+    let timer = TimeoutFuture::new(ms.min(f64::from(u32::MAX)) as u32).fuse();
+    let shown = window_event("visibilitychange").fuse();
+    let online = window_event("online").fuse();
+    pin_mut!(timer, shown, online);
+    select! {
+        () = timer => {},
+        () = shown => {},
+        () = online => {},
+    }
 }
 
 /// Follows what the browser's other tabs do with the shared session: signing out there
@@ -156,16 +202,11 @@ pub(crate) fn follow_other_tabs(ctx: Ctx) {
         if event.key().is_some_and(|key| key != KEY) {
             return;
         }
-        let ours = ctx.session.get_untracked();
-        match (Session::load(), ours) {
-            (None, Some(_)) => ctx.end_session(),
-            (Some(stored), Some(ours)) if stored.user_id == ours.user_id => {
-                if stored != ours {
-                    ctx.session.set(Some(stored));
-                }
-            }
-            (Some(stored), _) => ctx.start_session(stored),
-            (None, None) => {}
+        let written = event.new_value().as_deref().and_then(Session::parse);
+        match written {
+            Some(stored) => ctx.adopt(stored),
+            None if ctx.session.with_untracked(Option::is_some) => ctx.end_session(),
+            None => {}
         }
     });
 }

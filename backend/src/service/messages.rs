@@ -89,9 +89,11 @@ impl Natter {
             created = appended.created,
             "message stored"
         );
-        if appended.created {
-            crate::metrics::Metrics::inc(&self.metrics.messages_stored);
-        }
+        crate::metrics::Metrics::inc(if appended.created {
+            &self.metrics.messages_stored
+        } else {
+            &self.metrics.send_retries
+        });
         self.typing.reset(&caller.user_id, room_id);
         Ok(convert::message(&appended.message))
     }

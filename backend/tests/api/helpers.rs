@@ -117,6 +117,18 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
 }
 
 impl TestApp {
+    /// The current value of a counter or gauge from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let metrics = crate::probes::http_request(self, "GET", "/metrics", None).await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }

@@ -148,6 +148,8 @@ async fn retrying_with_a_client_id_stores_nothing_new() {
         .unwrap()
         .into_inner();
     assert_eq!(first, retry);
+    assert_eq!(app.metric("natter_send_retries_total").await, 1);
+    assert_eq!(app.metric("natter_messages_stored_total").await, 1);
     // Keys are per sender: bob's "c-1" is a different message.
     let bobs = bob
         .chat

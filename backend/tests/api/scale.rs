@@ -16,17 +16,6 @@ fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     }
 }
 
-async fn metric(app: &TestApp, name: &str) -> u64 {
-    let metrics = crate::probes::http_request(app, "GET", "/metrics", None).await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in {metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn messages_cross_instances_to_subscribe_and_chat_streams() {
     let redis = RedisServer::start().await;
@@ -248,8 +237,8 @@ async fn killed_pubsub_connections_are_repaired_from_the_log() {
         seen.push(next_message(&mut events).await.seq);
     }
     assert_eq!(seen, (2..=11).collect::<Vec<_>>());
-    assert!(metric(&b, "natter_bus_reconnects_total").await >= 1);
-    assert!(metric(&b, "natter_stream_repairs_total").await >= 1);
+    assert!(b.metric("natter_bus_reconnects_total").await >= 1);
+    assert!(b.metric("natter_stream_repairs_total").await >= 1);
     alice.send(&room.id, "after").await;
     assert_eq!(next_message(&mut events).await.seq, 12);
 }
@@ -493,8 +482,8 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         "20 streams, 2 instances, 2 connections:\n{clients}"
     );
     // Keepalive PINGs (every second with this TTL) must not pass for a dead connection.
-    let reconnects = metric(&a, "natter_bus_reconnects_total").await
-        + metric(&b, "natter_bus_reconnects_total").await;
+    let reconnects = a.metric("natter_bus_reconnects_total").await
+        + b.metric("natter_bus_reconnects_total").await;
 
     let channel = format!("fleet:ch:room:{}", room.id);
     let subscribers = |value: redis::Value| -> i64 {
@@ -517,8 +506,8 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after = metric(&a, "natter_bus_reconnects_total").await
-        + metric(&b, "natter_bus_reconnects_total").await;
+    let after = a.metric("natter_bus_reconnects_total").await
+        + b.metric("natter_bus_reconnects_total").await;
     assert_eq!(
         (reconnects, after),
         (0, 0),

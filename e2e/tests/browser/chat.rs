@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::{
     ENTER, PASSWORD, SHIFT, assert_contiguous, count_messages, create_room, join, native_user,
-    register, say,
+    register, say, settled_message,
 };
 
 #[tokio::test]
@@ -201,9 +201,9 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice.text_contains("composer-counter", "3700/4000").await?;
     alice.fill("[data-testid=composer-input]", "").await?;
 
-    // An outage: the indicator says so, a send fails visibly, and once the server is back the
-    // retry (same client_id) lands once, the stream resumes from its cursors, and Carol's
-    // message, sent before Alice's client is back, arrives once.
+    // An outage: the indicator says so and a send fails visibly. Once the server is back the
+    // stream resumes from its cursors, Carol's message (sent before Alice's client is back)
+    // arrives once, and the failed send goes again by itself (same client_id) and lands once.
     server.stop().await?;
     alice
         .find("[data-testid=connection-status][data-state=reconnecting]")
@@ -217,10 +217,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     alice.find("[data-testid=retry-send]").await?;
     server.start_again().await?;
     say(&mut carol, &lobby_id, "after the blip").await?;
-    alice.click("[data-testid=retry-send]").await?;
-    alice
-        .text_contains("message", "sent during the outage")
-        .await?;
+    settled_message(&alice, "sent during the outage").await?;
     alice.text_contains("message", "after the blip").await?;
     alice
         .find("[data-testid=connection-status][data-state=connected]")

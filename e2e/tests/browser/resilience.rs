@@ -73,8 +73,9 @@ async fn silence_a_lost_network_and_a_lost_answer_are_survived() -> anyhow::Resu
 
     // A send reaches the server but its answer does not come back: the message shows as
     // pending at once, then (after the call's deadline) as failed. The retry, with the same
-    // client id, reaches the server too, which finds the message stored already: it exists
-    // once, on the server and, when answers flow again, on screen.
+    // client id, reaches the server too, which answers with the message stored already (a
+    // retry the server counts): it exists once, on the server and, when answers flow
+    // again, on screen.
     proxy.hold_answers(true);
     frank
         .fill("[data-testid=composer-input]", &format!("said once{ENTER}"))
@@ -89,6 +90,7 @@ async fn silence_a_lost_network_and_a_lost_answer_are_survived() -> anyhow::Resu
     frank.find(CONNECTED).await?;
     assert_eq!(count_stored(&mut gina, &porch, "said once").await?, 1);
     assert_eq!(count_messages(&frank, "said once").await?, 1);
+    assert!(server.metric("natter_send_retries_total").await? >= 1);
 
     let seqs = assert_contiguous(&frank).await?;
     assert_eq!(seqs, [1, 2, 3, 4, 5], "every message once, in order");

@@ -12,7 +12,9 @@ use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
 
 pub use input::{MESSAGE_LIMIT, counter_visible, field_error, uuid_v4};
 pub use room::{PAGE_SIZE, Pending, RoomState, Row, TYPING_SHOWN_MS};
-pub use timing::{Backoff, HEALTHY_STREAM_MS, REFRESH_CHECK_MS, refresh_in_ms, silence_limit_ms};
+pub use timing::{
+    Backoff, HEALTHY_STREAM_MS, REFRESH_CHECK_MS, refresh_in_ms, refresh_lead_ms, silence_limit_ms,
+};
 
 /// Everything the signed-in client knows.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -45,6 +47,20 @@ impl ChatState {
         let mut markers = self.remembered_read.clone();
         markers.extend(self.rooms.iter().map(|(id, room)| (id.clone(), room.read)));
         markers
+    }
+
+    /// Sends that failed (for want of a connection, or an answer): what to try again once
+    /// the stream is back, as (room id, client id, text).
+    pub fn failed_sends(&self) -> Vec<(String, String, String)> {
+        self.rooms
+            .values()
+            .flat_map(|room| {
+                room.pending
+                    .iter()
+                    .filter(|p| p.failed)
+                    .map(|p| (room.room.id.clone(), p.client_id.clone(), p.text.clone()))
+            })
+            .collect()
     }
 
     /// Rooms for the sidebar: group rooms, then direct conversations, each by the name shown.
@@ -244,6 +260,19 @@ impl ChatState {
         }
         true
     }
+}
+
+/// Read markers to store, given those stored (perhaps by another tab of the same user):
+/// per room the further of the two, so a tab never moves a marker back.
+pub fn merge_read_markers(
+    mut stored: BTreeMap<String, u64>,
+    ours: BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    for (room, read) in ours {
+        let marker = stored.entry(room).or_default();
+        *marker = (*marker).max(read);
+    }
+    stored
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
 
 use super::{
-    ChatState, TYPING_SHOWN_MS,
+    ChatState, TYPING_SHOWN_MS, merge_read_markers,
     room::tests::{message, room},
 };
 
@@ -99,6 +99,16 @@ fn read_markers_survive_a_reload() {
 }
 
 #[test]
+fn tabs_never_move_a_read_marker_back() {
+    let stored = BTreeMap::from([("a".into(), 20), ("b".into(), 3)]);
+    let ours = BTreeMap::from([("a".into(), 5), ("b".into(), 9), ("c".into(), 1)]);
+    assert_eq!(
+        merge_read_markers(stored, ours),
+        BTreeMap::from([("a".into(), 20), ("b".into(), 9), ("c".into(), 1)])
+    );
+}
+
+#[test]
 fn own_messages_are_read_and_the_open_room_stays_read_across_reconnects() {
     let mut state = signed_in(vec![room("a", 2), room("b", 5)]);
     state.acknowledge(message("a", 3, "me", "c1"));
@@ -157,6 +167,11 @@ fn pending_sends_settle_on_acknowledgement_or_stream() {
     state.add_pending("r", "c3", "never mind");
     state.discard("r", "c3");
     assert_eq!(state.rooms["r"].pending.len(), 2);
+    assert_eq!(
+        state.failed_sends(),
+        [("r".to_owned(), "c2".to_owned(), "again".to_owned())],
+        "only the failed one is tried again on reconnect"
+    );
     state.acknowledge(message("r", 1, "me", "c1"));
     // The same message arriving on the stream changes nothing.
     state.apply(Ev::Message(message("r", 1, "me", "c1")), 0.0);

@@ -46,7 +46,11 @@ pub(crate) fn App() -> impl IntoView {
     });
     view! {
         <Show when=move || ctx.session.with(Option::is_some) fallback=|| view! { <auth::AuthScreen/> }>
-            <shell::Shell/>
+            // A fresh shell for each session: dialogs and drafts of the previous one go.
+            {move || {
+                ctx.epoch.track();
+                view! { <shell::Shell/> }
+            }}
         </Show>
     }
 }
