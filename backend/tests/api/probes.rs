@@ -189,6 +189,15 @@ async fn the_web_client_is_served_with_caching_compression_and_spa_fallback() {
         deep_link.starts_with("HTTP/1.1 200") && deep_link.contains("<title>Natter</title>"),
         "SPA fallback: {deep_link}"
     );
+    // A new build (scripts/web-dev writes one on every change) is served at once, with no
+    // restart: files are read from disk on each request.
+    std::fs::write(
+        site.path().join("index.html"),
+        "<!doctype html><title>Natter, rebuilt</title>",
+    )
+    .unwrap();
+    let rebuilt = http_request(&app, "GET", "/", None).await;
+    assert!(rebuilt.contains("Natter, rebuilt"), "{rebuilt}");
 
     let wasm = http_request(&app, "GET", "/assets/natter-0123.wasm", None).await;
     assert!(wasm.contains("content-type: application/wasm"), "{wasm}");

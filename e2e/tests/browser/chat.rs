@@ -362,5 +362,6 @@ async fn sessions_outlive_their_tokens_and_tabs_share_them() -> anyhow::Result<(
     dana.gone("[data-testid=people-item][data-username=user10]")
         .await?;
     assert_eq!(dana.all("[data-testid=people-item]").await?.len(), 10);
+    dana.screenshot("sessions-dana-people").await?;
     Ok(())
 }
