@@ -38,6 +38,17 @@ pub enum Row {
     Pending(Pending),
 }
 
+/// A room's message list in brief (see [`RoomState::list_version`]). Stored messages are
+/// never edited, so their count and first and last seqs say which are there; pending sends
+/// are listed with their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListVersion {
+    messages: usize,
+    first: Option<u64>,
+    last: Option<u64>,
+    pending: Vec<(String, bool)>,
+}
+
 /// One room or direct conversation.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RoomState {
@@ -109,6 +120,21 @@ impl RoomState {
             .collect();
         names.sort();
         names
+    }
+
+    /// What the message list shows, in brief: it changes whenever [`RoomState::rows`] would,
+    /// and not for typing or presence.
+    pub fn list_version(&self) -> ListVersion {
+        ListVersion {
+            messages: self.messages.len(),
+            first: self.messages.keys().next().copied(),
+            last: self.messages.keys().next_back().copied(),
+            pending: self
+                .pending
+                .iter()
+                .map(|p| (p.client_id.clone(), p.failed))
+                .collect(),
+        }
     }
 
     /// The message list: messages in seq order with a separator wherever the day changes
@@ -251,6 +277,33 @@ pub(crate) mod tests {
             })
             .collect();
         assert_eq!(shape, ["day 0", "1", "2*", "day 1", "3", "on its way"]);
+    }
+
+    #[test]
+    fn the_list_version_moves_with_the_rows_only() {
+        let mut room = RoomState::new(room("r", 5), None);
+        let mut seen = vec![room.list_version()];
+        let mut changed = |room: &RoomState| {
+            let version = room.list_version();
+            let new = !seen.contains(&version);
+            seen.push(version);
+            new
+        };
+        room.insert(message("r", 6, "bob", ""));
+        assert!(changed(&room), "a live message");
+        room.merge_history(page("r", 2..=5, true));
+        assert!(changed(&room), "an older page");
+        room.pending.push(Pending {
+            client_id: "c".into(),
+            text: "hi".into(),
+            failed: false,
+        });
+        assert!(changed(&room), "a send");
+        room.pending[0].failed = true;
+        assert!(changed(&room), "a failed send");
+        room.typing.insert("bob".into(), ("Bob".into(), 1.0));
+        room.read = 6;
+        assert!(!changed(&room), "typing and reading change no row");
     }
 
     #[test]

@@ -120,14 +120,22 @@ fn Messages(room_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let list = NodeRef::<html::Div>::new();
     let id = StoredValue::new(room_id);
-    let rows = move || {
-        ctx.chat.with(|c| {
+    // The rows are built again only when this room's list changed, not for every event
+    // (typing, presence, other rooms) that touches the chat state.
+    let version = Memo::new(move |_| {
+        ctx.chat
+            .with(|c| c.rooms.get(&id.get_value()).map(RoomState::list_version))
+    });
+    let rows = Memo::new(move |_| {
+        // Read, not just tracked: a memo computes (and follows the chat) only when read.
+        version.with(|_| ());
+        ctx.chat.with_untracked(|c| {
             c.rooms
                 .get(&id.get_value())
                 .map(|room| room.rows(&c.me, local_day))
                 .unwrap_or_default()
         })
-    };
+    });
     let has_more = move || {
         ctx.chat
             .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
@@ -157,9 +165,11 @@ fn Messages(room_id: String) -> impl IntoView {
     let height = StoredValue::new(0);
     let first_row = StoredValue::new(None::<u64>);
     Effect::new(move |_| {
-        let oldest = rows().iter().find_map(|row| match row {
-            Row::Message { message, .. } => Some(message.seq),
-            _ => None,
+        let oldest = rows.with(|rows| {
+            rows.iter().find_map(|row| match row {
+                Row::Message { message, .. } => Some(message.seq),
+                _ => None,
+            })
         });
         if let Some(el) = list.get() {
             let grown = el.scroll_height() - height.get_value();
@@ -189,7 +199,7 @@ fn Messages(room_id: String) -> impl IntoView {
             <Show when=has_more>
                 <button class="link load-older" data-testid="load-older" on:click=move |_| load_older()>"Load older messages"</button>
             </Show>
-            <For each=rows key=|row| match row {
+            <For each=move || rows.get() key=|row| match row {
                 Row::Day(day) => format!("day:{day}"),
                 Row::Message { message, .. } => format!("seq:{}", message.seq),
                 Row::Pending(pending) => format!("pending:{}:{}", pending.client_id, pending.failed),
