@@ -189,6 +189,27 @@ impl Ctx {
         });
     }
 
+    /// Like [`Ctx::call`], for a control that must not send twice (a double click on Create
+    /// would make two rooms): nothing is sent while `busy` is set; it is set for the call
+    /// and cleared when the answer comes. `request` makes the call with the token.
+    pub(crate) fn call_once<T: 'static, F>(
+        &self,
+        busy: RwSignal<bool>,
+        request: impl FnOnce(String) -> F,
+        done: impl FnOnce(Result<T, Status>) + 'static,
+    ) where
+        F: Future<Output = Result<T, Status>> + 'static,
+    {
+        let Some(token) = self.token().filter(|_| !busy.get_untracked()) else {
+            return;
+        };
+        busy.set(true);
+        self.call(request(token), move |result| {
+            let _ = busy.try_set(false);
+            done(result);
+        });
+    }
+
     /// Opens a room: marks it read, loads its newest messages and its members.
     pub(crate) fn open_room(&self, room_id: String) {
         self.sidebar_open.set(false);
@@ -203,7 +224,7 @@ impl Ctx {
                 .is_some_and(RoomState::needs_newest_page)
         });
         if needs_history {
-            self.load_history(room_id.clone(), 0);
+            self.load_history(room_id.clone(), 0, || {});
         }
         self.load_members(room_id);
     }
@@ -232,31 +253,31 @@ impl Ctx {
         });
     }
 
-    /// Loads a page of history ending before `before_seq` (0: the newest).
-    pub(crate) fn load_history(&self, room_id: String, before_seq: u64) {
+    /// Loads a page of history ending before `before_seq` (0: the newest) and merges it;
+    /// `finished` runs when the answer is in.
+    pub(crate) fn load_history(
+        &self,
+        room_id: String,
+        before_seq: u64,
+        finished: impl FnOnce() + 'static,
+    ) {
         let ctx = *self;
-        spawn_local(async move { ctx.fetch_history(room_id, before_seq).await });
-    }
-
-    /// Fetches and merges a page of history ending before `before_seq` (0: the newest).
-    pub(crate) async fn fetch_history(&self, room_id: String, before_seq: u64) {
         let Some(token) = self.token() else { return };
-        let epoch = self.epoch.get_untracked();
         let request = pb::GetHistoryRequest {
             room_id: room_id.clone(),
             before_seq,
             limit: PAGE_SIZE,
         };
-        let page = api::chat().get_history(api::authed(&token, request)).await;
-        if !self.is_current(epoch) {
-            return;
-        }
-        match page {
-            Ok(page) => self
-                .chat
-                .update(|c| c.merge_history(&room_id, page.into_inner())),
-            Err(status) => self.fail(&status),
-        }
+        let loading = async move { api::chat().get_history(api::authed(&token, request)).await };
+        self.call(loading, move |result| {
+            finished();
+            match result {
+                Ok(page) => ctx
+                    .chat
+                    .update(|c| c.merge_history(&room_id, page.into_inner())),
+                Err(status) => ctx.fail(&status),
+            }
+        });
     }
 
     /// Sends (or re-sends, with the same client id, so never twice) a message. A network
@@ -306,27 +327,18 @@ impl Ctx {
         }
     }
 
-    /// Runs a leave or delete call, then forgets the room, and leaves its pane if it is
-    /// still on screen. `finished` runs either way (a button waiting on it comes back).
-    pub(crate) fn drop_room_after<T: 'static>(
-        &self,
-        room_id: String,
-        call: impl Future<Output = Result<T, Status>> + 'static,
-        finished: impl FnOnce() + 'static,
-    ) {
-        let ctx = *self;
-        self.call(call, move |result| {
-            finished();
-            match result {
-                Ok(_) => {
-                    ctx.chat.update(|c| c.remove_room(&room_id));
-                    if ctx.pane.get_untracked() == Pane::Room(room_id) {
-                        ctx.show(Pane::Welcome);
-                    }
+    /// The answer to a leave or delete: the room goes, and so does its pane if it is still
+    /// on screen.
+    pub(crate) fn room_dropped<T>(&self, room_id: String, result: Result<T, Status>) {
+        match result {
+            Ok(_) => {
+                self.chat.update(|c| c.remove_room(&room_id));
+                if self.pane.get_untracked() == Pane::Room(room_id) {
+                    self.show(Pane::Welcome);
                 }
-                Err(status) => ctx.fail(&status),
             }
-        });
+            Err(status) => self.fail(&status),
+        }
     }
 
     /// Adds a room the user just created, joined or opened, and shows it.

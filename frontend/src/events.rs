@@ -127,20 +127,21 @@ async fn follow_stream(
         let Ok(Some(pb::Event { event: Some(event) })) = event else {
             return StreamEnd::Broken;
         };
-        if let Ev::Ready(ready) = &event {
-            *heartbeat_ms = ready.heartbeat_interval_ms;
-            *ready_at = Some(js_sys::Date::now());
+        let ready = match &event {
+            Ev::Ready(ready) => Some(ready.heartbeat_interval_ms),
+            _ => None,
+        };
+        let now = js_sys::Date::now();
+        ctx.chat.maybe_update(|c| c.apply(event, now));
+        if let Some(interval_ms) = ready {
+            *heartbeat_ms = interval_ms;
+            *ready_at = Some(now);
             ctx.connection.set(Connection::Connected);
-            // Presence changes missed while disconnected: list the shown room's members
-            // again.
+            // What was missed while disconnected: presence (list the shown room's members
+            // again) and the answers to failed sends (send them again).
             if let Pane::Room(room_id) = ctx.pane.get_untracked() {
                 ctx.load_members(room_id);
             }
-        }
-        let ready = matches!(event, Ev::Ready(_));
-        let now = js_sys::Date::now();
-        ctx.chat.maybe_update(|c| c.apply(event, now));
-        if ready {
             ctx.resend_failed();
         }
         // The room on screen may have been left or deleted meanwhile.

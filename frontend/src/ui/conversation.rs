@@ -51,24 +51,16 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
     let members_open = RwSignal::new(false);
     // While a leave or delete is on its way, neither can be asked for again.
     let busy = RwSignal::new(false);
-    let done = move || {
-        let _ = busy.try_set(false);
-    };
     let leave = move |_| {
-        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
-            return;
-        };
-        busy.set(true);
         let room_id = id.get_value();
-        let leaving = {
-            let room_id = room_id.clone();
-            async move {
-                api::chat()
-                    .leave_room(api::authed(&token, pb::LeaveRoomRequest { room_id }))
-                    .await
-            }
+        let request = pb::LeaveRoomRequest {
+            room_id: room_id.clone(),
         };
-        ctx.drop_room_after(room_id, leaving, done);
+        ctx.call_once(
+            busy,
+            |token| async move { api::chat().leave_room(api::authed(&token, request)).await },
+            move |result| ctx.room_dropped(room_id, result),
+        );
     };
     let delete = move |_| {
         let name = room().map(|r| r.name).unwrap_or_default();
@@ -76,18 +68,15 @@ pub(crate) fn Conversation(room_id: String) -> impl IntoView {
         if busy.get_untracked() || !window().confirm_with_message(&question).unwrap_or(false) {
             return;
         }
-        let Some(token) = ctx.token() else { return };
-        busy.set(true);
         let room_id = id.get_value();
-        let deleting = {
-            let room_id = room_id.clone();
-            async move {
-                api::chat()
-                    .delete_room(api::authed(&token, pb::DeleteRoomRequest { room_id }))
-                    .await
-            }
+        let request = pb::DeleteRoomRequest {
+            room_id: room_id.clone(),
         };
-        ctx.drop_room_after(room_id, deleting, done);
+        ctx.call_once(
+            busy,
+            |token| async move { api::chat().delete_room(api::authed(&token, request)).await },
+            move |result| ctx.room_dropped(room_id, result),
+        );
     };
 
     view! {
@@ -152,8 +141,7 @@ fn Messages(room_id: String) -> impl IntoView {
         });
         if before != 1 && !loading.get_value() {
             loading.set_value(true);
-            spawn_local(async move {
-                ctx.fetch_history(id.get_value(), before).await;
+            ctx.load_history(id.get_value(), before, move || {
                 let _ = loading.try_update_value(|busy| *busy = false);
             });
         }

@@ -214,18 +214,14 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
     let first_field = focus_on_open();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
-            return;
-        };
-        busy.set(true);
         let request = pb::CreateRoomRequest {
             name: name.get_untracked(),
             password: password.get_untracked(),
         };
-        let creating = async move { api::chat().create_room(api::authed(&token, request)).await };
-        ctx.call(creating, move |result| {
-            let _ = busy.try_set(false);
-            match result {
+        ctx.call_once(
+            busy,
+            |token| async move { api::chat().create_room(api::authed(&token, request)).await },
+            move |result| match result {
                 Ok(room) => {
                     let room = room.into_inner();
                     ctx.enter_room(room.clone());
@@ -234,8 +230,8 @@ fn CreateRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl Int
                 Err(status) => {
                     let _ = error.try_set(Some(api::describe(&status)));
                 }
-            }
-        });
+            },
+        );
     };
     view! {
         <div class="dialog-backdrop" on:keydown=move |ev| if ev.key() == "Escape" { close() }>
@@ -278,18 +274,14 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
     let busy = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some(token) = ctx.token().filter(|_| !busy.get_untracked()) else {
-            return;
-        };
-        busy.set(true);
         let request = pb::JoinRoomRequest {
             code: code.get_untracked(),
             password: password.get_untracked(),
         };
-        let joining = async move { api::chat().join_room(api::authed(&token, request)).await };
-        ctx.call(joining, move |result| {
-            let _ = busy.try_set(false);
-            match result {
+        ctx.call_once(
+            busy,
+            |token| async move { api::chat().join_room(api::authed(&token, request)).await },
+            move |result| match result {
                 Ok(room) => {
                     ctx.enter_room(room.into_inner());
                     close();
@@ -297,8 +289,8 @@ fn JoinRoomDialog(close: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoV
                 Err(status) => {
                     let _ = error.try_set(Some(api::describe(&status)));
                 }
-            }
-        });
+            },
+        );
     };
     view! {
         <div class="dialog-backdrop" on:keydown=move |ev| if ev.key() == "Escape" { close() }>
