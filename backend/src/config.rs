@@ -55,6 +55,17 @@ pub struct Config {
     #[arg(long, env = "NATTER_PRESENCE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub presence_ttl: Duration,
 
+    /// Addresses (IPs or CIDR blocks, comma-separated) of load balancers allowed to send a
+    /// PROXY protocol header (v1 or v2) with the real client address. A header from any other
+    /// address is refused; connections without one are served as they are.
+    #[arg(long, env = "NATTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// On SIGTERM/Ctrl-C: how long open calls may take to finish after every stream has
+    /// been told to reconnect elsewhere.
+    #[arg(long, env = "NATTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
@@ -72,6 +83,14 @@ impl Config {
             .iter()
             .any(|admin| admin.trim().eq_ignore_ascii_case(username))
     }
+}
+
+/// Parses `10.0.0.0/8`, or a single address such as `127.0.0.1` or `::1`.
+pub fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{raw}' is neither an IP address nor a CIDR block like 10.0.0.0/8"))
 }
 
 /// Parses `90`, `90s`, `15m`, `12h` or `7d`.
@@ -108,6 +127,24 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let config = Config::parse_from([
+            "natter-server",
+            "--trusted-proxies",
+            "127.0.0.1, 10.0.0.0/8,::1",
+        ]);
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(parse_net("nginx").is_err());
+        assert!(Config::defaults().trusted_proxies.is_empty());
+        assert_eq!(Config::defaults().drain_timeout, Duration::from_secs(10));
     }
 
     #[test]

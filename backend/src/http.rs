@@ -103,18 +103,29 @@ struct Readiness {
     ready: bool,
     store: bool,
     bus: bool,
+    draining: bool,
 }
 
-/// Readiness: the store and the bus both answer, so requests can succeed.
+/// Readiness: the store and the bus both answer, so requests can succeed, and the instance
+/// is not draining (from the first moment of a shutdown it is not ready).
 async fn readyz(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
     let (store, bus) = tokio::join!(natter.store.ready(), natter.bus.ready());
-    let ready = store && bus;
+    let draining = natter.shutdown.is_cancelled();
+    let ready = store && bus && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(Readiness { ready, store, bus }))
+    (
+        status,
+        Json(Readiness {
+            ready,
+            store,
+            bus,
+            draining,
+        }),
+    )
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod http;
+mod listener;
 pub mod metrics;
 pub mod server;
 pub mod service;

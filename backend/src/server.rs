@@ -18,6 +18,7 @@ use crate::{
     bus::{Bus, local::LocalBus, redis::RedisBus},
     config::Config,
     http,
+    listener::{self, TrustedProxies},
     redis_schema::Schema,
     service::Natter,
     store::embedded::EmbeddedStore,
@@ -26,9 +27,6 @@ use crate::{
         redis::{RedisStore, connection_manager},
     },
 };
-
-/// How long shutdown waits for open streams and requests to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the store and bus the configuration asks for and loads the token keys.
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
@@ -122,6 +120,17 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
             Ok(request)
         },
     );
+    // Draining: health checks answer NOT_SERVING from the first moment (as /readyz does).
+    let draining = natter.shutdown.clone();
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        health_reporter
+            .set_not_serving::<AuthServiceServer<AuthApi>>()
+            .await;
+        health_reporter
+            .set_not_serving::<ChatServiceServer<ChatApi>>()
+            .await;
+    });
     let grpc = Routes::new(
         GrpcWebLayer::new().named_layer(AuthServiceServer::new(AuthApi::new(natter.clone()))),
     )
@@ -139,7 +148,10 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
         .fallback_service(http::pages(&static_dir)))
 }
 
-/// Serves until `shutdown` completes, then stops streams and drains for up to 10 s.
+/// Serves until `shutdown` completes, then drains: the instance reports not-ready, closes its
+/// listening socket (a load balancer moves on to the other instances), tells every open
+/// stream to reconnect elsewhere (`GoAway`), lets in-flight calls finish, and returns within
+/// `--drain-timeout` (10 s by default).
 pub async fn run(
     listener: TcpListener,
     natter: Arc<Natter>,
@@ -155,41 +167,43 @@ pub async fn run(
                 () = shutdown => {}
                 () = token.cancelled() => {}
             }
-            tracing::info!("shutting down: closing streams");
+            tracing::info!("draining: not ready, not accepting, streams told to reconnect");
             token.cancel();
         }
     };
+    let drain_timeout = natter.config.drain_timeout;
     tracing::info!(address = %listener.local_addr()?, "listening (gRPC, gRPC-Web and HTTP)");
+    let incoming = listener::incoming(
+        listener,
+        TrustedProxies::new(natter.config.trusted_proxies.clone()),
+        token.clone(),
+    );
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            signal,
-        );
-    // Once shutdown starts, connections get DRAIN_TIMEOUT to finish; a client that never
-    // reads cannot hold the process.
+        .serve_with_incoming_shutdown(incoming, signal);
+    // Once draining starts, connections and stream tasks together get the drain timeout;
+    // a client that never reads cannot hold the process.
+    let tasks = natter.tasks.clone();
+    let drained = async {
+        let served = server.await.context("serving");
+        tasks.close();
+        tasks.wait().await;
+        served
+    };
     let deadline = async {
         token.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        tokio::time::sleep(drain_timeout).await;
     };
     let served = tokio::select! {
-        served = server => served.context("serving"),
+        served = drained => served,
         () = deadline => {
-            tracing::warn!("connections still open after the drain timeout; stopping anyway");
+            tracing::warn!("calls still open after the drain timeout; stopping anyway");
             Ok(())
         }
     };
-    natter.tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, natter.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some streams did not finish within the drain timeout");
-    }
     served
 }
 

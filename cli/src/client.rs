@@ -9,7 +9,7 @@ use tonic::{
     Request, Status,
     metadata::MetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -39,13 +39,35 @@ impl Interceptor for Bearer {
 /// The chat client with its token attached.
 pub type ChatClient = ChatServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// A lazily connected channel to `server` (e.g. `http://127.0.0.1:8080`).
+/// A lazily connected channel to `server` (e.g. `http://127.0.0.1:8080`, or
+/// `https://chat.example.org` checked against the system's trusted certificates).
 pub fn channel(server: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(server.to_owned())
+    connect(server, None)
+}
+
+/// A channel to an `https://` server whose certificate is signed by `ca_pem` (a self-signed
+/// deployment, say) instead of a certificate authority the system trusts.
+pub fn channel_trusting(server: &str, ca_pem: &[u8]) -> anyhow::Result<Channel> {
+    connect(server, Some(ca_pem))
+}
+
+fn connect(server: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
         .with_context(|| format!("'{server}' is not a valid server URL"))?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if server.starts_with("https://") {
+        let tls = match ca_pem {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("setting up TLS for the server")?;
+    } else if ca_pem.is_some() {
+        bail!("a CA certificate is only used with an https:// server URL");
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// The unauthenticated client.

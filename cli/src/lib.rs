@@ -2,5 +2,6 @@
 //! tests and benchmarks).
 
 pub mod client;
+pub mod follow;
 pub mod format;
 pub mod session;

@@ -9,7 +9,7 @@ use natter_proto::v1::{self as pb, event::Event as Ev};
 use crate::{
     api,
     context::{Connection, Ctx, Pane},
-    state::{Backoff, ChatState, silence_limit_ms},
+    state::{Backoff, ChatState, go_away_delay_ms, silence_limit_ms},
 };
 
 /// The server's default heartbeat interval, assumed until a `Ready` tells the real one.
@@ -38,6 +38,13 @@ pub(crate) fn run_event_stream(ctx: Ctx, epoch: u64) {
                 return;
             }
             if end == StreamEnd::NetworkBack {
+                continue;
+            }
+            if end == StreamEnd::GoAway {
+                // The server is draining: reconnect now (behind a load balancer, to another
+                // instance) and resume; the failure backoff stays as it was.
+                ctx.connection.set(Connection::Reconnecting);
+                TimeoutFuture::new(go_away_delay_ms(js_sys::Math::random()) as u32).await;
                 continue;
             }
             if let Some(ready_at) = ready_at {
@@ -71,6 +78,8 @@ enum StreamEnd {
     Broken,
     /// The network came back while the stream was still opening: try again at once.
     NetworkBack,
+    /// The server said it is going away (`GoAway`): reconnect at once, elsewhere.
+    GoAway,
 }
 
 /// Opens the event stream with the cursors and applies its events until it ends; sets
@@ -129,6 +138,7 @@ async fn follow_stream(
         };
         let ready = match &event {
             Ev::Ready(ready) => Some(ready.heartbeat_interval_ms),
+            Ev::GoAway(_) => return StreamEnd::GoAway,
             _ => None,
         };
         let now = js_sys::Date::now();

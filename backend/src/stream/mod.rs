@@ -45,8 +45,10 @@ type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
 
 /// Why a stream stopped.
 enum End {
-    /// The client went away or the server is shutting down.
+    /// The client went away.
     Closed,
+    /// The server is draining: the client should reconnect at once (elsewhere) and resume.
+    Draining,
     /// A dependency failed; the client should reconnect and resume with its cursors.
     Failed(ApiError),
 }
@@ -101,8 +103,23 @@ impl Session {
         let end = self.serve(initial, frames).await;
         natter.metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
         natter.stream_closed(&self.user).await;
-        if let End::Failed(e) = end {
-            let _ = self.out.send(Err(e.into())).await;
+        match end {
+            End::Closed => {}
+            End::Failed(e) => {
+                let _ = self.out.send(Err(e.into())).await;
+            }
+            // Without waiting: a client too slow to take these is told by the stream's end.
+            End::Draining => {
+                let go_away = Ev::GoAway(pb::GoAway {
+                    reason: "this server is shutting down".into(),
+                });
+                let _ = self
+                    .out
+                    .try_send(Ok(EncodedEvent::from(&convert::event(go_away))));
+                let _ = self.out.try_send(Err(Status::unavailable(
+                    "this server is shutting down: reconnect and resume with your cursors",
+                )));
+            }
         }
     }
 
@@ -136,7 +153,7 @@ impl Session {
         tokio::pin!(cancelled, client_gone);
         loop {
             let step = tokio::select! {
-                () = &mut cancelled => Err(End::Closed),
+                () = &mut cancelled => Err(End::Draining),
                 () = &mut client_gone => Err(End::Closed),
                 _ = heartbeat.tick() => {
                     self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
@@ -180,7 +197,7 @@ impl Session {
             Err(TrySendError::Closed(_)) => Err(End::Closed),
             Err(TrySendError::Full(event)) => tokio::select! {
                 sent = self.out.send(event) => sent.map_err(|_| End::Closed),
-                () = self.natter.shutdown.cancelled() => Err(End::Closed),
+                () = self.natter.shutdown.cancelled() => Err(End::Draining),
             },
         }
     }

@@ -13,7 +13,8 @@ use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
 pub use input::{MESSAGE_LIMIT, counter_visible, field_error, uuid_v4};
 pub use room::{PAGE_SIZE, Pending, RoomState, Row, TYPING_SHOWN_MS};
 pub use timing::{
-    Backoff, HEALTHY_STREAM_MS, REFRESH_CHECK_MS, refresh_in_ms, refresh_lead_ms, silence_limit_ms,
+    Backoff, HEALTHY_STREAM_MS, REFRESH_CHECK_MS, go_away_delay_ms, refresh_in_ms, refresh_lead_ms,
+    silence_limit_ms,
 };
 
 /// Everything the signed-in client knows.
@@ -256,7 +257,7 @@ impl ChatState {
                     .cursor
                     .max(trimmed.first_available_seq.saturating_sub(1));
             }
-            Ev::Heartbeat(_) | Ev::SendAck(_) | Ev::FrameError(_) => return false,
+            Ev::Heartbeat(_) | Ev::SendAck(_) | Ev::FrameError(_) | Ev::GoAway(_) => return false,
         }
         true
     }

@@ -34,6 +34,14 @@ impl Backoff {
     }
 }
 
+/// The wait before reconnecting after the server said it is going away (a restart or a
+/// deploy), ms: no failure backoff, since nothing failed, only a jitter of up to half a
+/// second so that the thousands of clients of a draining instance do not reach the others in
+/// the same instant.
+pub fn go_away_delay_ms(random: f64) -> f64 {
+    500.0 * random
+}
+
 /// How long a stream may stay silent before it is considered dead, ms: two and a half
 /// heartbeat intervals (one late heartbeat is tolerated, two are not).
 pub fn silence_limit_ms(heartbeat_interval_ms: u32) -> u32 {
@@ -62,6 +70,16 @@ pub fn refresh_in_ms(now_ms: f64, expires_at_ms: f64, lifetime_ms: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_going_away_is_no_failure() {
+        let mut backoff = Backoff::default();
+        for _ in 0..8 {
+            backoff.next_delay_ms(0.5);
+        }
+        assert!(backoff.next_delay_ms(0.0) >= 7_500.0);
+        assert!(go_away_delay_ms(0.0) == 0.0 && go_away_delay_ms(0.999) < 500.0);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_only_a_healthy_stream_resets_it() {

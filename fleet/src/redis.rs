@@ -1,0 +1,82 @@
+//! A redis-server on a free port with AOF persistence, its own data directory, and its log
+//! kept. Never the shared server on 6379.
+
+use std::{path::Path, time::Duration};
+
+use tempfile::TempDir;
+use tokio::process::Command;
+
+use crate::{WAIT, free_port, process::Process};
+
+/// A redis-server process.
+#[derive(Debug)]
+pub struct Redis {
+    port: u16,
+    dir: TempDir,
+    log: std::path::PathBuf,
+    process: Option<Process>,
+}
+
+impl Redis {
+    /// Starts redis-server with AOF fsynced every second (a common production setting),
+    /// logging into `log_dir`.
+    pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
+        let mut redis = Self {
+            port: free_port()?,
+            dir: tempfile::tempdir()?,
+            log: log_dir.join("redis.log"),
+            process: None,
+        };
+        redis.spawn().await?;
+        Ok(redis)
+    }
+
+    /// Its URL, e.g. `redis://127.0.0.1:41234/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .args(["--daemonize", "no", "--logfile", "", "--dir"])
+            .arg(self.dir.path());
+        let process = Process::spawn(command, &self.log).await?;
+        process
+            .wait_for_output("Ready to accept connections", WAIT)
+            .await?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills it (SIGKILL): only what reached the AOF survives.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        // The port was ours a moment ago; wait for the kernel to let it go if it must.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
