@@ -37,3 +37,9 @@ ensure_wasm_toolchain() {
     cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION"
   fi
 }
+
+# target_dir : where Cargo puts its builds, honouring CARGO_TARGET_DIR and .cargo/config.
+target_dir() {
+  cargo metadata --format-version 1 --no-deps --locked |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}

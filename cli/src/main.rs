@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use natter_cli::{
     client::{self, ChatClient},
+    follow::Follower,
     format::{RoomNames, message_line},
     session::Session,
 };
@@ -22,6 +23,10 @@ struct Cli {
     /// Server URL; defaults to the one you logged in to, else http://127.0.0.1:8080.
     #[arg(long, global = true, env = "NATTER_SERVER")]
     server: Option<String>,
+    /// PEM certificate to trust for an https:// server instead of the system's authorities
+    /// (a self-signed deployment, such as scripts/fleet --tls).
+    #[arg(long, global = true, env = "NATTER_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +68,7 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Print events of all your rooms as they happen.
+    /// Print events of all your rooms as they happen; reconnects and resumes by itself.
     Tail,
     /// Chat in ROOM: lines from stdin are sent, the room's events are printed.
     Chat { room: String },
@@ -99,7 +104,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .or_else(|| saved.as_ref().ok().map(|s| s.server.clone()))
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let channel = client::channel(&server)?;
+    let channel = match &cli.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            client::channel_trusting(&server, &pem)?
+        }
+        None => client::channel(&server)?,
+    };
     match cli.command {
         Command::Register {
             username,
@@ -258,17 +270,13 @@ async fn signed_in(mut chat: ChatClient, command: Command) -> anyhow::Result<()>
             Ok(())
         }
         Command::Tail => {
-            let mut events = chat
-                .subscribe(pb::SubscribeRequest::default())
-                .await?
-                .into_inner();
+            let mut events = Follower::new(chat);
             let mut names = RoomNames::default();
-            while let Some(event) = events.message().await? {
-                if let Some(line) = event.event.as_ref().and_then(|e| names.line(e)) {
+            loop {
+                if let Some(line) = names.line(&events.next().await?) {
                     println!("{line}");
                 }
             }
-            Ok(())
         }
         Command::Chat { room } => chat_in_room(chat, &room).await,
         Command::Register { .. } | Command::Login { .. } => {

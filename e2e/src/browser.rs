@@ -78,6 +78,12 @@ impl Driver {
         self.browser(None, &[rule]).await
     }
 
+    /// A desktop browser that accepts any TLS certificate (a fleet's self-signed one).
+    pub async fn desktop_trusting_any_certificate(&self) -> anyhow::Result<Browser> {
+        self.browser(None, &["--ignore-certificate-errors".to_owned()])
+            .await
+    }
+
     /// A headless Chromium with a fresh profile emulating a 375 x 812 phone screen (touch,
     /// device pixel ratio 1).
     pub async fn phone(&self) -> anyhow::Result<Browser> {

@@ -4,7 +4,9 @@
 //! process is killed on drop.
 
 mod browser;
+pub mod grpc_web;
 mod proxy;
+pub mod traffic;
 
 use std::{path::PathBuf, time::Duration};
 

@@ -34,21 +34,26 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The natter-server binary: `NATTER_SERVER_BIN`, else the one built next to the running
-/// executable (tests run from `target/<profile>/deps`, tools from `target/<profile>`).
+/// executable.
 pub fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATTER_SERVER_BIN") {
         return Ok(path.into());
     }
+    workspace_binary("natter-server")
+}
+
+/// A binary of the workspace built next to the running executable (tests run from
+/// `target/<profile>/deps`, tools from `target/<profile>`).
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("natter-server"))
+        .map(|dir| dir.join(name))
         .find(|path| path.exists())
         .with_context(|| {
             format!(
-                "no natter-server binary near {}: build it (cargo build -p natter-server) \
-                 or set NATTER_SERVER_BIN",
+                "no {name} binary near {}: build it (cargo build --workspace --bins)",
                 exe.display()
             )
         })

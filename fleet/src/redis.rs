@@ -66,7 +66,17 @@ impl Redis {
         Ok(())
     }
 
-    /// Starts it again on the same port and data.
+    /// Restarts it the way an operator does (SIGTERM: Redis writes its AOF out and exits),
+    /// on the same port and data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.signal("TERM")?;
+            process.wait(WAIT).await?;
+        }
+        self.start_again().await
+    }
+
+    /// Starts it again on the same port and data (killing it first if it runs).
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
         // The port was ours a moment ago; wait for the kernel to let it go if it must.

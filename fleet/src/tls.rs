@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub struct SelfSigned {
     /// The certificate (PEM): what clients must trust.
     pub cert_pem: String,
+    /// The same certificate, DER-encoded.
+    pub cert_der: Vec<u8>,
     /// Path of the certificate file.
     pub cert: PathBuf,
     /// Path of the private key file.
@@ -19,12 +21,14 @@ impl SelfSigned {
         let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let certified = rcgen::generate_simple_self_signed(names)?;
         let cert_pem = certified.cert.pem();
+        let cert_der = certified.cert.der().to_vec();
         let cert = dir.join("natter.crt");
         let key = dir.join("natter.key");
         std::fs::write(&cert, &cert_pem)?;
         std::fs::write(&key, certified.signing_key.serialize_pem())?;
         Ok(Self {
             cert_pem,
+            cert_der,
             cert,
             key,
         })

@@ -2,6 +2,7 @@
 //! per theme.
 
 mod chat;
+mod fleet;
 mod interface;
 mod resilience;
 
