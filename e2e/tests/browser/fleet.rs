@@ -370,7 +370,7 @@ async fn browsers_chat(tls: bool) -> anyhow::Result<()> {
     settled_message(&hana, "across instances").await?;
 
     let protocol = hana
-        .eval("return performance.getEntriesByType('navigation')[0].nextHopProtocol")
+        .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
         .await?;
     let expected = if tls { "h2" } else { "http/1.1" };
     ensure!(protocol == expected, "the page came over {protocol}");
