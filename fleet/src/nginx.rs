@@ -47,10 +47,14 @@ impl NginxConfig {
             Some(_) => format!("{} ssl", self.listen),
             None => self.listen.to_string(),
         };
-        // Read only when listening with ssl; any path will do otherwise.
+        // Without TLS: a path with a variable, which nginx reads only in a TLS handshake
+        // (newer nginx loads a fixed path at start even without `ssl` on the listen line).
         let (cert, key) = match &self.tls {
             Some((cert, key)) => (cert.display().to_string(), key.display().to_string()),
-            None => ("/dev/null".to_owned(), "/dev/null".to_owned()),
+            None => (
+                "/nonexistent/$ssl_server_name.crt".to_owned(),
+                "/nonexistent/$ssl_server_name.key".to_owned(),
+            ),
         };
         let rendered = TEMPLATE
             .replace("${NATTER_LISTEN}", &listen)

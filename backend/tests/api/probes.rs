@@ -262,3 +262,31 @@ async fn raw_request(app: &TestApp, request: &str) -> Vec<u8> {
         .unwrap();
     response
 }
+
+/// From the first moment of a drain the instance reports itself not serving (to a health
+/// watch opened before, since the listener no longer takes new connections), and it exits
+/// within its drain timeout even while that watch stays open.
+#[tokio::test]
+async fn a_draining_instance_reports_not_serving_at_once() {
+    let app = spawn_app_with(|c| c.drain_timeout = std::time::Duration::from_secs(2)).await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "natter.v1.ChatService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    let next = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("a status in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    stopping.await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -414,22 +414,31 @@ async fn chat_streams_send_acknowledge_and_receive() {
     assert_eq!(bob.history(&room.id).await.len(), 2);
 }
 
+/// Draining: every stream is told to reconnect elsewhere (`GoAway`), then ends with
+/// UNAVAILABLE, so that even a client that does not know `GoAway` reconnects and resumes.
 #[tokio::test]
-async fn streams_end_cleanly_on_shutdown() {
+async fn streams_are_told_to_go_away_on_shutdown() {
     let app = spawn_app().await;
     let mut alice = app.register("alice").await;
     let mut events = alice.subscribe(vec![]).await;
     expect_ready(&mut events).await;
     app.stop().await;
-    let end = tokio::time::timeout(WAIT, async {
+    let (go_away, end) = tokio::time::timeout(WAIT, async {
+        let mut go_away = None;
         loop {
             match events.message().await {
+                Ok(Some(pb::Event {
+                    event: Some(Ev::GoAway(g)),
+                })) => go_away = Some(g),
                 Ok(Some(_)) => continue,
-                other => return other,
+                other => return (go_away, other),
             }
         }
     })
     .await
     .expect("stream ends");
-    assert!(matches!(end, Ok(None)), "clean end of stream, got {end:?}");
+    assert!(go_away.is_some_and(|g| g.reason.contains("shutting down")));
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("reconnect"), "{status:?}");
 }
