@@ -35,6 +35,10 @@ struct Args {
     /// Idle streams in the memory test.
     #[arg(long, default_value_t = 5000)]
     idle_streams: usize,
+    /// Instead: the cost of the load balancer. Fan-out and latency for 2 instances over
+    /// Redis, clients connected directly and through nginx (the shipped config), in one run.
+    #[arg(long)]
+    nginx: bool,
 }
 
 fn ms(seconds: f64) -> String {
@@ -44,6 +48,9 @@ fn ms(seconds: f64) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.nginx {
+        return through_nginx(&args).await;
+    }
     println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
 
@@ -140,5 +147,64 @@ async fn main() -> anyhow::Result<()> {
         args.subscribers,
         delivered as f64 / seconds
     );
+    Ok(())
+}
+
+/// Fan-out and latency of 2 instances over Redis, direct and through nginx, in one run.
+async fn through_nginx(args: &Args) -> anyhow::Result<()> {
+    let logs = tempfile::tempdir()?;
+    let mut fanout = Vec::new();
+    let mut latency = Vec::new();
+    for via_nginx in [false, true] {
+        let deploy = async || {
+            let deployment = Deployment::redis(2).await?;
+            match via_nginx {
+                true => deployment.behind_nginx(logs.path()).await,
+                false => Ok(deployment),
+            }
+        };
+        let deployment = deploy().await?;
+        eprintln!("== {}", deployment.label);
+        fanout.push(
+            scenarios::fanout(
+                &deployment,
+                args.subscribers,
+                args.publishers,
+                Duration::from_secs(args.fanout_seconds),
+            )
+            .await?,
+        );
+        drop(deployment);
+        let deployment = deploy().await?;
+        latency.push(
+            scenarios::latency(
+                &deployment,
+                args.latency_rate,
+                Duration::from_secs(args.latency_seconds),
+            )
+            .await?,
+        );
+    }
+    println!("| measurement | Redis (2 instances), direct | the same through nginx |");
+    println!("|---|---|---|");
+    let row =
+        |name: &str, f: &dyn Fn(usize) -> String| println!("| {name} | {} | {} |", f(0), f(1));
+    row(
+        &format!("fan-out: deliveries/s to {} streams", args.subscribers),
+        &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds),
+    );
+    row("fan-out: all delivered", &|i| {
+        format!(
+            "{} of {}",
+            fanout[i].delivered,
+            fanout[i].sent * args.subscribers as u64
+        )
+    });
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        row(
+            &format!("latency {name} at {} msg/s", args.latency_rate),
+            &|i| ms(percentile(&latency[i], q)),
+        );
+    }
     Ok(())
 }

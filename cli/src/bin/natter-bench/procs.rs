@@ -100,6 +100,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--jwt-secret",
                 SECRET,
+                "--trusted-proxies",
+                "127.0.0.1",
                 "--data-dir",
             ])
             .arg(dir.path())

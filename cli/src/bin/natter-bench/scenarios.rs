@@ -27,6 +27,8 @@ pub(crate) struct Deployment {
     pub(crate) label: &'static str,
     pub(crate) servers: Vec<Server>,
     _redis: Option<Redis>,
+    /// nginx in front of the servers, when clients go through it.
+    nginx: Option<natter_fleet::Nginx>,
 }
 
 impl Deployment {
@@ -35,6 +37,7 @@ impl Deployment {
             label: "embedded (1 instance)",
             servers: vec![Server::start(None).await?],
             _redis: None,
+            nginx: None,
         })
     }
 
@@ -48,11 +51,34 @@ impl Deployment {
             label: "Redis (2 instances)",
             servers,
             _redis: Some(redis),
+            nginx: None,
         })
     }
 
-    fn server(&self, i: usize) -> &Server {
-        &self.servers[i % self.servers.len()]
+    /// The same instances, with every client going through nginx and the shipped config
+    /// (each connection balanced to the instance with the fewest).
+    pub(crate) async fn behind_nginx(mut self, log_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let upstreams = self
+            .servers
+            .iter()
+            .map(|s| s.url.trim_start_matches("http://").parse())
+            .collect::<Result<_, _>>()?;
+        let config = natter_fleet::NginxConfig {
+            listen: format!("127.0.0.1:{}", natter_fleet::free_port()?).parse()?,
+            tls: None,
+            upstreams,
+        };
+        self.nginx = Some(natter_fleet::Nginx::start(&config, log_dir).await?);
+        self.label = "Redis (2 instances) through nginx";
+        Ok(self)
+    }
+
+    /// Where client `i` connects: instance `i` round robin, or nginx.
+    fn url(&self, i: usize) -> String {
+        match &self.nginx {
+            Some(nginx) => format!("http://{}", nginx.addr),
+            None => self.servers[i % self.servers.len()].url.clone(),
+        }
     }
 
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {
@@ -66,8 +92,8 @@ struct User {
     token: String,
 }
 
-async fn register(server: &Server, name: &str) -> anyhow::Result<User> {
-    let response = client::auth_client(client::channel(&server.url)?)
+async fn register(url: &str, name: &str) -> anyhow::Result<User> {
+    let response = client::auth_client(client::channel(url)?)
         .register(pb::RegisterRequest {
             username: name.into(),
             password: "bench-password".into(),
@@ -80,8 +106,8 @@ async fn register(server: &Server, name: &str) -> anyhow::Result<User> {
     })
 }
 
-fn chat(server: &Server, user: &User) -> anyhow::Result<ChatClient> {
-    client::chat_client(client::channel(&server.url)?, &user.token)
+fn chat(url: &str, user: &User) -> anyhow::Result<ChatClient> {
+    client::chat_client(client::channel(url)?, &user.token)
 }
 
 /// A room with `members` users (`prefix0..`), created on the first instance.
@@ -90,8 +116,8 @@ async fn room_with_members(
     prefix: &str,
     members: usize,
 ) -> anyhow::Result<(pb::Room, Vec<User>)> {
-    let owner = register(deployment.server(0), &format!("{prefix}owner")).await?;
-    let room = chat(deployment.server(0), &owner)?
+    let owner = register(&deployment.url(0), &format!("{prefix}owner")).await?;
+    let room = chat(&deployment.url(0), &owner)?
         .create_room(pb::CreateRoomRequest {
             name: prefix.into(),
             password: String::new(),
@@ -100,8 +126,8 @@ async fn room_with_members(
         .into_inner();
     let mut users = Vec::new();
     for i in 0..members {
-        let user = register(deployment.server(0), &format!("{prefix}{i}")).await?;
-        chat(deployment.server(0), &user)?
+        let user = register(&deployment.url(0), &format!("{prefix}{i}")).await?;
+        chat(&deployment.url(0), &user)?
             .join_room(pb::JoinRoomRequest {
                 code: room.code.clone(),
                 password: String::new(),
@@ -127,11 +153,11 @@ async fn open_streams(
     for k in 0..count {
         let connection_index = k / STREAMS_PER_CONNECTION;
         // One connection serves one instance.
-        let server = deployment.server(connection_index);
+        let url = deployment.url(connection_index);
         let channel = match &connections[connection_index] {
             Some(channel) => channel.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(server.url.clone())?
+                let channel = tonic::transport::Endpoint::from_shared(url)?
                     .connect()
                     .await?;
                 connections[connection_index] = Some(channel.clone());
@@ -193,7 +219,7 @@ pub(crate) async fn fanout(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
-        let mut chat = chat(deployment.server(i), sender)?;
+        let mut chat = chat(&deployment.url(i), sender)?;
         let (room_id, sent) = (room.id.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -237,8 +263,8 @@ pub(crate) async fn latency(
     duration: Duration,
 ) -> anyhow::Result<Vec<f64>> {
     let (room, users) = room_with_members(deployment, "lat", 2).await?;
-    let receiver_server = deployment.server(deployment.servers.len() - 1);
-    let mut events = chat(receiver_server, &users[0])?
+    let receiver = deployment.url(deployment.servers.len() - 1);
+    let mut events = chat(&receiver, &users[0])?
         .subscribe(pb::SubscribeRequest::default())
         .await?
         .into_inner();
@@ -271,7 +297,7 @@ pub(crate) async fn latency(
             samples
         })
     };
-    let mut sender = chat(deployment.server(0), &users[1])?;
+    let mut sender = chat(&deployment.url(0), &users[1])?;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     for index in 0..total {
         tick.tick().await;
