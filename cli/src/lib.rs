@@ -4,4 +4,5 @@
 pub mod client;
 pub mod follow;
 pub mod format;
+pub mod send;
 pub mod session;

@@ -8,11 +8,11 @@ use natter_cli::{
     client::{self, ChatClient},
     follow::Follower,
     format::{RoomNames, message_line},
+    send::send_until_acknowledged,
     session::Session,
 };
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::io::AsyncBufReadExt;
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -241,15 +241,12 @@ async fn signed_in(mut chat: ChatClient, command: Command) -> anyhow::Result<()>
         }
         Command::Send { room, text } => {
             let room = client::resolve_room(&mut chat, &room).await?;
-            let client_id = uuid::Uuid::now_v7().to_string();
-            let message = chat
-                .send_message(pb::SendMessageRequest {
-                    room_id: room.id,
-                    text,
-                    client_id,
-                })
-                .await?
-                .into_inner();
+            let request = pb::SendMessageRequest {
+                room_id: room.id,
+                text,
+                client_id: String::new(),
+            };
+            let message = send_until_acknowledged(&mut chat, request, SEND_PATIENCE).await?;
             println!("sent #{}", message.seq);
             Ok(())
         }
@@ -285,58 +282,47 @@ async fn signed_in(mut chat: ChatClient, command: Command) -> anyhow::Result<()>
     }
 }
 
-/// Interactive chat over the bidirectional `Chat` stream. At end of input, waits for every
-/// line to be acknowledged, then exits.
+/// How long a line is retried while the server is away before `chat` gives up on it.
+const SEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Interactive chat: lines from stdin are sent in order, each retried with its `client_id`
+/// until acknowledged; the room's events are printed from a stream that reconnects and
+/// resumes by itself (at once when the server drains). At end of input, waits for every line
+/// to be acknowledged, then exits.
 async fn chat_in_room(mut chat: ChatClient, room: &str) -> anyhow::Result<()> {
     let room = client::resolve_room(&mut chat, room).await?;
-    let (frames, outgoing) = tokio::sync::mpsc::channel(64);
-    let subscribe = pb::SubscribeRequest {
-        resume: vec![pb::RoomCursor {
-            room_id: room.id.clone(),
-            after_seq: room.last_seq,
-        }],
-    };
-    frames
-        .send(pb::ClientFrame {
-            frame: Some(pb::client_frame::Frame::Subscribe(subscribe)),
-            frame_id: String::new(),
-        })
-        .await?;
-    let mut events = chat.chat(ReceiverStream::new(outgoing)).await?.into_inner();
+    let cursors = [(room.id.clone(), room.last_seq)].into_iter().collect();
+    let mut events = Follower::resuming(chat.clone(), cursors);
+    let (lines_out, lines_in) = tokio::sync::mpsc::channel::<String>(64);
+    let (acks, mut acked) = tokio::sync::mpsc::channel(64);
+    let sender = tokio::spawn(send_lines(chat, room.id.clone(), lines_in, acks));
     eprintln!(
         "* chatting in [{}]; type a line and press Enter, Ctrl-D to quit",
         room.name
     );
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut input_open = true;
-    let mut pending = 0usize;
-    let mut frames = Some(frames);
+    let mut lines_out = Some(lines_out);
     let mut names = RoomNames::default();
     loop {
-        if !input_open && pending == 0 {
-            return Ok(());
-        }
         tokio::select! {
-            line = lines.next_line(), if input_open => match line? {
+            line = lines.next_line(), if lines_out.is_some() => match line? {
                 Some(text) if text.trim().is_empty() => {}
                 Some(text) => {
-                    let send = pb::SendMessageRequest { room_id: room.id.clone(), text, client_id: uuid::Uuid::now_v7().to_string() };
-                    let frame = pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)), frame_id: String::new() };
-                    frames.as_ref().context("stream closed")?.send(frame).await.context("the server closed the stream")?;
-                    pending += 1;
+                    if let Some(out) = &lines_out {
+                        out.send(text).await.context("the sender stopped")?;
+                    }
                 }
-                None => {
-                    input_open = false;
-                    frames = None;
-                }
+                None => lines_out = None,
+            },
+            ack = acked.recv() => match ack {
+                Some(line) => println!("{line}"),
+                // Input ended and every line was answered.
+                None => break,
             },
             event = events.next() => {
-                let Some(event) = event.transpose()?.and_then(|e| e.event) else {
-                    bail!("the server closed the stream");
-                };
+                let event = event?;
                 match &event {
-                    Ev::SendAck(_) | Ev::FrameError(_) => pending = pending.saturating_sub(1),
                     Ev::Message(m) if m.room_id != room.id => continue,
                     Ev::Presence(p) if p.room_id != room.id => continue,
                     Ev::Typing(t) if t.room_id != room.id => continue,
@@ -348,4 +334,31 @@ async fn chat_in_room(mut chat: ChatClient, room: &str) -> anyhow::Result<()> {
             }
         }
     }
+    sender.await?
+}
+
+/// Sends each line in order until acknowledged, reporting `* sent #seq` (or why a line was
+/// refused) on `acks`.
+async fn send_lines(
+    mut chat: ChatClient,
+    room_id: String,
+    mut lines: tokio::sync::mpsc::Receiver<String>,
+    acks: tokio::sync::mpsc::Sender<String>,
+) -> anyhow::Result<()> {
+    while let Some(text) = lines.recv().await {
+        let request = pb::SendMessageRequest {
+            room_id: room_id.clone(),
+            text,
+            client_id: String::new(),
+        };
+        let line = match send_until_acknowledged(&mut chat, request, SEND_PATIENCE).await {
+            Ok(message) => format!("* sent #{}", message.seq),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                return Err(status).context("sign in again (natter login)");
+            }
+            Err(status) => format!("! not sent: {}", status.message()),
+        };
+        let _ = acks.send(line).await;
+    }
+    Ok(())
 }

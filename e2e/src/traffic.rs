@@ -13,6 +13,7 @@ use anyhow::{Context, bail, ensure};
 use natter_cli::{
     client::{self, ChatClient},
     follow::{Backoff, Follower},
+    send::send_until_acknowledged,
 };
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::{sync::watch, task::JoinSet, time::Instant};
@@ -56,17 +57,22 @@ pub struct Traffic {
     senders: JoinSet<anyhow::Result<()>>,
 }
 
-/// A signed-in client on its own connection to `url`.
-pub async fn sign_up(url: &str, username: &str) -> anyhow::Result<ChatClient> {
-    let response = client::auth_client(client::channel(url)?)
+/// Registers `username` over native gRPC; returns the access token.
+pub async fn register(url: &str, username: &str) -> anyhow::Result<String> {
+    Ok(client::auth_client(client::channel(url)?)
         .register(pb::RegisterRequest {
             username: username.into(),
             password: PASSWORD.into(),
             display_name: String::new(),
         })
         .await?
-        .into_inner();
-    client::chat_client(client::channel(url)?, &response.access_token)
+        .into_inner()
+        .access_token)
+}
+
+/// A signed-in client on its own connection to `url`.
+pub async fn sign_up(url: &str, username: &str) -> anyhow::Result<ChatClient> {
+    client::chat_client(client::channel(url)?, &register(url, username).await?)
 }
 
 impl Traffic {
@@ -81,19 +87,9 @@ impl Traffic {
         let mut clients = Vec::with_capacity(users);
         let mut tokens = Vec::with_capacity(users);
         for n in 0..users {
-            let response = client::auth_client(client::channel(url)?)
-                .register(pb::RegisterRequest {
-                    username: format!("user{n}"),
-                    password: PASSWORD.into(),
-                    display_name: String::new(),
-                })
-                .await?
-                .into_inner();
-            clients.push(client::chat_client(
-                client::channel(url)?,
-                &response.access_token,
-            )?);
-            tokens.push(response.access_token);
+            let token = register(url, &format!("user{n}")).await?;
+            clients.push(client::chat_client(client::channel(url)?, &token)?);
+            tokens.push(token);
         }
         let mut room_ids = Vec::with_capacity(rooms);
         for n in 0..rooms {
@@ -148,10 +144,9 @@ impl Traffic {
     }
 
     /// One sender per room, sending every `every` until [`Traffic::stop`].
-    pub fn send_steadily(&mut self, url: &str, every: Duration) -> anyhow::Result<()> {
+    pub fn send_steadily(&mut self, every: Duration) -> anyhow::Result<()> {
         for (n, room_id) in self.rooms.iter().enumerate() {
             let sender = self.users[n % self.users.len()].clone();
-            let _ = url;
             self.senders.spawn(send(
                 sender,
                 room_id.clone(),
@@ -337,34 +332,18 @@ async fn send(
     while !*stop.borrow() {
         tick.tick().await;
         n += 1;
-        let client_id = format!("{room_id}-{n}");
-        let deadline = Instant::now() + WAIT;
-        let message = loop {
-            let request = pb::SendMessageRequest {
-                room_id: room_id.clone(),
-                text: format!("message {n}"),
-                client_id: client_id.clone(),
-            };
-            let attempt =
-                tokio::time::timeout(Duration::from_secs(2), sender.send_message(request)).await;
-            match attempt {
-                Ok(Ok(response)) => break response.into_inner(),
-                Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
-                    bail!("send refused: {status:?}")
-                }
-                _ => {
-                    ensure!(
-                        Instant::now() < deadline,
-                        "send {client_id} never acknowledged"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        let request = pb::SendMessageRequest {
+            room_id: room_id.clone(),
+            text: format!("message {n}"),
+            client_id: format!("{room_id}-{n}"),
         };
+        let message = send_until_acknowledged(&mut sender, request, WAIT)
+            .await
+            .with_context(|| format!("message {n} in {room_id} never acknowledged"))?;
         acked.lock().expect("acked").push(Acked {
             room_id: room_id.clone(),
             seq: message.seq,
-            client_id,
+            client_id: message.client_id,
         });
     }
     Ok(())

@@ -32,13 +32,20 @@ pub struct NginxConfig {
 
 impl NginxConfig {
     /// The `server` lines of the upstream block, as compose's NATTER_UPSTREAM_SERVERS holds
-    /// them: passive failover marks an instance down for 5 s after one failed connect.
+    /// them. Passive failover marks an instance down for 1 s after one failed connect; the
+    /// same instances again as `backup` with no failure accounting are what nginx tries when
+    /// every instance is marked (a rolling restart faster than the marks expire), instead of
+    /// refusing the client while instances are up.
     pub fn upstream_servers(&self) -> String {
-        self.upstreams
+        let primaries = self
+            .upstreams
             .iter()
-            .map(|addr| format!("server {addr} max_fails=1 fail_timeout=5s;"))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .map(|addr| format!("server {addr} max_fails=1 fail_timeout=1s;"));
+        let backups = self
+            .upstreams
+            .iter()
+            .map(|addr| format!("server {addr} backup max_fails=0;"));
+        primaries.chain(backups).collect::<Vec<_>>().join(" ")
     }
 
     /// The template with every placeholder filled in (nginx's own `$variables` stay).

@@ -263,7 +263,7 @@ async fn steady_traffic(fleet: &Fleet) -> anyhow::Result<Traffic> {
         counts.iter().all(|c| *c > 20),
         "nginx should spread 200 streams over the instances: {counts:?}"
     );
-    traffic.send_steadily(&fleet.url(), Duration::from_millis(200))?;
+    traffic.send_steadily(Duration::from_millis(200))?;
     Ok(traffic)
 }
 
@@ -395,4 +395,114 @@ async fn holder(fleet: &Fleet, before: &[i64]) -> anyhow::Result<usize> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The instance holding a lone stream's, waiting until exactly one has it.
+async fn lone_stream_holder(fleet: &Fleet) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let counts: Vec<i64> = {
+            let mut counts = Vec::new();
+            for instance in &fleet.instances {
+                counts.push(match instance.is_running() {
+                    true => instance.metric("natter_streams_open").await?,
+                    false => 0,
+                });
+            }
+            counts
+        };
+        if counts.iter().sum::<i64>() == 1 {
+            return Ok(counts.iter().position(|c| *c == 1).unwrap_or_default());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "streams per instance: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Drains the instance holding the lone stream and starts it again; returns how long until
+/// the stream was open on another instance.
+async fn drain_holder(fleet: &mut Fleet) -> anyhow::Result<Duration> {
+    let holder = lone_stream_holder(fleet).await?;
+    let started = Instant::now();
+    fleet.instances[holder].terminate().await?;
+    let moved_to = lone_stream_holder(fleet).await?;
+    let moved = started.elapsed();
+    ensure!(moved_to != holder);
+    fleet.instances[holder].start_again().await?;
+    Ok(moved)
+}
+
+/// Five drains in a row under one tab: each time the stream is open elsewhere within 1.5 s.
+/// A client that treated them as failures would wait its growing backoff (0.5, 1, 2, 4 s...).
+#[tokio::test]
+async fn a_browser_follows_drains_at_once_and_misses_nothing() -> anyhow::Result<()> {
+    let mut fleet = fleet("browser-drains", |c| {
+        c.static_dir = Some(natter_e2e::web_client_dir().expect("built web client"));
+    })
+    .await?;
+    let url = fleet.url();
+    let driver = Driver::start().await?;
+    let jana = driver.desktop().await?;
+    register(&jana, &url, "jana", "Jana").await?;
+    let code = crate::create_room(&jana, "Drains", "").await?;
+    jana.click("[data-testid=dialog-done]").await?;
+    let mut kim = crate::native_user(&url, "kim").await?;
+    let room = crate::join(&mut kim, &code).await?;
+    for n in 1..=5 {
+        let moved = drain_holder(&mut fleet).await?;
+        ensure!(
+            moved < Duration::from_millis(1500),
+            "drain {n}: the tab took {moved:?} to reconnect"
+        );
+        crate::say(&mut kim, &room, &format!("after drain {n}")).await?;
+        settled_message(&jana, &format!("after drain {n}")).await?;
+    }
+    crate::assert_contiguous(&jana).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cli_chat_follows_a_drain_and_keeps_sending() -> anyhow::Result<()> {
+    let mut fleet = fleet("cli-drain", |_| {}).await?;
+    let lena = Cli {
+        home: tempfile::tempdir()?,
+        url: fleet.url(),
+        ca: None,
+    };
+    lena.run(&["register", "lena"]).await?;
+    lena.run(&["create-room", "Porch"]).await?;
+    let mut chat = lena
+        .command(&["chat", "Porch"])?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = chat.stdin.take().context("stdin")?;
+    let mut lines = BufReader::new(chat.stdout.take().context("stdout")?).lines();
+    // Waits until every needle has shown up in some line, in any order.
+    let mut wait_lines = async |needles: &[&str]| {
+        let mut missing: Vec<&str> = needles.to_vec();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await? {
+                missing.retain(|needle| !line.contains(needle));
+                if missing.is_empty() {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("natter chat ended")
+        })
+        .await?
+    };
+    wait_lines(&["connected"]).await?;
+    stdin.write_all(b"before the drain\n").await?;
+    wait_lines(&["* sent #1"]).await?;
+    drain_holder(&mut fleet).await?;
+    wait_lines(&["shutting down; reconnecting"]).await?;
+    stdin.write_all(b"after the drain\n").await?;
+    wait_lines(&["* sent #2", "after the drain"]).await?;
+    drop(stdin);
+    ensure!(tokio::time::timeout(WAIT, chat.wait()).await??.success());
+    Ok(())
 }

@@ -6,7 +6,7 @@ mod fleet;
 mod interface;
 mod resilience;
 
-use natter_cli::client::{self, ChatClient};
+use natter_cli::client::ChatClient;
 use natter_e2e::Browser;
 use natter_proto::v1 as pb;
 
@@ -24,16 +24,7 @@ const PASSWORD: &str = "correct-horse";
 
 /// A user on the native gRPC client.
 async fn native_user(url: &str, username: &str) -> anyhow::Result<ChatClient> {
-    let channel = client::channel(url)?;
-    let signed_in = client::auth_client(channel.clone())
-        .register(pb::RegisterRequest {
-            username: username.into(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await?
-        .into_inner();
-    client::chat_client(channel, &signed_in.access_token)
+    natter_e2e::traffic::sign_up(url, username).await
 }
 
 /// Joins a room by its code as a native user; returns the room's id.
