@@ -96,8 +96,6 @@ async fn main() -> anyhow::Result<()> {
         };
         memory.push(scenarios::idle_memory(&deployment, args.idle_streams).await?);
     }
-    let row =
-        |name: &str, f: &dyn Fn(usize) -> String| println!("| {name} | {} | {} |", f(0), f(1));
     row(
         &format!(
             "fan-out: messages sent ({} publishers, {} s)",
@@ -105,23 +103,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         &|i| fanout[i].sent.to_string(),
     );
-    row(
-        &format!("fan-out: deliveries/s to {} streams", args.subscribers),
-        &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds),
-    );
-    row("fan-out: all delivered", &|i| {
-        format!(
-            "{} of {}",
-            fanout[i].delivered,
-            fanout[i].sent * args.subscribers as u64
-        )
-    });
-    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-        row(
-            &format!("latency {name} at {} msg/s", args.latency_rate),
-            &|i| ms(percentile(&latency[i], q)),
-        );
-    }
+    delivery_rows(&args, &fanout, &latency);
     row(
         &format!("RSS per idle stream ({} streams)", args.idle_streams),
         &|i| format!("{:.1} KiB", memory[i] / 1024.0),
@@ -187,8 +169,17 @@ async fn through_nginx(args: &Args) -> anyhow::Result<()> {
     }
     println!("| measurement | Redis (2 instances), direct | the same through nginx |");
     println!("|---|---|---|");
-    let row =
-        |name: &str, f: &dyn Fn(usize) -> String| println!("| {name} | {} | {} |", f(0), f(1));
+    delivery_rows(args, &fanout, &latency);
+    Ok(())
+}
+
+/// One table row from a value per column.
+fn row(name: &str, f: &dyn Fn(usize) -> String) {
+    println!("| {name} | {} | {} |", f(0), f(1));
+}
+
+/// The fan-out and latency rows of a two-column table.
+fn delivery_rows(args: &Args, fanout: &[scenarios::Fanout], latency: &[Vec<f64>]) {
     row(
         &format!("fan-out: deliveries/s to {} streams", args.subscribers),
         &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds),
@@ -206,5 +197,4 @@ async fn through_nginx(args: &Args) -> anyhow::Result<()> {
             &|i| ms(percentile(&latency[i], q)),
         );
     }
-    Ok(())
 }
