@@ -14,7 +14,9 @@ use natter_cli::client::{self, ChatClient};
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::sync::Mutex;
 
-use crate::procs::{Redis, Server};
+use natter_fleet::Redis;
+
+use crate::procs::Server;
 
 /// Streams sharing one HTTP/2 connection, as browsers' tabs would not, but as a gateway or
 /// a many-user client process would.
@@ -27,6 +29,8 @@ pub(crate) struct Deployment {
     pub(crate) label: &'static str,
     pub(crate) servers: Vec<Server>,
     _redis: Option<Redis>,
+    /// Where Redis and nginx log.
+    logs: tempfile::TempDir,
     /// nginx in front of the servers, when clients go through it.
     nginx: Option<natter_fleet::Nginx>,
 }
@@ -37,12 +41,14 @@ impl Deployment {
             label: "embedded (1 instance)",
             servers: vec![Server::start(None).await?],
             _redis: None,
+            logs: tempfile::tempdir()?,
             nginx: None,
         })
     }
 
     pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
-        let redis = Redis::start().await?;
+        let logs = tempfile::tempdir()?;
+        let redis = Redis::start(logs.path()).await?;
         let mut servers = Vec::new();
         for _ in 0..instances {
             servers.push(Server::start(Some(&redis)).await?);
@@ -51,13 +57,14 @@ impl Deployment {
             label: "Redis (2 instances)",
             servers,
             _redis: Some(redis),
+            logs,
             nginx: None,
         })
     }
 
     /// The same instances, with every client going through nginx and the shipped config
     /// (each connection balanced to the instance with the fewest).
-    pub(crate) async fn behind_nginx(mut self, log_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub(crate) async fn behind_nginx(mut self) -> anyhow::Result<Self> {
         let upstreams = self
             .servers
             .iter()
@@ -68,7 +75,7 @@ impl Deployment {
             tls: None,
             upstreams,
         };
-        self.nginx = Some(natter_fleet::Nginx::start(&config, log_dir).await?);
+        self.nginx = Some(natter_fleet::Nginx::start(&config, self.logs.path()).await?);
         self.label = "Redis (2 instances) through nginx";
         Ok(self)
     }

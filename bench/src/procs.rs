@@ -1,4 +1,5 @@
-//! Processes the benchmark runs: redis-server and natter-server instances, killed on drop.
+//! natter-server processes the benchmark runs (on port 0, killed on drop); Redis and nginx
+//! come from natter-fleet.
 
 use std::{path::PathBuf, process::Stdio};
 
@@ -10,63 +11,6 @@ use tokio::{
 
 /// JWT secret shared by the benchmark's instances.
 pub(crate) const SECRET: &str = "natter-bench-secret-shared-by-all-instances";
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A redis-server with AOF fsynced every second (a common production setting).
-pub(crate) struct Redis {
-    pub(crate) url: String,
-    _child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub(crate) async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ])
-            .args([
-                "--appendfsync",
-                "everysec",
-                "--daemonize",
-                "no",
-                "--logfile",
-                "",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting redis-server")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("Ready to accept connections") {
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(Self {
-                    url: format!("redis://127.0.0.1:{port}/"),
-                    _child: child,
-                    _dir: dir,
-                });
-            }
-        }
-        bail!("redis-server exited before it was ready")
-    }
-}
 
 /// A natter-server process.
 pub(crate) struct Server {
@@ -91,7 +35,7 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 
 impl Server {
     /// Starts an instance (embedded when `redis` is `None`) and waits until it listens.
-    pub(crate) async fn start(redis: Option<&Redis>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(redis: Option<&natter_fleet::Redis>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(server_binary()?);
         command
@@ -109,7 +53,7 @@ impl Server {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(redis) = redis {
-            command.args(["--redis-url", &redis.url, "--redis-prefix", "bench"]);
+            command.args(["--redis-url", &redis.url(), "--redis-prefix", "bench"]);
         }
         let mut child = command.spawn().context("starting natter-server")?;
         let pid = child.id().context("pid")?;

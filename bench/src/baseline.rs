@@ -22,11 +22,11 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::procs::Redis;
+use natter_fleet::Redis;
 
 /// Round trips of a 100-byte PUBLISH to a subscriber on another connection, seconds, sorted.
 pub(crate) async fn redis_round_trip(redis: &Redis, count: usize) -> anyhow::Result<Vec<f64>> {
-    let client = redis::Client::open(redis.url.as_str())?;
+    let client = redis::Client::open(redis.url())?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe("bench:rtt").await?;
     let mut messages = pubsub.into_on_message();

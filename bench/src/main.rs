@@ -110,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     eprintln!("== baselines");
-    let redis = procs::Redis::start().await?;
+    let logs = tempfile::tempdir()?;
+    let redis = natter_fleet::Redis::start(logs.path()).await?;
     let rtt = baseline::redis_round_trip(&redis, 5000).await?;
     println!();
     println!("| baseline | value |");
@@ -134,14 +135,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// Fan-out and latency of 2 instances over Redis, direct and through nginx, in one run.
 async fn through_nginx(args: &Args) -> anyhow::Result<()> {
-    let logs = tempfile::tempdir()?;
     let mut fanout = Vec::new();
     let mut latency = Vec::new();
     for via_nginx in [false, true] {
         let deploy = async || {
             let deployment = Deployment::redis(2).await?;
             match via_nginx {
-                true => deployment.behind_nginx(logs.path()).await,
+                true => deployment.behind_nginx().await,
                 false => Ok(deployment),
             }
         };
