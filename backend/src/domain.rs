@@ -272,6 +272,51 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// A valid registration.
+#[derive(Debug)]
+pub struct Registration {
+    /// The account's name.
+    pub username: Username,
+    /// Its password.
+    pub password: Password,
+    /// The name shown to others.
+    pub display_name: DisplayName,
+}
+
+impl Registration {
+    /// Validates the three fields (the display name defaults to the username).
+    pub fn parse(username: &str, password: &str, display_name: &str) -> Result<Self, InvalidField> {
+        let username = Username::parse(username)?;
+        let password = Password::parse(password)?;
+        let display_name = DisplayName::parse(display_name, &username)?;
+        Ok(Self {
+            username,
+            password,
+            display_name,
+        })
+    }
+}
+
+/// A valid message to send.
+#[derive(Debug)]
+pub struct SendMessage {
+    /// The room (a well-formed id; whether it exists is the service's to check).
+    pub room_id: String,
+    /// The text.
+    pub text: MessageText,
+    /// The sender's idempotency key.
+    pub client_id: ClientId,
+}
+
+/// A valid typing notification.
+#[derive(Debug)]
+pub struct SetTyping {
+    /// The room.
+    pub room_id: String,
+    /// Started (true) or stopped typing.
+    pub typing: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,7 @@ use tower_http::{
     services::{ServeDir, ServeFile},
 };
 
-use crate::{
-    api::auth::parse_registration, domain::InvalidField, error::ApiError, service::Natter,
-};
+use crate::{domain::InvalidField, domain::Registration, error::ApiError, service::Natter};
 
 /// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
 pub fn routes(natter: Arc<Natter>) -> Router {
@@ -209,14 +207,8 @@ async fn register(
     body: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<Json<AuthJson>, ApiError> {
     let body = json_body(body)?;
-    let (username, password, display_name) =
-        parse_registration(&body.username, &body.password, &body.display_name)?;
-    Ok(Json(
-        natter
-            .register(username, password, display_name)
-            .await?
-            .into(),
-    ))
+    let registration = Registration::parse(&body.username, &body.password, &body.display_name)?;
+    Ok(Json(natter.register(registration).await?.into()))
 }
 
 async fn login(

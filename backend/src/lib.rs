@@ -16,6 +16,7 @@ pub mod service;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+mod wire;
 
 pub use config::Config;
 pub use server::{build, run, shutdown_signal};

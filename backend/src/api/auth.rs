@@ -5,10 +5,7 @@ use std::sync::Arc;
 use natter_proto::v1::{self as pb, server::auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use crate::{
-    domain::{DisplayName, Password, Username},
-    service::Natter,
-};
+use crate::{domain::Registration, service::Natter};
 
 /// Registration and sign-in over gRPC.
 #[derive(Debug, Clone)]
@@ -23,33 +20,15 @@ impl AuthApi {
     }
 }
 
-/// Validates a registration; shared with the JSON endpoint.
-pub fn parse_registration(
-    username: &str,
-    password: &str,
-    display_name: &str,
-) -> Result<(Username, Password, DisplayName), crate::domain::InvalidField> {
-    let username = Username::parse(username)?;
-    let password = Password::parse(password)?;
-    let display_name = DisplayName::parse(display_name, &username)?;
-    Ok((username, password, display_name))
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
-        let r = request.into_inner();
-        let (username, password, display_name) =
-            parse_registration(&r.username, &r.password, &r.display_name)
-                .map_err(crate::error::ApiError::from)?;
-        Ok(Response::new(
-            self.natter
-                .register(username, password, display_name)
-                .await?,
-        ))
+        let registration =
+            Registration::try_from(request.get_ref()).map_err(crate::error::ApiError::from)?;
+        Ok(Response::new(self.natter.register(registration).await?))
     }
 
     async fn login(

@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::caller;
 use crate::{
     auth::Caller,
-    domain::{ClientId, MessageText, Password, RoomCode, RoomName, parse_id},
-    error::{ApiError, ApiResult},
+    domain::{Password, RoomCode, RoomName, SendMessage, SetTyping, parse_id},
+    error::ApiError,
     service::Natter,
     stream::{OUTBOX_CAPACITY, Session},
 };
@@ -44,28 +44,6 @@ impl ChatApi {
         self.natter.tasks.spawn(session.run(initial, frames));
         Ok(Response::new(Box::pin(ReceiverStream::new(events))))
     }
-}
-
-/// Parses and performs a send; shared by `SendMessage` and `Chat` frames.
-pub(crate) async fn send(
-    natter: &Natter,
-    caller: &Caller,
-    r: pb::SendMessageRequest,
-) -> ApiResult<pb::Message> {
-    let room_id = parse_id("room_id", &r.room_id)?;
-    let text = MessageText::parse(&r.text)?;
-    let client_id = ClientId::parse(&r.client_id)?;
-    natter.send_message(caller, &room_id, text, client_id).await
-}
-
-/// Parses and performs a typing notification; shared by `SetTyping` and `Chat` frames.
-pub(crate) async fn typing(
-    natter: &Natter,
-    caller: &Caller,
-    r: pb::SetTypingRequest,
-) -> ApiResult<()> {
-    let room_id = parse_id("room_id", &r.room_id)?;
-    natter.set_typing(caller, &room_id, r.typing).await
 }
 
 fn room_id(raw: &str) -> Result<String, ApiError> {
@@ -170,8 +148,9 @@ impl ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
         let caller = caller(&request)?;
+        let send = SendMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         Ok(Response::new(
-            send(&self.natter, &caller, request.into_inner()).await?,
+            self.natter.send_message(&caller, send).await?,
         ))
     }
 
@@ -194,7 +173,8 @@ impl ChatService for ChatApi {
         request: Request<pb::SetTypingRequest>,
     ) -> Result<Response<pb::SetTypingResponse>, Status> {
         let caller = caller(&request)?;
-        typing(&self.natter, &caller, request.into_inner()).await?;
+        let typing = SetTyping::try_from(request.get_ref()).map_err(ApiError::from)?;
+        self.natter.set_typing(&caller, typing).await?;
         Ok(Response::new(pb::SetTypingResponse {}))
     }
 

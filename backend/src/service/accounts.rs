@@ -5,7 +5,7 @@ use natter_proto::v1 as pb;
 use super::Natter;
 use crate::{
     auth::{self, Caller, Role},
-    domain::{DisplayName, Password, Username, new_id},
+    domain::{Registration, Username, new_id},
     error::{ApiError, ApiResult},
     store::UserRecord,
 };
@@ -18,13 +18,13 @@ const MAX_PAGE: usize = 200;
 
 impl Natter {
     /// Creates an account and signs it in.
-    #[tracing::instrument(name = "register", skip_all, fields(username = %username))]
-    pub async fn register(
-        &self,
-        username: Username,
-        password: Password,
-        display_name: DisplayName,
-    ) -> ApiResult<pb::AuthResponse> {
+    #[tracing::instrument(name = "register", skip_all, fields(username = %registration.username))]
+    pub async fn register(&self, registration: Registration) -> ApiResult<pb::AuthResponse> {
+        let Registration {
+            username,
+            password,
+            display_name,
+        } = registration;
         let password_hash = auth::hash_password(password.expose().to_owned()).await?;
         let user = self
             .store

@@ -13,7 +13,7 @@ use crate::{
     auth::{self, Caller},
     bus::Topic,
     convert,
-    domain::{ClientId, MessageText, new_id},
+    domain::{SendMessage, SetTyping, new_id},
     error::ApiResult,
     store::{MessageRecord, NewMessage},
 };
@@ -59,14 +59,14 @@ const MAX_HISTORY: usize = 200;
 
 impl Natter {
     /// Appends a message; a retry with the same `client_id` returns the original.
-    #[tracing::instrument(name = "send_message", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn send_message(
-        &self,
-        caller: &Caller,
-        room_id: &str,
-        text: MessageText,
-        client_id: ClientId,
-    ) -> ApiResult<pb::Message> {
+    #[tracing::instrument(name = "send_message", skip_all, fields(user = %caller.user_id, room = %send.room_id))]
+    pub async fn send_message(&self, caller: &Caller, send: SendMessage) -> ApiResult<pb::Message> {
+        let SendMessage {
+            room_id,
+            text,
+            client_id,
+        } = send;
+        let room_id = room_id.as_str();
         let sender = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         let appended = self
@@ -127,8 +127,10 @@ impl Natter {
 
     /// Tells the room's other members that the caller is (or stopped) typing. Transient:
     /// nothing is stored.
-    #[tracing::instrument(name = "set_typing", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn set_typing(&self, caller: &Caller, room_id: &str, typing: bool) -> ApiResult<()> {
+    #[tracing::instrument(name = "set_typing", skip_all, fields(user = %caller.user_id, room = %typing.room_id))]
+    pub async fn set_typing(&self, caller: &Caller, typing: SetTyping) -> ApiResult<()> {
+        let SetTyping { room_id, typing } = typing;
+        let room_id = room_id.as_str();
         let user = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         if !self.typing.admit(&user.id, room_id) {

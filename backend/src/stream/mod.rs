@@ -216,19 +216,23 @@ impl Session {
                 }
             }
             Some(pb::client_frame::Frame::Send(send)) => {
-                crate::api::chat::send(&self.natter, &self.caller, send)
-                    .await
-                    .map(|message| {
-                        Some(Ev::SendAck(pb::SendAck {
-                            frame_id: frame_id.clone(),
-                            message: Some(message),
-                        }))
-                    })
+                match crate::domain::SendMessage::try_from(&send) {
+                    Ok(send) => self.natter.send_message(&self.caller, send).await,
+                    Err(invalid) => Err(invalid.into()),
+                }
+                .map(|message| {
+                    Some(Ev::SendAck(pb::SendAck {
+                        frame_id: frame_id.clone(),
+                        message: Some(message),
+                    }))
+                })
             }
             Some(pb::client_frame::Frame::Typing(typing)) => {
-                crate::api::chat::typing(&self.natter, &self.caller, typing)
-                    .await
-                    .map(|()| None)
+                match crate::domain::SetTyping::try_from(&typing) {
+                    Ok(typing) => self.natter.set_typing(&self.caller, typing).await,
+                    Err(invalid) => Err(invalid.into()),
+                }
+                .map(|()| None)
             }
             None => Err(crate::domain::InvalidField::new(
                 "frame",
