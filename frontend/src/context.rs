@@ -8,8 +8,8 @@ use tonic::Status;
 
 use crate::{
     api,
-    session::{self, Session},
     state::{ChatState, PAGE_SIZE, RoomState, uuid_v4},
+    storage::{self, Session},
 };
 
 /// The state of the event stream, shown in the header.
@@ -351,7 +351,7 @@ impl Ctx {
 
 /// A signed-in user's chat state, with how far they had read each room on an earlier visit.
 fn chat_for(session: &Session) -> ChatState {
-    ChatState::new(&session.user_id, session::read_markers(&session.user_id))
+    ChatState::new(&session.user_id, storage::read_markers(&session.user_id))
 }
 
 /// A fresh idempotency key, from the browser's random source (which, unlike

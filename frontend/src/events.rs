@@ -8,6 +8,7 @@ use natter_proto::v1::{self as pb, event::Event as Ev};
 
 use crate::{
     api,
+    browser::window_event,
     context::{Connection, Ctx, Pane},
     state::{Backoff, ChatState, go_away_delay_ms, silence_limit_ms},
 };
@@ -159,31 +160,6 @@ async fn follow_stream(
             && ctx.chat.with_untracked(|c| c.active.is_none());
         if shown_room_gone {
             ctx.show(Pane::Welcome);
-        }
-    }
-}
-
-/// Completes at the window's next `name` event (`online`, `offline`). The listener goes
-/// when the future completes or is dropped.
-pub(crate) async fn window_event(name: &'static str) {
-    let (fired, wait) = futures::channel::oneshot::channel::<()>();
-    let fired = std::cell::Cell::new(Some(fired));
-    let listener = window_event_listener_untyped(name, move |_| {
-        if let Some(fired) = fired.take() {
-            let _ = fired.send(());
-        }
-    });
-    let _listening = RemoveOnDrop(Some(listener));
-    let _ = wait.await;
-}
-
-/// Removes a window event listener when dropped.
-struct RemoveOnDrop(Option<WindowListenerHandle>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(listener) = self.0.take() {
-            listener.remove();
         }
     }
 }

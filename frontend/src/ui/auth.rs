@@ -3,7 +3,7 @@
 use leptos::{prelude::*, task::spawn_local};
 use natter_proto::v1 as pb;
 
-use crate::{api, context::Ctx, session::Session, state::field_error};
+use crate::{api, context::Ctx, state::field_error, storage::Session};
 
 #[component]
 pub(crate) fn AuthScreen() -> impl IntoView {

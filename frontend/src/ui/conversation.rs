@@ -5,7 +5,7 @@ use leptos::{html, prelude::*, task::spawn_local};
 use natter_proto::v1 as pb;
 use wasm_bindgen::JsValue;
 
-use super::shell::CopyButton;
+use super::widgets::CopyButton;
 use crate::{
     api,
     context::{Ctx, new_client_id},

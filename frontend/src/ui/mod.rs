@@ -9,13 +9,15 @@ mod auth;
 mod conversation;
 mod people;
 mod shell;
+mod widgets;
 
 use leptos::prelude::*;
 
 use crate::{
     context::{Ctx, tick_clock},
     events::run_event_stream,
-    session::{follow_other_tabs, keep_token_fresh, remember_read},
+    session::{follow_other_tabs, keep_token_fresh},
+    storage::remember_read,
 };
 
 /// The app: the sign-in screen, or the chat once signed in.
