@@ -2,7 +2,7 @@
 
 use natter_proto::v1 as pb;
 
-use crate::store::{MessageRecord, RoomKind, RoomRecord, UserRecord};
+use crate::records::{MessageRecord, RoomKind, RoomRecord, UserRecord};
 
 /// A message as clients see it.
 pub fn message(m: &MessageRecord) -> pb::Message {

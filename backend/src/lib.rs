@@ -11,6 +11,8 @@ pub mod error;
 pub mod http;
 mod listener;
 pub mod metrics;
+pub mod records;
+pub mod redis;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -20,4 +22,3 @@ mod wire;
 
 pub use config::Config;
 pub use server::{build, run, shutdown_signal};
-pub mod redis_schema;

@@ -15,17 +15,13 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
-    bus::{Bus, local::LocalBus, redis::RedisBus},
+    bus::{Bus, local::LocalBus},
     config::Config,
     http,
     listener::{self, TrustedProxies},
-    redis_schema::Schema,
+    redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     service::Natter,
-    store::embedded::EmbeddedStore,
-    store::{
-        Store,
-        redis::{RedisStore, connection_manager},
-    },
+    store::{Store, embedded::EmbeddedStore},
 };
 
 /// Opens the store and bus the configuration asks for and loads the token keys.

@@ -5,7 +5,6 @@
 //! per topic, so an event is built once however many streams receive it.
 
 pub mod local;
-pub mod redis;
 
 use std::{collections::HashSet, fmt, sync::Arc};
 

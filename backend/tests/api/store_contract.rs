@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use natter_server::{
     bus::local::LocalBus,
-    redis_schema::Schema,
+    redis::{RedisStore, connection_manager, schema::Schema},
     store::{
         MessageRecord, NewMessage, RoomKind, RoomRecord, Store, StoreError, UserRecord,
         embedded::EmbeddedStore,
-        redis::{RedisStore, connection_manager},
     },
 };
 

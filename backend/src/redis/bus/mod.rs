@@ -31,8 +31,8 @@ use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Bus, BusError, BusMessage, SharedEvent, TOPIC_CAPACITY, Topic};
-use crate::redis_schema::{Schema, decode_payload, encode_event};
+use crate::bus::{Bus, BusError, BusMessage, SharedEvent, TOPIC_CAPACITY, Topic};
+use crate::redis::schema::{Schema, decode_payload, encode_event};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);

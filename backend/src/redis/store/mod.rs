@@ -21,13 +21,13 @@ use redis::{
 
 use scripts::{ADD_MEMBER, APPEND, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT};
 
-use super::{
+use crate::store::{
     Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
     StoreResult, UserPage, UserRecord,
 };
 use crate::{
     bus::Topic,
-    redis_schema::{MESSAGE_TAG, Schema, decode_log_entry},
+    redis::schema::{MESSAGE_TAG, Schema, decode_log_entry},
 };
 
 /// Opens a managed connection: reconnects by itself, and never lets a command wait long on
@@ -44,7 +44,7 @@ pub fn connection_manager(url: &str) -> anyhow::Result<ConnectionManager> {
 
 /// Whether a Redis error means "the server cannot be reached now" (UNAVAILABLE, retry later)
 /// rather than a bug.
-pub fn is_unavailable(e: &RedisError) -> bool {
+pub(crate) fn is_unavailable(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     // Refusals of a server that is out of memory, cannot persist, is busy running a script
     // or lacks replicas: retrying later may work.
