@@ -5,7 +5,10 @@
 
 use tonic::{Code, Status};
 
-use crate::{bus::BusError, domain::InvalidField, store::StoreError};
+use crate::{
+    domain::InvalidField,
+    seams::{BusError, StoreError},
+};
 
 /// Everything an RPC can fail with.
 #[derive(Debug, thiserror::Error)]

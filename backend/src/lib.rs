@@ -3,19 +3,19 @@
 
 pub mod api;
 pub mod auth;
-pub mod bus;
 pub mod config;
 pub mod convert;
 pub mod domain;
+pub mod embedded;
 pub mod error;
 pub mod http;
 mod listener;
 pub mod metrics;
 pub mod records;
 pub mod redis;
+pub mod seams;
 pub mod server;
 pub mod service;
-pub mod store;
 pub mod stream;
 pub mod telemetry;
 mod wire;

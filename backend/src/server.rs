@@ -15,13 +15,13 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
-    bus::{Bus, local::LocalBus},
     config::Config,
+    embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
+    seams::{Directory, Log, Presence},
     service::Natter,
-    store::{Store, embedded::EmbeddedStore},
 };
 
 /// Opens the store and bus the configuration asks for and loads the token keys.
@@ -39,7 +39,8 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (store, bus): (Arc<dyn Store>, Arc<dyn Bus>) = match &config.redis_url {
+    type Seams = (Arc<dyn Directory>, Arc<dyn Log>, Arc<dyn Presence>);
+    let (directory, log, presence): Seams = match &config.redis_url {
         Some(url) => {
             let schema = Schema::new(&config.redis_prefix);
             let conn = connection_manager(url)?;
@@ -51,22 +52,25 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
                 shutdown.clone(),
                 &tasks,
             )?;
-            tracing::info!(prefix = %config.redis_prefix, "Redis store and Redis pub/sub bus");
-            (
-                Arc::new(RedisStore::new(conn, schema, config.history_retention)),
-                Arc::new(bus),
-            )
+            tracing::info!(prefix = %config.redis_prefix, "Redis directory, log and presence");
+            let store = Arc::new(RedisStore::new(
+                conn,
+                schema,
+                config.history_retention,
+                bus.clone(),
+            ));
+            (store.clone(), store, Arc::new(bus))
         }
         None => {
-            let bus = LocalBus::new();
-            let store = EmbeddedStore::open(&config.data_dir, bus.clone())?;
-            tracing::info!(data_dir = %config.data_dir.display(), "embedded store and local bus");
-            (Arc::new(store), Arc::new(bus))
+            let store = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+            tracing::info!(data_dir = %config.data_dir.display(), "embedded directory and log");
+            (store.clone(), store, Arc::new(LocalPresence::default()))
         }
     };
     Ok(Arc::new(Natter {
-        store,
-        bus,
+        directory,
+        log,
+        presence,
         keys,
         config,
         shutdown,
@@ -213,10 +217,10 @@ async fn presence_janitor(natter: Arc<Natter>) {
             () = natter.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match natter.bus.maintain_presence().await {
+        match natter.presence.maintain_presence().await {
             Ok(gone) => {
                 for user_id in gone {
-                    if let Ok(Some(user)) = natter.store.user(&user_id).await {
+                    if let Ok(Some(user)) = natter.directory.user(&user_id).await {
                         natter.announce_presence(&user).await;
                     }
                 }

@@ -8,9 +8,9 @@ use prost::Message as _;
 use natter_proto::EncodedEvent;
 
 use crate::{
-    bus::{BusMessage, Topic},
     convert,
-    store::MessageRecord,
+    records::MessageRecord,
+    seams::{BusMessage, Topic},
 };
 
 /// Key and channel names under one prefix.

@@ -7,7 +7,7 @@ use crate::{
     auth::{self, Caller, Role},
     domain::{Registration, Username, new_id},
     error::{ApiError, ApiResult},
-    store::UserRecord,
+    records::UserRecord,
 };
 
 /// Same message for an unknown user and a wrong password: which usernames exist is not
@@ -27,7 +27,7 @@ impl Natter {
         } = registration;
         let password_hash = auth::hash_password(password.expose().to_owned()).await?;
         let user = self
-            .store
+            .directory
             .create_user(UserRecord {
                 id: new_id(),
                 username: username.as_str().to_owned(),
@@ -45,7 +45,7 @@ impl Natter {
     pub async fn login(&self, username: &str, password: &str) -> ApiResult<pb::AuthResponse> {
         // A malformed username cannot exist; answer like for any unknown one.
         let user = match Username::parse(username) {
-            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+            Ok(name) => self.directory.user_by_username(name.as_str()).await?,
             Err(_) => None,
         };
         let hash = match &user {
@@ -110,7 +110,7 @@ impl Natter {
             .into());
         }
         let page = self
-            .store
+            .directory
             .list_users(query.trim(), page_token, limit)
             .await?;
         Ok(pb::ListUsersResponse {

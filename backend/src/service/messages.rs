@@ -11,11 +11,11 @@ use natter_proto::v1 as pb;
 use super::Natter;
 use crate::{
     auth::{self, Caller},
-    bus::Topic,
     convert,
     domain::{SendMessage, SetTyping, new_id},
     error::ApiResult,
-    store::{MessageRecord, NewMessage},
+    records::MessageRecord,
+    seams::{NewMessage, Topic},
 };
 
 /// Shortest interval between two typing events of one user in one room. Clients send
@@ -70,8 +70,8 @@ impl Natter {
         let sender = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         let appended = self
-            .store
-            .append_message(NewMessage {
+            .log
+            .append(NewMessage {
                 message: MessageRecord {
                     id: new_id(),
                     room_id: room_id.to_owned(),
@@ -112,10 +112,7 @@ impl Natter {
             0 => DEFAULT_HISTORY,
             n => n.min(MAX_HISTORY),
         };
-        let messages = self
-            .store
-            .messages_before(room_id, before_seq, limit)
-            .await?;
+        let messages = self.log.messages_before(room_id, before_seq, limit).await?;
         let has_more = messages
             .first()
             .is_some_and(|oldest| oldest.seq > room.first_seq.max(1));
@@ -141,7 +138,7 @@ impl Natter {
             user: Some(convert::user(&user, true)),
             typing,
         });
-        self.bus
+        self.log
             .publish(&Topic::Room(room_id.to_owned()), convert::event(event))
             .await?;
         Ok(())

@@ -12,19 +12,21 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{Caller, TokenKeys},
-    bus::{Bus, Topic},
     config::Config,
     convert,
     error::{ApiError, ApiResult},
-    store::{RoomRecord, Store, UserRecord},
+    records::{RoomRecord, UserRecord},
+    seams::{Directory, Log, Presence, Topic},
 };
 
-/// Shared state of one server instance: its store, bus, keys and lifecycle handles.
+/// Shared state of one server instance: its seams, keys and lifecycle handles.
 pub struct Natter {
-    /// Accounts, rooms and message logs.
-    pub store: Arc<dyn Store>,
-    /// Event fan-out and presence.
-    pub bus: Arc<dyn Bus>,
+    /// Accounts, rooms and memberships.
+    pub directory: Arc<dyn Directory>,
+    /// Message logs and event fan-out.
+    pub log: Arc<dyn Log>,
+    /// Who is online.
+    pub presence: Arc<dyn Presence>,
     /// Access-token signing and verification.
     pub keys: TokenKeys,
     /// The configuration this instance runs with.
@@ -50,7 +52,7 @@ impl std::fmt::Debug for Natter {
 impl Natter {
     /// The caller's account; a valid token for an account that no longer exists is refused.
     pub async fn account(&self, caller: &Caller) -> ApiResult<UserRecord> {
-        self.store
+        self.directory
             .user(&caller.user_id)
             .await?
             .ok_or(ApiError::Unauthenticated(
@@ -62,11 +64,11 @@ impl Natter {
     /// PERMISSION_DENIED for a room the caller is not in.
     pub async fn member_room(&self, caller: &Caller, room_id: &str) -> ApiResult<RoomRecord> {
         let room = self
-            .store
+            .directory
             .room(room_id)
             .await?
             .ok_or(ApiError::NotFound("room not found"))?;
-        if !self.store.is_member(room_id, &caller.user_id).await? {
+        if !self.directory.is_member(room_id, &caller.user_id).await? {
             return Err(ApiError::PermissionDenied(
                 "you are not a member of this room",
             ));
@@ -83,9 +85,9 @@ impl Natter {
                 } else {
                     &pair[0]
                 };
-                match self.store.user(peer_id).await? {
+                match self.directory.user(peer_id).await? {
                     Some(peer) => {
-                        let online = self.bus.online(std::slice::from_ref(peer_id)).await?;
+                        let online = self.presence.online(std::slice::from_ref(peer_id)).await?;
                         Some(convert::user(&peer, online.contains(peer_id)))
                     }
                     None => None,
@@ -99,7 +101,7 @@ impl Natter {
     /// Users with their presence, in the given order.
     pub async fn users_view(&self, users: &[UserRecord]) -> ApiResult<Vec<pb::User>> {
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-        let online = self.bus.online(&ids).await?;
+        let online = self.presence.online(&ids).await?;
         Ok(users
             .iter()
             .map(|u| convert::user(u, online.contains(&u.id)))
@@ -109,7 +111,7 @@ impl Natter {
     /// Publishes an event; failures are logged, not returned, because events other than
     /// messages are transient and the action they describe has already been stored.
     pub async fn announce(&self, topic: Topic, event: pb::event::Event) {
-        if let Err(e) = self.bus.publish(&topic, convert::event(event)).await {
+        if let Err(e) = self.log.publish(&topic, convert::event(event)).await {
             tracing::warn!(%topic, error = ?e, "could not publish an event");
         }
     }
@@ -137,7 +139,7 @@ impl Natter {
 
     /// Records a stream opening and, if the user just came online, tells their rooms.
     pub async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
-        if self.bus.stream_opened(&user.id).await? {
+        if self.presence.stream_opened(&user.id).await? {
             self.announce_presence(user).await;
         }
         Ok(())
@@ -145,7 +147,7 @@ impl Natter {
 
     /// Records a stream closing and, if the user just went offline, tells their rooms.
     pub async fn stream_closed(&self, user: &UserRecord) {
-        match self.bus.stream_closed(&user.id).await {
+        match self.presence.stream_closed(&user.id).await {
             Ok(true) => self.announce_presence(user).await,
             Ok(false) => {}
             Err(e) => {
@@ -158,14 +160,14 @@ impl Natter {
     /// rooms, not taken from the transition: two streams opening and closing at once can
     /// announce in either order, and both then publish the state that holds.
     pub async fn announce_presence(&self, user: &UserRecord) {
-        let rooms = match self.store.rooms_of(&user.id).await {
+        let rooms = match self.directory.rooms_of(&user.id).await {
             Ok(rooms) => rooms,
             Err(e) => {
                 tracing::warn!(user = %user.id, error = ?e, "could not list rooms for presence");
                 return;
             }
         };
-        let online = match self.bus.online(std::slice::from_ref(&user.id)).await {
+        let online = match self.presence.online(std::slice::from_ref(&user.id)).await {
             Ok(online) => online.contains(&user.id),
             Err(e) => {
                 tracing::warn!(user = %user.id, error = ?e, "could not read presence");

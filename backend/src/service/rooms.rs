@@ -5,11 +5,11 @@ use natter_proto::v1::{self as pb, RoomChange};
 use super::Natter;
 use crate::{
     auth::{self, Caller},
-    bus::Topic,
     convert,
     domain::{Password, RoomCode, RoomName, new_id},
     error::{ApiError, ApiResult},
-    store::{RoomKind, RoomRecord},
+    records::{RoomKind, RoomRecord},
+    seams::Topic,
 };
 
 /// `RoomChanged{JOINED}` for the user's own streams.
@@ -52,7 +52,7 @@ impl Natter {
         };
         for _ in 0..CODE_ATTEMPTS {
             room.code = Some(RoomCode::generate().as_str().to_owned());
-            if self.store.create_room(room.clone()).await? {
+            if self.directory.create_room(room.clone()).await? {
                 tracing::info!(room = %room.id, "room created");
                 let view = convert::room(&room, None);
                 self.announce_to_user(&caller.user_id, view.clone(), RoomChange::Joined)
@@ -75,21 +75,21 @@ impl Natter {
     ) -> ApiResult<pb::Room> {
         let user = self.account(caller).await?;
         let room = self
-            .store
+            .directory
             .room_by_code(code.as_str())
             .await?
             .ok_or(ApiError::NotFound("no room has this code"))?;
         // Members are not asked again: joining twice just returns the room.
         if let Some(hash) = &room.password_hash
-            && !self.store.is_member(&room.id, &user.id).await?
+            && !self.directory.is_member(&room.id, &user.id).await?
             && !auth::verify_password(password.to_owned(), hash.clone()).await?
         {
             return Err(ApiError::PermissionDenied("wrong room password"));
         }
         let view = convert::room(&room, None);
-        if self.store.add_member(&room.id, &user.id).await? {
+        if self.directory.add_member(&room.id, &user.id).await? {
             tracing::info!(room = %room.id, "joined");
-            let online = self.bus.online(std::slice::from_ref(&user.id)).await?;
+            let online = self.presence.online(std::slice::from_ref(&user.id)).await?;
             let member = convert::user(&user, online.contains(&user.id));
             self.announce_member(view.clone(), member, RoomChange::MemberJoined)
                 .await;
@@ -97,7 +97,7 @@ impl Natter {
         // Announced on every call, and a failure is the caller's: the user's streams follow
         // the room only once they hear of it, and a retried join (it is idempotent) heals a
         // lost announcement. Streams already following the room ignore a repeat.
-        self.bus
+        self.log
             .publish(&Topic::User(user.id.clone()), joined_event(view.clone()))
             .await?;
         Ok(view)
@@ -108,7 +108,7 @@ impl Natter {
     pub async fn leave_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
-        if self.store.remove_member(room_id, &user.id).await? {
+        if self.directory.remove_member(room_id, &user.id).await? {
             let view = self.room_view(&room, &user.id).await?;
             self.announce_to_user(&user.id, view.clone(), RoomChange::Left)
                 .await;
@@ -123,7 +123,7 @@ impl Natter {
     pub async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self
-            .store
+            .directory
             .room(room_id)
             .await?
             .ok_or(ApiError::NotFound("room not found"))?;
@@ -133,7 +133,7 @@ impl Natter {
                 "only the room's owner or an admin may delete it",
             ));
         }
-        let former_members = self.store.delete_room(room_id).await?;
+        let former_members = self.directory.delete_room(room_id).await?;
         tracing::info!("room deleted");
         let view = convert::room(&room, None);
         let event = pb::event::Event::RoomChanged(pb::RoomChanged {
@@ -155,7 +155,7 @@ impl Natter {
     #[tracing::instrument(name = "list_rooms", skip_all, fields(user = %caller.user_id))]
     pub async fn list_rooms(&self, caller: &Caller) -> ApiResult<Vec<pb::Room>> {
         self.account(caller).await?;
-        let mut rooms = self.store.rooms_of(&caller.user_id).await?;
+        let mut rooms = self.directory.rooms_of(&caller.user_id).await?;
         rooms.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)
@@ -177,7 +177,7 @@ impl Natter {
             return Err(crate::domain::InvalidField::new("user_id", "must be another user").into());
         }
         let peer = self
-            .store
+            .directory
             .user(peer_id)
             .await?
             .ok_or(ApiError::NotFound("user not found"))?;
@@ -197,12 +197,12 @@ impl Natter {
             first_seq: 1,
             direct_pair: Some(pair),
         };
-        let (room, created) = self.store.open_direct(candidate).await?;
+        let (room, created) = self.directory.open_direct(candidate).await?;
         for participant in [&me, &peer] {
             let newly_member = if created {
                 true
             } else {
-                self.store.add_member(&room.id, &participant.id).await?
+                self.directory.add_member(&room.id, &participant.id).await?
             };
             if newly_member && participant.id != me.id {
                 let view = self.room_view(&room, &participant.id).await?;
@@ -212,7 +212,7 @@ impl Natter {
         }
         // As for joins: the caller's own streams hear of the room on every call.
         let view = self.room_view(&room, &me.id).await?;
-        self.bus
+        self.log
             .publish(&Topic::User(me.id.clone()), joined_event(view.clone()))
             .await?;
         Ok(view)
@@ -223,8 +223,8 @@ impl Natter {
     pub async fn list_members(&self, caller: &Caller, room_id: &str) -> ApiResult<Vec<pb::Member>> {
         let room = self.member_room(caller, room_id).await?;
         let mut users = Vec::new();
-        for id in self.store.members_of(room_id).await? {
-            if let Some(user) = self.store.user(&id).await? {
+        for id in self.directory.members_of(room_id).await? {
+            if let Some(user) = self.directory.user(&id).await? {
                 users.push(user);
             }
         }

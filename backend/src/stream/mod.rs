@@ -24,12 +24,12 @@ use tonic::Status;
 
 use crate::{
     auth::{self, Caller},
-    bus::SharedEvent,
     convert,
     error::{ApiError, ApiResult},
     metrics::Metrics,
+    records::UserRecord,
+    seams::SharedEvent,
     service::Natter,
-    store::UserRecord,
 };
 
 /// Messages read from the log per store call while catching up.

@@ -8,32 +8,32 @@ use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamR
 
 use super::{CATCH_UP_BATCH, End, Session};
 use crate::{
-    bus::{BusMessage, SharedEvent, Topic},
     convert,
     error::ApiError,
     metrics::Metrics,
-    store::RoomRecord,
+    records::RoomRecord,
+    seams::{BusMessage, SharedEvent, Topic},
 };
 
 impl Session {
     /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
     pub(super) async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
-        let bus = self.natter.bus.clone();
+        let log = self.natter.log.clone();
         // The user's own topic first: a room joined from now on is announced there.
         self.own = Some(BroadcastStream::new(
-            bus.subscribe(&Topic::User(self.user.id.clone()))
+            log.follow(&Topic::User(self.user.id.clone()))
                 .await
                 .map_err(ApiError::from)?,
         ));
         let rooms = self
             .natter
-            .store
+            .directory
             .rooms_of(&self.user.id)
             .await
             .map_err(ApiError::from)?;
         for room in &rooms {
-            let receiver = bus
-                .subscribe(&Topic::Room(room.id.clone()))
+            let receiver = log
+                .follow(&Topic::Room(room.id.clone()))
                 .await
                 .map_err(ApiError::from)?;
             self.live
@@ -84,7 +84,7 @@ impl Session {
             };
             let batch = self
                 .natter
-                .store
+                .log
                 .messages_after(room_id, after, CATCH_UP_BATCH)
                 .await
                 .map_err(ApiError::from)?;
@@ -177,8 +177,8 @@ impl Session {
                 if self.delivered.contains_key(&room.id) {
                     return Ok(());
                 }
-                let store = &self.natter.store;
-                let Some(record) = store.room(&room.id).await.map_err(ApiError::from)? else {
+                let directory = &self.natter.directory;
+                let Some(record) = directory.room(&room.id).await.map_err(ApiError::from)? else {
                     return Ok(()); // deleted meanwhile
                 };
                 // Messages sent between the join and this subscription are in the log.
@@ -202,8 +202,8 @@ impl Session {
     ) -> Result<(), End> {
         let receiver = self
             .natter
-            .bus
-            .subscribe(&Topic::Room(room.id.clone()))
+            .log
+            .follow(&Topic::Room(room.id.clone()))
             .await
             .map_err(ApiError::from)?;
         self.live
@@ -227,9 +227,9 @@ impl Session {
     /// user may have left it, while events were missed; otherwise the log fills the hole.
     async fn repair_room(&mut self, room_id: &str) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics.stream_repairs);
-        let store = &self.natter.store;
-        let room = store.room(room_id).await.map_err(ApiError::from)?;
-        let member = store
+        let directory = &self.natter.directory;
+        let room = directory.room(room_id).await.map_err(ApiError::from)?;
+        let member = directory
             .is_member(room_id, &self.user.id)
             .await
             .map_err(ApiError::from)?;
@@ -255,7 +255,7 @@ impl Session {
     async fn resync_rooms(&mut self) -> Result<(), End> {
         let rooms = self
             .natter
-            .store
+            .directory
             .rooms_of(&self.user.id)
             .await
             .map_err(ApiError::from)?;

@@ -1,35 +1,93 @@
-//! The Store contract: the same checks against both implementations.
+//! The contract of the Directory and Log seams: one test per property, each run against
+//! both implementations (a fresh redb file; a fresh redis-server), so a failure names the
+//! property and the implementation (`store_contract::redis::deleting_a_room_...`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use natter_proto::v1::{self as pb, event::Event as Ev};
 use natter_server::{
-    bus::local::LocalBus,
-    redis::{RedisStore, connection_manager, schema::Schema},
-    store::{
-        MessageRecord, NewMessage, RoomKind, RoomRecord, Store, StoreError, UserRecord,
-        embedded::EmbeddedStore,
-    },
+    embedded::EmbeddedStore,
+    records::{MessageRecord, RoomKind, RoomRecord, UserRecord},
+    redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
+    seams::{BusMessage, Directory, Log, NewMessage, StoreError, Topic},
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::redis_server::RedisServer;
+use crate::{helpers::WAIT, redis_server::RedisServer};
 
-#[tokio::test]
-async fn embedded_store_keeps_the_contract() {
+/// One implementation of the two seams, and whatever must live as long as it.
+struct Seams {
+    directory: Arc<dyn Directory>,
+    log: Arc<dyn Log>,
+    _lives: Box<dyn std::any::Any + Send>,
+}
+
+async fn embedded() -> Seams {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), LocalBus::new()).unwrap();
-    contract(Arc::new(store)).await;
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    Seams {
+        directory: store.clone(),
+        log: store,
+        _lives: Box::new(dir),
+    }
 }
 
-#[tokio::test]
-async fn redis_store_keeps_the_contract() {
+async fn redis() -> Seams {
     let redis = RedisServer::start().await;
-    let store = RedisStore::new(
-        connection_manager(&redis.url()).unwrap(),
-        Schema::new("contract"),
-        0,
-    );
-    contract(Arc::new(store)).await;
+    let conn = connection_manager(&redis.url()).unwrap();
+    let schema = Schema::new("contract");
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let bus = RedisBus::start(
+        &redis.url(),
+        conn.clone(),
+        schema.clone(),
+        Duration::from_secs(3),
+        shutdown.clone(),
+        &tasks,
+    )
+    .unwrap();
+    let store = Arc::new(RedisStore::new(conn, schema, 0, bus));
+    Seams {
+        directory: store.clone(),
+        log: store,
+        _lives: Box::new((redis, shutdown.drop_guard())),
+    }
 }
+
+/// Each property as a test for each implementation.
+macro_rules! contract {
+    ($($property:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    super::$property(&super::embedded().await).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    super::$property(&super::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    accounts_are_unique_and_found_by_name_and_id,
+    the_directory_pages_and_matches_display_names,
+    codes_are_unique_and_membership_is_tracked,
+    direct_rooms_are_one_per_pair,
+    appends_get_consecutive_seqs_and_retries_are_idempotent_per_sender,
+    the_log_reads_ranges_both_ways,
+    appends_are_refused_for_unknown_rooms_and_non_members,
+    deleting_a_room_removes_it_everywhere,
+    appends_reach_followers_in_seq_order,
+);
 
 fn user(name: &str) -> UserRecord {
     UserRecord {
@@ -79,98 +137,119 @@ fn seqs(messages: &[MessageRecord]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
 }
 
-async fn contract(store: Arc<dyn Store>) {
-    assert!(store.ready().await);
-
-    // Accounts.
-    for name in ["alice", "bob", "carol", "dave", "erin"] {
-        store.create_user(user(name)).await.unwrap();
+async fn users(s: &Seams, names: &[&str]) {
+    for name in names {
+        s.directory.create_user(user(name)).await.unwrap();
     }
-    assert!(matches!(
-        store.create_user(user("alice")).await,
-        Err(StoreError::UsernameTaken)
-    ));
-    assert_eq!(
-        store.user_by_username("bob").await.unwrap().unwrap(),
-        user("bob")
-    );
-    assert_eq!(store.user("idcarol").await.unwrap().unwrap(), user("carol"));
-    assert!(store.user("nobody").await.unwrap().is_none());
-    let first = store.list_users("", "", 2).await.unwrap();
-    assert_eq!(
-        first
-            .users
-            .iter()
-            .map(|u| u.username.as_str())
-            .collect::<Vec<_>>(),
-        ["alice", "bob"]
-    );
-    let next = first.next_after.expect("more pages");
-    let rest = store.list_users("", &next, 10).await.unwrap();
-    assert_eq!(
-        rest.users
-            .iter()
-            .map(|u| u.username.as_str())
-            .collect::<Vec<_>>(),
-        ["carol", "dave", "erin"]
-    );
-    assert!(rest.next_after.is_none());
-    let shown = store.list_users("ERIN SH", "", 10).await.unwrap();
-    assert_eq!(
-        shown.users.len(),
-        1,
-        "display names match case-insensitively"
-    );
+}
 
-    // Rooms and membership.
+/// alice owns group room r1 (code CODE0001); bob is a member.
+async fn group_room(s: &Seams) {
+    users(s, &["alice", "bob", "carol"]).await;
     assert!(
-        store
+        s.directory
             .create_room(room("r1", Some("CODE0001"), "idalice"))
             .await
             .unwrap()
     );
+    assert!(s.directory.add_member("r1", "idbob").await.unwrap());
+}
+
+/// r1 with messages a, b, c (no key), d (key k1 by alice), e (key k1 by bob).
+async fn five_messages(s: &Seams) {
+    group_room(s).await;
+    for text in ["a", "b", "c"] {
+        s.log
+            .append(message("r1", "idalice", text, ""))
+            .await
+            .unwrap();
+    }
+    s.log
+        .append(message("r1", "idalice", "d", "k1"))
+        .await
+        .unwrap();
+    s.log
+        .append(message("r1", "idbob", "e", "k1"))
+        .await
+        .unwrap();
+}
+
+async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
+    assert!(s.directory.ready().await && s.log.ready().await);
+    users(s, &["alice", "bob", "carol"]).await;
+    assert!(matches!(
+        s.directory.create_user(user("alice")).await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert_eq!(
+        s.directory.user_by_username("bob").await.unwrap().unwrap(),
+        user("bob")
+    );
+    assert_eq!(
+        s.directory.user("idcarol").await.unwrap().unwrap(),
+        user("carol")
+    );
+    assert!(s.directory.user("nobody").await.unwrap().is_none());
+}
+
+async fn the_directory_pages_and_matches_display_names(s: &Seams) {
+    users(s, &["alice", "bob", "carol", "dave", "erin"]).await;
+    let names = |page: &natter_server::seams::UserPage| -> Vec<String> {
+        page.users.iter().map(|u| u.username.clone()).collect()
+    };
+    let first = s.directory.list_users("", "", 2).await.unwrap();
+    assert_eq!(names(&first), ["alice", "bob"]);
+    let next = first.next_after.clone().expect("more pages");
+    let rest = s.directory.list_users("", &next, 10).await.unwrap();
+    assert_eq!(names(&rest), ["carol", "dave", "erin"]);
+    assert!(rest.next_after.is_none());
+    let shown = s.directory.list_users("ERIN SH", "", 10).await.unwrap();
+    assert_eq!(
+        names(&shown),
+        ["erin"],
+        "display names match case-insensitively"
+    );
+}
+
+async fn codes_are_unique_and_membership_is_tracked(s: &Seams) {
+    group_room(s).await;
+    let d = &s.directory;
     assert!(
-        !store
-            .create_room(room("r2", Some("CODE0001"), "idbob"))
+        !d.create_room(room("r2", Some("CODE0001"), "idbob"))
             .await
             .unwrap(),
         "codes are unique"
     );
-    assert!(store.room("r2").await.unwrap().is_none());
-    assert_eq!(
-        store.room_by_code("CODE0001").await.unwrap().unwrap().id,
-        "r1"
-    );
+    assert!(d.room("r2").await.unwrap().is_none());
+    assert_eq!(d.room_by_code("CODE0001").await.unwrap().unwrap().id, "r1");
     assert!(
-        store.is_member("r1", "idalice").await.unwrap(),
+        d.is_member("r1", "idalice").await.unwrap(),
         "the owner is a member"
     );
-    assert!(store.add_member("r1", "idbob").await.unwrap());
-    assert!(!store.add_member("r1", "idbob").await.unwrap());
+    assert!(!d.add_member("r1", "idbob").await.unwrap());
     assert!(matches!(
-        store.add_member("nowhere", "idbob").await,
+        d.add_member("nowhere", "idbob").await,
         Err(StoreError::RoomNotFound)
     ));
-    let mut members = store.members_of("r1").await.unwrap();
+    let mut members = d.members_of("r1").await.unwrap();
     members.sort();
     assert_eq!(members, ["idalice", "idbob"]);
-    assert!(store.add_member("r1", "idcarol").await.unwrap());
-    assert!(store.remove_member("r1", "idcarol").await.unwrap());
-    assert!(!store.remove_member("r1", "idcarol").await.unwrap());
-    assert!(store.rooms_of("idcarol").await.unwrap().is_empty());
+    assert!(d.add_member("r1", "idcarol").await.unwrap());
+    assert!(d.remove_member("r1", "idcarol").await.unwrap());
+    assert!(!d.remove_member("r1", "idcarol").await.unwrap());
+    assert!(d.rooms_of("idcarol").await.unwrap().is_empty());
+}
 
-    // Direct rooms: one per pair.
-    let mut direct = room("d1", None, "idalice");
-    direct.direct_pair = Some(["idalice".into(), "idbob".into()]);
-    let (created, fresh) = store.open_direct(direct.clone()).await.unwrap();
+async fn direct_rooms_are_one_per_pair(s: &Seams) {
+    group_room(s).await;
+    let d = &s.directory;
+    let (created, fresh) = d.open_direct(room_with_pair("d1")).await.unwrap();
     assert!(fresh);
     assert_eq!(created.id, "d1");
-    let mut again = direct.clone();
-    again.id = "d2".into();
-    let (existing, fresh) = store.open_direct(again).await.unwrap();
+    let (existing, fresh) = d.open_direct(room_with_pair("d2")).await.unwrap();
     assert_eq!((existing.id.as_str(), fresh), ("d1", false));
-    assert!(store.is_member("d1", "idbob").await.unwrap());
-    let mut bobs: Vec<String> = store
+    assert!(d.is_member("d1", "idbob").await.unwrap());
+    let mut bobs: Vec<String> = d
         .rooms_of("idbob")
         .await
         .unwrap()
@@ -179,11 +258,21 @@ async fn contract(store: Arc<dyn Store>) {
         .collect();
     bobs.sort();
     assert_eq!(bobs, ["d1", "r1"]);
+    d.delete_room("d1").await.unwrap();
+    let (recreated, fresh) = d.open_direct(room_with_pair("d3")).await.unwrap();
+    assert_eq!(
+        (recreated.id.as_str(), fresh),
+        ("d3", true),
+        "the pair is free again"
+    );
+}
 
-    // The log: consecutive seqs, idempotent retries per sender, ranges both ways.
+async fn appends_get_consecutive_seqs_and_retries_are_idempotent_per_sender(s: &Seams) {
+    group_room(s).await;
     for (i, text) in ["a", "b", "c"].iter().enumerate() {
-        let appended = store
-            .append_message(message("r1", "idalice", text, ""))
+        let appended = s
+            .log
+            .append(message("r1", "idalice", text, ""))
             .await
             .unwrap();
         assert_eq!(
@@ -191,40 +280,51 @@ async fn contract(store: Arc<dyn Store>) {
             (i as u64 + 1, true)
         );
     }
-    let keyed = store
-        .append_message(message("r1", "idalice", "d", "k1"))
+    let keyed = s
+        .log
+        .append(message("r1", "idalice", "d", "k1"))
         .await
         .unwrap();
     assert_eq!(keyed.message.seq, 4);
-    let retry = store
-        .append_message(message("r1", "idalice", "d", "k1"))
+    let retry = s
+        .log
+        .append(message("r1", "idalice", "d", "k1"))
         .await
         .unwrap();
     assert_eq!((retry.message, retry.created), (keyed.message, false));
-    let other = store
-        .append_message(message("r1", "idbob", "e", "k1"))
+    let other = s
+        .log
+        .append(message("r1", "idbob", "e", "k1"))
         .await
         .unwrap();
-    assert_eq!((other.message.seq, other.created), (5, true));
     assert_eq!(
-        seqs(&store.messages_after("r1", 0, 10).await.unwrap()),
+        (other.message.seq, other.created),
+        (5, true),
+        "a key is the sender's own"
+    );
+    let r1 = s.directory.room("r1").await.unwrap().unwrap();
+    assert_eq!((r1.last_seq, r1.first_seq), (5, 1));
+}
+
+async fn the_log_reads_ranges_both_ways(s: &Seams) {
+    five_messages(s).await;
+    let log = &s.log;
+    assert_eq!(
+        seqs(&log.messages_after("r1", 0, 10).await.unwrap()),
         [1, 2, 3, 4, 5]
     );
+    assert_eq!(seqs(&log.messages_after("r1", 2, 2).await.unwrap()), [3, 4]);
+    assert!(log.messages_after("r1", 5, 10).await.unwrap().is_empty());
     assert_eq!(
-        seqs(&store.messages_after("r1", 2, 2).await.unwrap()),
-        [3, 4]
-    );
-    assert!(store.messages_after("r1", 5, 10).await.unwrap().is_empty());
-    assert_eq!(
-        seqs(&store.messages_before("r1", 0, 2).await.unwrap()),
+        seqs(&log.messages_before("r1", 0, 2).await.unwrap()),
         [4, 5]
     );
     assert_eq!(
-        seqs(&store.messages_before("r1", 3, 10).await.unwrap()),
+        seqs(&log.messages_before("r1", 3, 10).await.unwrap()),
         [1, 2]
     );
-    assert!(store.messages_before("r1", 1, 10).await.unwrap().is_empty());
-    let stored = &store.messages_after("r1", 3, 1).await.unwrap()[0];
+    assert!(log.messages_before("r1", 1, 10).await.unwrap().is_empty());
+    let stored = &log.messages_after("r1", 3, 1).await.unwrap()[0];
     assert_eq!(
         (
             stored.text.as_str(),
@@ -233,57 +333,90 @@ async fn contract(store: Arc<dyn Store>) {
         ),
         ("d", "k1", 3)
     );
-    let r1 = store.room("r1").await.unwrap().unwrap();
-    assert_eq!((r1.last_seq, r1.first_seq), (5, 1));
+}
+
+async fn appends_are_refused_for_unknown_rooms_and_non_members(s: &Seams) {
+    group_room(s).await;
     assert!(matches!(
-        store
-            .append_message(message("nowhere", "idalice", "x", ""))
-            .await,
+        s.log.append(message("nowhere", "idalice", "x", "")).await,
         Err(StoreError::RoomNotFound)
     ));
     assert!(
         matches!(
-            store
-                .append_message(message("r1", "idcarol", "sneaky", ""))
-                .await,
+            s.log.append(message("r1", "idcarol", "sneaky", "")).await,
             Err(StoreError::NotMember)
         ),
-        "carol left r1: her append is refused in the same step"
+        "carol is not in r1: her append is refused in the same step"
     );
+    assert!(s.log.messages_after("r1", 0, 10).await.unwrap().is_empty());
+}
 
-    // Deleting a room removes it everywhere and returns its members.
-    let mut former = store.delete_room("r1").await.unwrap();
+async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
+    five_messages(s).await;
+    let d = &s.directory;
+    let mut former = d.delete_room("r1").await.unwrap();
     former.sort();
     assert_eq!(former, ["idalice", "idbob"]);
-    assert!(store.room("r1").await.unwrap().is_none());
-    assert!(store.room_by_code("CODE0001").await.unwrap().is_none());
-    assert!(!store.is_member("r1", "idbob").await.unwrap());
-    assert_eq!(store.rooms_of("idbob").await.unwrap().len(), 1);
-    assert!(store.messages_after("r1", 0, 10).await.unwrap().is_empty());
+    assert!(d.room("r1").await.unwrap().is_none());
+    assert!(d.room_by_code("CODE0001").await.unwrap().is_none());
+    assert!(!d.is_member("r1", "idbob").await.unwrap());
+    assert!(d.rooms_of("idbob").await.unwrap().is_empty());
+    assert!(s.log.messages_after("r1", 0, 10).await.unwrap().is_empty());
     assert!(matches!(
-        store
-            .append_message(message("r1", "idalice", "x", ""))
-            .await,
+        s.log.append(message("r1", "idalice", "x", "")).await,
         Err(StoreError::RoomNotFound)
     ));
     assert!(
-        store.delete_room("r1").await.unwrap().is_empty(),
+        d.delete_room("r1").await.unwrap().is_empty(),
         "deleting twice is harmless"
     );
     assert!(
-        store
-            .create_room(room("r3", Some("CODE0001"), "idbob"))
+        d.create_room(room("r3", Some("CODE0001"), "idbob"))
             .await
             .unwrap(),
         "the code is free again"
     );
-    store.delete_room("d1").await.unwrap();
-    let (recreated, fresh) = store.open_direct(room_with_pair("d3")).await.unwrap();
-    assert_eq!(
-        (recreated.id.as_str(), fresh),
-        ("d3", true),
-        "the pair is free again"
-    );
+}
+
+async fn appends_reach_followers_in_seq_order(s: &Seams) {
+    group_room(s).await;
+    let mut follower = s.log.follow(&Topic::Room("r1".into())).await.unwrap();
+    for text in ["a", "b", "c"] {
+        s.log
+            .append(message("r1", "idalice", text, ""))
+            .await
+            .unwrap();
+    }
+    let typing = pb::Event {
+        event: Some(Ev::Typing(pb::Typing {
+            room_id: "r1".into(),
+            user: None,
+            typing: true,
+        })),
+    };
+    s.log
+        .publish(&Topic::Room("r1".into()), typing.clone())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let delivered = tokio::time::timeout(WAIT, follower.recv())
+            .await
+            .expect("an event in time")
+            .expect("the follower keeps up");
+        match &*delivered {
+            BusMessage::Event {
+                event:
+                    pb::Event {
+                        event: Some(Ev::Message(m)),
+                    },
+                ..
+            } => seen.push(format!("#{}", m.seq)),
+            BusMessage::Event { event, .. } if *event == typing => seen.push("typing".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["#1", "#2", "#3", "typing"]);
 }
 
 fn room_with_pair(id: &str) -> RoomRecord {

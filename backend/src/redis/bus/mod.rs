@@ -31,8 +31,8 @@ use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::bus::{Bus, BusError, BusMessage, SharedEvent, TOPIC_CAPACITY, Topic};
 use crate::redis::schema::{Schema, decode_payload, encode_event};
+use crate::seams::{BusError, BusMessage, Presence, SharedEvent, TOPIC_CAPACITY, Topic};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -345,48 +345,7 @@ async fn listen(
 }
 
 #[async_trait]
-impl Bus for RedisBus {
-    async fn subscribe(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
-        let receiver = {
-            let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
-            topics
-                .entry(topic.clone())
-                .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
-                .subscribe()
-        };
-        // Asked even for a topic already followed here: another stream's SUBSCRIBE may still
-        // be unconfirmed, and an idempotent SUBSCRIBE is what guarantees the contract.
-        let (confirmed, confirmation) = oneshot::channel();
-        if self
-            .inner
-            .commands
-            .send(Command::Subscribe {
-                topic: topic.clone(),
-                confirmed,
-            })
-            .is_err()
-        {
-            return Err(BusError(anyhow::anyhow!("the bus is shut down")));
-        }
-        // While disconnected, nothing to wait for: the reconnect resubscribes this channel and
-        // then sends Resync, which makes the stream re-read the log.
-        if self.inner.connected.load(Ordering::SeqCst) {
-            let _ = tokio::time::timeout(SUBSCRIBE_CONFIRMATION, confirmation).await;
-        }
-        Ok(receiver)
-    }
-
-    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
-        let _: i64 = self
-            .inner
-            .conn
-            .clone()
-            .publish(self.inner.schema.channel(topic), encode_event(&event))
-            .await
-            .map_err(bus_error)?;
-        Ok(())
-    }
-
+impl Presence for RedisBus {
     async fn stream_opened(&self, user_id: &str) -> Result<bool, BusError> {
         Ok(self.stream_delta(user_id, 1).await? == 1)
     }
@@ -445,8 +404,58 @@ impl Bus for RedisBus {
         }
         Ok(gone.into_iter().chain(back).collect())
     }
+}
 
-    async fn ready(&self) -> bool {
+/// The fan-out half, used by the Redis log.
+impl RedisBus {
+    /// Starts receiving a topic's events (see `Log::follow`).
+    pub(crate) async fn subscribe(
+        &self,
+        topic: &Topic,
+    ) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
+        let receiver = {
+            let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
+            topics
+                .entry(topic.clone())
+                .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
+                .subscribe()
+        };
+        // Asked even for a topic already followed here: another stream's SUBSCRIBE may still
+        // be unconfirmed, and an idempotent SUBSCRIBE is what guarantees the contract.
+        let (confirmed, confirmation) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Subscribe {
+                topic: topic.clone(),
+                confirmed,
+            })
+            .is_err()
+        {
+            return Err(BusError(anyhow::anyhow!("the bus is shut down")));
+        }
+        // While disconnected, nothing to wait for: the reconnect resubscribes this channel and
+        // then sends Resync, which makes the stream re-read the log.
+        if self.inner.connected.load(Ordering::SeqCst) {
+            let _ = tokio::time::timeout(SUBSCRIBE_CONFIRMATION, confirmation).await;
+        }
+        Ok(receiver)
+    }
+
+    /// Delivers an event to the topic's receivers on every instance (see `Log::publish`).
+    pub(crate) async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
+        let _: i64 = self
+            .inner
+            .conn
+            .clone()
+            .publish(self.inner.schema.channel(topic), encode_event(&event))
+            .await
+            .map_err(bus_error)?;
+        Ok(())
+    }
+
+    /// Whether the pub/sub connection is up.
+    pub(crate) async fn ready(&self) -> bool {
         self.inner.connected.load(Ordering::SeqCst)
             && redis::cmd("PING")
                 .query_async::<String>(&mut self.inner.conn.clone())
@@ -454,7 +463,8 @@ impl Bus for RedisBus {
                 .is_ok()
     }
 
-    fn reconnects(&self) -> u64 {
+    /// Times the pub/sub connection was re-established.
+    pub(crate) fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 }

@@ -21,13 +21,19 @@ use redis::{
 
 use scripts::{ADD_MEMBER, APPEND, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT};
 
-use crate::store::{
-    Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
-    StoreResult, UserPage, UserRecord,
+use natter_proto::v1::Event;
+use tokio::sync::broadcast;
+
+use super::{
+    bus::RedisBus,
+    schema::{MESSAGE_TAG, Schema, decode_log_entry},
 };
 use crate::{
-    bus::Topic,
-    redis::schema::{MESSAGE_TAG, Schema, decode_log_entry},
+    records::{MessageRecord, RoomRecord, UserRecord},
+    seams::{
+        Appended, BusError, DIRECTORY_SCAN_LIMIT, Directory, Log, NewMessage, SharedEvent,
+        StoreError, StoreResult, Topic, UserPage,
+    },
 };
 
 /// Opens a managed connection: reconnects by itself, and never lets a command wait long on
@@ -86,6 +92,8 @@ pub struct RedisStore {
     schema: Schema,
     /// Messages kept per room; 0 keeps all.
     retention: u64,
+    /// This instance's pub/sub connection: the log's live side.
+    bus: RedisBus,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -98,11 +106,12 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// A store over a managed connection (which connects lazily and reconnects by itself).
-    pub fn new(conn: ConnectionManager, schema: Schema, retention: u64) -> Self {
+    pub fn new(conn: ConnectionManager, schema: Schema, retention: u64, bus: RedisBus) -> Self {
         Self {
             conn,
             schema,
             retention,
+            bus,
         }
     }
 
@@ -175,7 +184,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Directory for RedisStore {
     async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord> {
         let created: i64 = CREATE_USER
             .key(self.schema.username(&user.username))
@@ -421,7 +430,17 @@ impl Store for RedisStore {
             .map_err(store_error)
     }
 
-    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
+    async fn ready(&self) -> bool {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl Log for RedisStore {
+    async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
         let message = new.message;
         let room = &message.room_id;
         let client_field = if message.client_id.is_empty() {
@@ -507,10 +526,19 @@ impl Store for RedisStore {
         entries.iter().rev().map(entry_message).collect()
     }
 
+    async fn follow(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
+        self.bus.subscribe(topic).await
+    }
+
+    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
+        self.bus.publish(topic, event).await
+    }
+
     async fn ready(&self) -> bool {
-        redis::cmd("PING")
-            .query_async::<String>(&mut self.conn.clone())
-            .await
-            .is_ok()
+        Directory::ready(self).await && self.bus.ready().await
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.bus.reconnects()
     }
 }

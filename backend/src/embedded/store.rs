@@ -1,11 +1,10 @@
-//! The embedded default store: one redb file in the data directory.
+//! The embedded store: one redb file in the data directory holds the directory and every
+//! room's log, so an append checks membership in the same transaction that writes it.
 //!
 //! redb gives ACID transactions with one writer at a time and fsync on commit, so a message
 //! acknowledged to its sender survives a crash. Records are JSON (small, readable with any
 //! redb tool); keys are tuples so each room's log, members and idempotency keys are
 //! contiguous ranges.
-
-mod appender;
 
 use std::{path::Path, sync::Arc};
 
@@ -14,25 +13,33 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{
-    Appended, DIRECTORY_SCAN_LIMIT, MessageRecord, NewMessage, RoomRecord, Store, StoreError,
-    StoreResult, UserPage, UserRecord,
+use natter_proto::v1::Event;
+use tokio::sync::broadcast;
+
+use super::{appender::Appender, fanout::LocalFanout};
+use crate::{
+    records::{MessageRecord, RoomRecord, UserRecord},
+    seams::{
+        Appended, BusError, DIRECTORY_SCAN_LIMIT, Directory, Log, NewMessage, SharedEvent,
+        StoreError, StoreResult, Topic, UserPage,
+    },
 };
-use crate::bus::local::LocalBus;
-use appender::Appender;
 
 const USERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("users");
 const USERNAMES: TableDefinition<'_, &str, &str> = TableDefinition::new("usernames");
 const ROOMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rooms");
-const ROOM_SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("room_seq");
+pub(super) const ROOM_SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("room_seq");
 const CODES: TableDefinition<'_, &str, &str> = TableDefinition::new("codes");
 const DIRECTS: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("directs");
 const USER_ROOMS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("user_rooms");
-const ROOM_USERS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("room_users");
-const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
-const CLIENT_IDS: TableDefinition<'_, (&str, &str, &str), u64> = TableDefinition::new("client_ids");
+pub(super) const ROOM_USERS: TableDefinition<'_, (&str, &str), ()> =
+    TableDefinition::new("room_users");
+pub(super) const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> =
+    TableDefinition::new("messages");
+pub(super) const CLIENT_IDS: TableDefinition<'_, (&str, &str, &str), u64> =
+    TableDefinition::new("client_ids");
 
-/// The embedded store. Appends publish on the [`LocalBus`] it was opened with.
+/// The embedded directory and log. Appends publish on its own in-process fan-out.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -40,8 +47,10 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    /// The group-committing writer of messages (see [`appender`]).
+    /// The group-committing writer of messages (see `appender`).
     appender: Appender,
+    /// Followers of topics on this process.
+    fanout: LocalFanout,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -80,17 +89,17 @@ fn require_room<T: ReadableTable<&'static str, &'static [u8]>>(
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+pub(super) fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
     serde_json::to_vec(value).context("encoding a record")
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     serde_json::from_slice(bytes).context("decoding a stored record")
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) `natter.redb` in `data_dir` and its tables.
-    pub fn open(data_dir: &Path, bus: LocalBus) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("natter.redb");
         let db = Database::create(&path)
             .with_context(|| format!("opening the database at {}", path.display()))?;
@@ -107,10 +116,11 @@ impl EmbeddedStore {
         txn.open_table(CLIENT_IDS)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let appender = Appender::start(db.clone(), bus)?;
+        let fanout = LocalFanout::default();
+        let appender = Appender::start(db.clone(), fanout.clone())?;
         Ok(Self {
             db,
-            inner: Arc::new(Inner { appender }),
+            inner: Arc::new(Inner { appender, fanout }),
         })
     }
 
@@ -157,7 +167,7 @@ impl EmbeddedStore {
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
+impl Directory for EmbeddedStore {
     async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord> {
         let created = self
             .blocking(move |s| {
@@ -446,7 +456,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
+    async fn ready(&self) -> bool {
+        self.blocking(|s| Ok(s.db.begin_read().is_ok()))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedStore {
+    async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
         self.inner.appender.append(new).await
     }
 
@@ -497,10 +516,21 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn follow(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
+        Ok(self.inner.fanout.receiver(topic))
+    }
+
+    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
+        self.inner.fanout.publish_now(topic, event);
+        Ok(())
+    }
+
     async fn ready(&self) -> bool {
-        self.blocking(|s| Ok(s.db.begin_read().is_ok()))
-            .await
-            .unwrap_or(false)
+        Directory::ready(self).await
+    }
+
+    fn reconnects(&self) -> u64 {
+        0
     }
 }
 

@@ -16,11 +16,14 @@ use natter_proto::v1::{Event, event};
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode};
+use super::{
+    fanout::LocalFanout,
+    store::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode},
+};
 use crate::{
-    bus::{Topic, local::LocalBus},
     convert,
-    store::{Appended, MessageRecord, NewMessage, StoreError, StoreResult},
+    records::MessageRecord,
+    seams::{Appended, NewMessage, StoreError, StoreResult, Topic},
 };
 
 /// Most appends sharing one commit: bounds the latency a batch adds to its first member.
@@ -40,7 +43,7 @@ pub(super) struct Appender {
 
 impl Appender {
     /// Starts the writer thread.
-    pub(super) fn start(db: Arc<Database>, bus: LocalBus) -> anyhow::Result<Self> {
+    pub(super) fn start(db: Arc<Database>, bus: LocalFanout) -> anyhow::Result<Self> {
         let (requests, incoming) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("natter-appender".into())
@@ -79,7 +82,7 @@ impl Drop for Appender {
 }
 
 /// The writer thread: until every sender is gone, commit whatever is waiting as one batch.
-fn write_batches(db: &Database, bus: &LocalBus, incoming: &mpsc::Receiver<Request>) {
+fn write_batches(db: &Database, bus: &LocalFanout, incoming: &mpsc::Receiver<Request>) {
     while let Ok(first) = incoming.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -1,13 +1,9 @@
-//! The Store seam: accounts, rooms, memberships and each room's message log.
-//!
-//! Two implementations exist: [`embedded::EmbeddedStore`] (redb, on disk, the default) and
-//! the Redis store (module `redis`) for scale-out. Nothing else knows which one is in use.
-
-pub mod embedded;
+//! The Directory seam: accounts, rooms and memberships (plain records, each call atomic on
+//! its own).
 
 use async_trait::async_trait;
 
-pub use crate::records::{MessageRecord, RoomKind, RoomRecord, UserRecord};
+use crate::records::{RoomRecord, UserRecord};
 
 /// What a store operation can fail with. Only the first variants are expected outcomes;
 /// `Unavailable` and `Internal` carry the cause for logs and never reach clients verbatim.
@@ -46,25 +42,9 @@ pub struct UserPage {
 /// costs a bounded amount of work; the client continues with the page token.
 pub const DIRECTORY_SCAN_LIMIT: usize = 2000;
 
-/// A message to append; the store assigns `seq` (and keeps `id` and `sent_at` as given).
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    /// The message as it will be stored, with `seq` ignored.
-    pub message: MessageRecord,
-}
-
-/// Outcome of [`Store::append_message`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// The stored message (the original one, for a retried `client_id`).
-    pub message: MessageRecord,
-    /// False when `client_id` matched an earlier message and nothing was stored.
-    pub created: bool,
-}
-
-/// Persistent state of the chat. Methods are small and each is atomic on its own.
+/// Accounts, rooms and memberships. Methods are small and each is atomic on its own.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Directory: Send + Sync + 'static {
     /// Creates an account; `UsernameTaken` if the username exists.
     async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord>;
     /// Looks up an account by its normalised username.
@@ -104,28 +84,6 @@ pub trait Store: Send + Sync + 'static {
     async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>>;
     /// Member ids of a room.
     async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>>;
-
-    /// Assigns the next seq, appends the message and publishes it to the room's topic on
-    /// the bus, as one step: every observer sees one order per room without holes. A known
-    /// non-empty `(room, sender, client_id)` returns the original message instead.
-    /// `RoomNotFound` if the room is gone, `NotMember` if the sender is not in it (checked in
-    /// the same step, so no message slips in after its sender left).
-    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended>;
-    /// Messages with seq > `after_seq`, oldest first, at most `limit`.
-    async fn messages_after(
-        &self,
-        room_id: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>>;
-    /// Messages with seq < `before_seq` (0: from the newest), the newest `limit` of them,
-    /// returned oldest first.
-    async fn messages_before(
-        &self,
-        room_id: &str,
-        before_seq: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>>;
 
     /// Whether the store can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool;

@@ -1,0 +1,11 @@
+//! The embedded default: one redb database on disk holds the directory and every room's log
+//! (appends go through one writer thread that commits in groups and publishes in seq order),
+//! an in-process fan-out, and in-memory presence. No external service.
+
+mod appender;
+mod fanout;
+mod presence;
+mod store;
+
+pub use presence::LocalPresence;
+pub use store::EmbeddedStore;

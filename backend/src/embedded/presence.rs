@@ -1,0 +1,71 @@
+//! Presence of one process: a count of open streams per user.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+
+use crate::seams::{BusError, Presence};
+
+/// Open streams per user; a user is online while their count is above zero.
+#[derive(Debug, Default)]
+pub struct LocalPresence {
+    streams: Mutex<HashMap<String, usize>>,
+}
+
+#[async_trait]
+impl Presence for LocalPresence {
+    async fn stream_opened(&self, user_id: &str) -> Result<bool, BusError> {
+        let mut streams = self.streams.lock().expect("presence lock poisoned");
+        let count = streams.entry(user_id.to_owned()).or_default();
+        *count += 1;
+        Ok(*count == 1)
+    }
+
+    async fn stream_closed(&self, user_id: &str) -> Result<bool, BusError> {
+        let mut streams = self.streams.lock().expect("presence lock poisoned");
+        match streams.get_mut(user_id) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                Ok(false)
+            }
+            Some(_) => {
+                streams.remove(user_id);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn online(&self, user_ids: &[String]) -> Result<HashSet<String>, BusError> {
+        let streams = self.streams.lock().expect("presence lock poisoned");
+        Ok(user_ids
+            .iter()
+            .filter(|id| streams.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
+    async fn maintain_presence(&self) -> Result<Vec<String>, BusError> {
+        // One process: its users' streams die with it.
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn presence_counts_streams() {
+        let presence = LocalPresence::default();
+        assert!(presence.stream_opened("u").await.unwrap());
+        assert!(!presence.stream_opened("u").await.unwrap());
+        assert!(!presence.stream_closed("u").await.unwrap());
+        assert_eq!(presence.online(&["u".into()]).await.unwrap().len(), 1);
+        assert!(presence.stream_closed("u").await.unwrap());
+        assert!(presence.online(&["u".into()]).await.unwrap().is_empty());
+    }
+}

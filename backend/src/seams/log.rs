@@ -1,0 +1,129 @@
+//! The Log seam: each room's message log and the fan-out of events to every stream that
+//! follows a topic. Appending a message, giving it the room's next seq and publishing it are
+//! one step (as Centrifuge's broker saves to history and publishes atomically), so every
+//! observer sees one order per room; the log is read back by seq range in both directions.
+//!
+//! Events travel as `Arc`s through one bounded broadcast channel per topic on each
+//! instance, so an event is built and encoded once however many streams receive it.
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+
+use super::directory::StoreResult;
+use crate::records::MessageRecord;
+use natter_proto::{EncodedEvent, v1::Event};
+use tokio::sync::broadcast;
+
+/// Where events go: a room (its messages, typing, presence and membership changes) or one
+/// user (changes to that user's own room list, so their streams pick up new rooms).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Everything happening in a room, for its members.
+    Room(String),
+    /// Changes to a user's set of rooms, for that user's streams.
+    User(String),
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::Room(id) => write!(f, "room:{id}"),
+            Topic::User(id) => write!(f, "user:{id}"),
+        }
+    }
+}
+
+/// What a topic's receivers get.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "always behind an Arc, never moved by value"
+)]
+pub enum BusMessage {
+    /// An event to deliver, with its encoding, made once for all the streams it goes to.
+    Event {
+        /// The event, for streams that look into it (seq checks, filters).
+        event: Event,
+        /// The same event encoded, which streams send as is.
+        encoded: EncodedEvent,
+    },
+    /// The bus may have missed events (its connection to the broker was re-established):
+    /// receivers must re-read what they follow from the store.
+    Resync,
+}
+
+impl BusMessage {
+    /// Wraps an event, encoding it once.
+    pub fn event(event: Event) -> Self {
+        let encoded = EncodedEvent::from(&event);
+        BusMessage::Event { event, encoded }
+    }
+}
+
+/// A bus message as shared between all receivers of a topic: built once, never copied.
+pub type SharedEvent = Arc<BusMessage>;
+
+/// Capacity of each topic's local broadcast. A receiver that falls further behind gets
+/// `Lagged` and repairs from the message log, so this bounds memory, not correctness.
+pub const TOPIC_CAPACITY: usize = 1024;
+
+/// A failure to reach the fan-out or presence broker.
+#[derive(Debug, thiserror::Error)]
+#[error("event bus unavailable")]
+pub struct BusError(#[source] pub anyhow::Error);
+
+/// A message to append; the store assigns `seq` (and keeps `id` and `sent_at` as given).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The message as it will be stored, with `seq` ignored.
+    pub message: MessageRecord,
+}
+
+/// Outcome of [`Log::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message (the original one, for a retried `client_id`).
+    pub message: MessageRecord,
+    /// False when `client_id` matched an earlier message and nothing was stored.
+    pub created: bool,
+}
+
+/// Message logs and event fan-out shared by every stream on every instance.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Assigns the next seq, appends the message and publishes it to the room's topic on
+    /// the bus, as one step: every observer sees one order per room without holes. A known
+    /// non-empty `(room, sender, client_id)` returns the original message instead.
+    /// `RoomNotFound` if the room is gone, `NotMember` if the sender is not in it (checked in
+    /// the same step, so no message slips in after its sender left).
+    async fn append(&self, new: NewMessage) -> StoreResult<Appended>;
+    /// Messages with seq > `after_seq`, oldest first, at most `limit`.
+    async fn messages_after(
+        &self,
+        room_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// Messages with seq < `before_seq` (0: from the newest), the newest `limit` of them,
+    /// returned oldest first.
+    async fn messages_before(
+        &self,
+        room_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+
+    /// Starts receiving a topic's events. Events published after this returns are received
+    /// (in publish order), which is what lets a stream follow first and read the log second.
+    async fn follow(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError>;
+    /// Delivers a transient event (typing, presence, membership) to the current receivers of
+    /// a topic. Delivery is at most once; messages go through [`Log::append`] instead.
+    async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError>;
+
+    /// Whether the log and its fan-out can serve now (for `/readyz`).
+    async fn ready(&self) -> bool;
+
+    /// Times the connection to the broker was re-established.
+    fn reconnects(&self) -> u64;
+}

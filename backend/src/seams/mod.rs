@@ -1,0 +1,19 @@
+//! The three seams between the chat's behaviour and where its state lives. Each is a trait
+//! with two implementations, embedded (`crate::embedded`: redb on disk, in-process fan-out
+//! and presence) and Redis (`crate::redis`), chosen once at start-up; nothing else knows
+//! which one runs.
+//!
+//! - [`Directory`]: accounts, rooms, memberships (plain records);
+//! - [`Log`]: per-room message logs, appended and published in one step, read by seq range,
+//!   and the fan-out of events to streams;
+//! - [`Presence`]: who is online.
+
+mod directory;
+mod log;
+mod presence;
+
+pub use directory::{DIRECTORY_SCAN_LIMIT, Directory, StoreError, StoreResult, UserPage};
+pub use log::{
+    Appended, BusError, BusMessage, Log, NewMessage, SharedEvent, TOPIC_CAPACITY, Topic,
+};
+pub use presence::Presence;
