@@ -24,7 +24,7 @@ use crate::{
     service::Natter,
 };
 
-/// Opens the store and bus the configuration asks for and loads the token keys.
+/// Opens the seams the configuration asks for (embedded, or Redis) and loads the token keys.
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     create_private_dir(&config.data_dir)?;
     auth::init_dummy_hash().await?;

@@ -43,11 +43,11 @@ pub(super) struct Appender {
 
 impl Appender {
     /// Starts the writer thread.
-    pub(super) fn start(db: Arc<Database>, bus: LocalFanout) -> anyhow::Result<Self> {
+    pub(super) fn start(db: Arc<Database>, fanout: LocalFanout) -> anyhow::Result<Self> {
         let (requests, incoming) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("natter-appender".into())
-            .spawn(move || write_batches(&db, &bus, &incoming))
+            .spawn(move || write_batches(&db, &fanout, &incoming))
             .context("starting the appender thread")?;
         Ok(Self {
             requests: Some(requests),
@@ -82,7 +82,7 @@ impl Drop for Appender {
 }
 
 /// The writer thread: until every sender is gone, commit whatever is waiting as one batch.
-fn write_batches(db: &Database, bus: &LocalFanout, incoming: &mpsc::Receiver<Request>) {
+fn write_batches(db: &Database, fanout: &LocalFanout, incoming: &mpsc::Receiver<Request>) {
     while let Ok(first) = incoming.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -101,7 +101,7 @@ fn write_batches(db: &Database, bus: &LocalFanout, incoming: &mpsc::Receiver<Req
                         let event = Event {
                             event: Some(event::Event::Message(convert::message(message))),
                         };
-                        bus.publish_now(&Topic::Room(message.room_id.clone()), event);
+                        fanout.publish_now(&Topic::Room(message.room_id.clone()), event);
                     }
                     let _ = request.reply.send(outcome);
                 }

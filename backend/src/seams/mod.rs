@@ -1,6 +1,6 @@
 //! The three seams between the chat's behaviour and where its state lives. Each is a trait
-//! with two implementations, embedded (`crate::embedded`: redb on disk, in-process fan-out
-//! and presence) and Redis (`crate::redis`), chosen once at start-up; nothing else knows
+//! with two implementations, embedded (module `embedded`: redb on disk, in-process fan-out
+//! and presence) and Redis (module `redis`), chosen once at start-up; nothing else knows
 //! which one runs.
 //!
 //! - [`Directory`]: accounts, rooms, memberships (plain records);
