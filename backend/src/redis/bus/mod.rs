@@ -11,6 +11,7 @@
 //! Presence lives in Redis too: each instance keeps a hash of its users' open stream counts
 //! and a heartbeat in a sorted set; a user is online while any live instance counts them.
 
+mod listener;
 mod scripts;
 
 use std::{
@@ -23,9 +24,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use natter_proto::v1::Event;
-use rand::Rng;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -35,14 +34,14 @@ use crate::redis::schema::{Schema, decode_payload, encode_event};
 use crate::seams::{BusError, BusMessage, Presence, SharedEvent, TOPIC_CAPACITY, Topic};
 
 /// How often channels that no local stream follows any more are unsubscribed.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a subscribe waits for Redis to confirm; past it, a Resync follows the SUBSCRIBE.
 const SUBSCRIBE_CONFIRMATION: Duration = Duration::from_secs(3);
 /// Longest a command on the pub/sub connection may take before the connection is replaced.
 /// (The connection is also pinged at the presence heartbeat's pace, a third of its TTL.)
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-enum Command {
+pub(super) enum Command {
     Subscribe {
         topic: Topic,
         confirmed: oneshot::Sender<()>,
@@ -63,21 +62,21 @@ impl std::fmt::Debug for RedisBus {
     }
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// Commands: PUBLISH and presence scripts.
     conn: ConnectionManager,
-    schema: Schema,
+    pub(super) schema: Schema,
     /// This instance's id in presence keys.
     instance: String,
-    presence_ttl: Duration,
+    pub(super) presence_ttl: Duration,
     /// Local channels per topic. A std mutex, never held across an await.
     topics: Mutex<HashMap<Topic, broadcast::Sender<SharedEvent>>>,
     /// To the listener task, which owns the pub/sub connection.
     commands: mpsc::UnboundedSender<Command>,
     /// Whether the pub/sub connection is up and subscribed.
-    connected: AtomicBool,
+    pub(super) connected: AtomicBool,
     /// Times the pub/sub connection was re-established.
-    reconnects: AtomicU64,
+    pub(super) reconnects: AtomicU64,
     /// This instance's open streams per user, to re-register after being reaped.
     local_streams: Mutex<HashMap<String, i64>>,
 }
@@ -105,7 +104,7 @@ impl RedisBus {
             reconnects: AtomicU64::new(0),
             local_streams: Mutex::default(),
         });
-        tasks.spawn(listen(inner.clone(), client, receiver, shutdown));
+        tasks.spawn(listener::listen(inner.clone(), client, receiver, shutdown));
         Ok(Self { inner })
     }
 
@@ -163,14 +162,14 @@ fn bus_error(e: redis::RedisError) -> BusError {
 }
 
 impl Inner {
-    fn channels(&self) -> Vec<String> {
+    pub(super) fn channels(&self) -> Vec<String> {
         let topics = self.topics.lock().expect("bus lock poisoned");
         topics.keys().map(|t| self.schema.channel(t)).collect()
     }
 
     /// Hands a pub/sub message to its topic's local receivers, decoded once (and not at all
     /// for a channel no local stream follows any more).
-    fn dispatch(&self, msg: &redis::Msg) {
+    pub(super) fn dispatch(&self, msg: &redis::Msg) {
         let Some(topic) = self.schema.topic(msg.get_channel_name()) else {
             return;
         };
@@ -194,7 +193,7 @@ impl Inner {
     }
 
     /// Whether some local stream follows the topic.
-    fn follows(&self, topic: &Topic) -> bool {
+    pub(super) fn follows(&self, topic: &Topic) -> bool {
         self.topics
             .lock()
             .expect("bus lock poisoned")
@@ -202,14 +201,14 @@ impl Inner {
     }
 
     /// Tells one topic's local receivers that events may have been missed.
-    fn resync(&self, topic: &Topic) {
+    pub(super) fn resync(&self, topic: &Topic) {
         if let Some(sender) = self.topics.lock().expect("bus lock poisoned").get(topic) {
             let _ = sender.send(Arc::new(BusMessage::Resync));
         }
     }
 
     /// Tells every local receiver that events may have been missed.
-    fn resync_all(&self) {
+    pub(super) fn resync_all(&self) {
         let topics = self.topics.lock().expect("bus lock poisoned");
         let resync = Arc::new(BusMessage::Resync);
         for sender in topics.values() {
@@ -218,7 +217,7 @@ impl Inner {
     }
 
     /// Forgets topics without local receivers; returns their channels to unsubscribe.
-    fn sweep(&self) -> Vec<String> {
+    pub(super) fn sweep(&self) -> Vec<String> {
         let mut topics = self.topics.lock().expect("bus lock poisoned");
         let idle: Vec<Topic> = topics
             .iter()
@@ -231,116 +230,6 @@ impl Inner {
                 self.schema.channel(topic)
             })
             .collect()
-    }
-}
-
-/// Jittered exponential backoff: 100 ms doubling up to 5 s, each between 50% and 100%.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
-}
-
-/// Owns the pub/sub connection for the life of the instance.
-async fn listen(
-    inner: Arc<Inner>,
-    client: redis::Client,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    shutdown: CancellationToken,
-) {
-    let mut attempt = 0u32;
-    let mut ever_connected = false;
-    loop {
-        if ever_connected || attempt > 0 {
-            tokio::select! {
-                () = tokio::time::sleep(backoff(attempt)) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
-        let pubsub = tokio::select! {
-            pubsub = client.get_async_pubsub() => pubsub,
-            () = shutdown.cancelled() => return,
-        };
-        let (mut sink, mut stream) = match pubsub {
-            Ok(pubsub) => pubsub.split(),
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "cannot open the Redis pub/sub connection");
-                attempt += 1;
-                continue;
-            }
-        };
-        // Queued subscriptions are covered by the snapshot below and by the Resync after it.
-        while commands.try_recv().is_ok() {}
-        let channels = inner.channels();
-        if !channels.is_empty() {
-            match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await {
-                Ok(Ok(())) => {}
-                outcome => {
-                    tracing::warn!(?outcome, "cannot resubscribe");
-                    attempt += 1;
-                    continue;
-                }
-            }
-        }
-        attempt = 0;
-        inner.connected.store(true, Ordering::SeqCst);
-        if ever_connected {
-            inner.reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                channels = channels.len(),
-                "Redis pub/sub reconnected; repairing streams from the log"
-            );
-        }
-        // Also on the first connection: a stream may have subscribed before it existed.
-        inner.resync_all();
-        ever_connected = true;
-
-        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        let keepalive_interval = (inner.presence_ttl / 3).max(Duration::from_millis(100));
-        let mut keepalive = tokio::time::interval_at(
-            tokio::time::Instant::now() + keepalive_interval,
-            keepalive_interval,
-        );
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                Some(Command::Subscribe { topic, confirmed }) = commands.recv() => {
-                    if !inner.follows(&topic) {
-                        continue; // swept meanwhile: nobody waits for it any more
-                    }
-                    let channel = inner.schema.channel(&topic);
-                    if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await, Ok(Ok(()))) {
-                        break;
-                    }
-                    if confirmed.send(()).is_err() {
-                        // The subscriber stopped waiting and may have read the log before this
-                        // SUBSCRIBE took effect: make it read again.
-                        inner.resync(&topic);
-                    }
-                }
-                message = stream.next() => match message {
-                    Some(message) => inner.dispatch(&message),
-                    None => break,
-                },
-                _ = sweep.tick() => {
-                    let idle = inner.sweep();
-                    if !idle.is_empty() && !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&idle)).await, Ok(Ok(()))) {
-                        break;
-                    }
-                }
-                // A half-open connection (a partition without a reset) never ends the stream:
-                // an unanswered PING is how it is noticed.
-                // (In subscribed mode the answer is a ["pong", ""] array, hence `Value`.)
-                _ = keepalive.tick() => {
-                    let answered = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
-                    if !matches!(answered, Ok(Ok(_))) {
-                        tracing::warn!(?answered, "the pub/sub connection did not answer a PING");
-                        break;
-                    }
-                }
-            }
-        }
-        inner.connected.store(false, Ordering::SeqCst);
-        tracing::warn!("lost the Redis pub/sub connection; reconnecting");
     }
 }
 
