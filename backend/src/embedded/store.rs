@@ -20,8 +20,7 @@ use super::{appender::Appender, fanout::LocalFanout};
 use crate::{
     records::{MessageRecord, RoomRecord, UserRecord},
     seams::{
-        Appended, BusError, DIRECTORY_SCAN_LIMIT, Directory, Log, NewMessage, SharedEvent,
-        StoreError, StoreResult, Topic, UserPage,
+        Appended, BusError, Directory, Log, NewMessage, SharedEvent, StoreError, StoreResult, Topic,
     },
 };
 
@@ -221,44 +220,30 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn list_users(
+    async fn users_after(
         &self,
-        query: &str,
         after_username: &str,
-        limit: usize,
-    ) -> StoreResult<UserPage> {
-        let query = query.to_lowercase();
+        count: usize,
+    ) -> StoreResult<Vec<UserRecord>> {
         let after = after_username.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
             let names = txn.open_table(USERNAMES)?;
             let users = txn.open_table(USERS)?;
-            let mut page = UserPage::default();
-            let mut examined = 0;
-            let mut last_examined = None;
+            let mut out = Vec::with_capacity(count);
             for entry in names.range(after.as_str()..)? {
                 let (name, id) = entry?;
                 if name.value() == after {
                     continue;
                 }
-                if page.users.len() == limit || examined == DIRECTORY_SCAN_LIMIT {
-                    // More names follow: the next page starts after the last one examined.
-                    page.next_after = last_examined;
+                if out.len() == count {
                     break;
                 }
-                examined += 1;
-                last_examined = Some(name.value().to_owned());
-                let Some(bytes) = users.get(id.value())? else {
-                    continue;
-                };
-                let user: UserRecord = decode(bytes.value())?;
-                if user.username.contains(&query)
-                    || user.display_name.to_lowercase().contains(&query)
-                {
-                    page.users.push(user);
+                if let Some(bytes) = users.get(id.value())? {
+                    out.push(decode(bytes.value())?);
                 }
             }
-            Ok(page)
+            Ok(out)
         })
         .await
     }

@@ -51,15 +51,10 @@ pub trait Directory: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks up an account by id.
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
-    /// Users whose username or display name contains `query` (case-insensitive), ordered by
-    /// username, starting after `after_username`: at most `limit` of them, examining at most
-    /// [`DIRECTORY_SCAN_LIMIT`] usernames.
-    async fn list_users(
-        &self,
-        query: &str,
-        after_username: &str,
-        limit: usize,
-    ) -> StoreResult<UserPage>;
+    /// Up to `count` accounts in username order, starting after `after_username` (from
+    /// the first when empty). The directory search ([`search_users`]) pages through these.
+    async fn users_after(&self, after_username: &str, count: usize)
+    -> StoreResult<Vec<UserRecord>>;
 
     /// Stores a new group room (its code must be unused; the store retries nothing) and
     /// makes the owner a member. Returns false if the code is taken.
@@ -87,4 +82,39 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Whether the store can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool;
+}
+
+/// Users whose username or display name contains `query` (case-insensitive), ordered by
+/// username, starting after `after_username`: at most `limit` of them, examining at most
+/// [`DIRECTORY_SCAN_LIMIT`] accounts, so that a search matching nobody costs bounded work.
+/// Written once, over [`Directory::users_after`], for every implementation.
+pub async fn search_users(
+    directory: &(impl Directory + ?Sized),
+    query: &str,
+    after_username: &str,
+    limit: usize,
+) -> StoreResult<UserPage> {
+    const BATCH: usize = 200;
+    let query = query.to_lowercase();
+    let mut page = UserPage::default();
+    let mut cursor = after_username.to_owned();
+    let mut examined = 0;
+    loop {
+        let batch = directory.users_after(&cursor, BATCH).await?;
+        if batch.is_empty() {
+            return Ok(page);
+        }
+        for user in batch {
+            if page.users.len() == limit || examined == DIRECTORY_SCAN_LIMIT {
+                // More accounts follow: the next page starts after the last one examined.
+                page.next_after = Some(cursor);
+                return Ok(page);
+            }
+            examined += 1;
+            cursor.clone_from(&user.username);
+            if user.username.contains(&query) || user.display_name.to_lowercase().contains(&query) {
+                page.users.push(user);
+            }
+        }
+    }
 }

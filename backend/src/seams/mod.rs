@@ -12,7 +12,9 @@ mod directory;
 mod log;
 mod presence;
 
-pub use directory::{DIRECTORY_SCAN_LIMIT, Directory, StoreError, StoreResult, UserPage};
+pub use directory::{
+    DIRECTORY_SCAN_LIMIT, Directory, StoreError, StoreResult, UserPage, search_users,
+};
 pub use log::{
     Appended, BusError, BusMessage, Log, NewMessage, SharedEvent, TOPIC_CAPACITY, Topic,
 };

@@ -8,6 +8,7 @@ use crate::{
     domain::{Registration, Username, new_id},
     error::{ApiError, ApiResult},
     records::UserRecord,
+    seams::search_users,
 };
 
 /// Same message for an unknown user and a wrong password: which usernames exist is not
@@ -109,10 +110,7 @@ impl Natter {
             )
             .into());
         }
-        let page = self
-            .directory
-            .list_users(query.trim(), page_token, limit)
-            .await?;
+        let page = search_users(&*self.directory, query.trim(), page_token, limit).await?;
         Ok(pb::ListUsersResponse {
             users: self.users_view(&page.users).await?,
             next_page_token: page.next_after.unwrap_or_default(),

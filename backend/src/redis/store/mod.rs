@@ -31,8 +31,7 @@ use super::{
 use crate::{
     records::{MessageRecord, RoomRecord, UserRecord},
     seams::{
-        Appended, BusError, DIRECTORY_SCAN_LIMIT, Directory, Log, NewMessage, SharedEvent,
-        StoreError, StoreResult, Topic, UserPage,
+        Appended, BusError, Directory, Log, NewMessage, SharedEvent, StoreError, StoreResult, Topic,
     },
 };
 
@@ -227,65 +226,38 @@ impl Directory for RedisStore {
             .transpose()
     }
 
-    async fn list_users(
+    async fn users_after(
         &self,
-        query: &str,
         after_username: &str,
-        limit: usize,
-    ) -> StoreResult<UserPage> {
-        let query = query.to_lowercase();
-        let mut page = UserPage::default();
-        let mut cursor = after_username.to_owned();
-        let mut examined = 0;
-        const BATCH: usize = 200;
-        loop {
-            let start = if cursor.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("({cursor}")
-            };
-            let names: Vec<String> = self
-                .conn
-                .clone()
-                .zrangebylex_limit(self.schema.usernames(), start, "+", 0, BATCH as isize)
-                .await
-                .map_err(store_error)?;
-            if names.is_empty() {
-                return Ok(page);
-            }
-            let ids: Vec<Option<String>> = self
-                .conn
-                .clone()
-                .mget(
-                    names
-                        .iter()
-                        .map(|n| self.schema.username(n))
-                        .collect::<Vec<_>>(),
-                )
-                .await
-                .map_err(store_error)?;
-            let users = self
-                .users_by_ids(&ids.into_iter().flatten().collect::<Vec<_>>())
-                .await?;
-            let mut users = users.into_iter().peekable();
-            for name in &names {
-                if page.users.len() == limit || examined == DIRECTORY_SCAN_LIMIT {
-                    page.next_after = Some(cursor);
-                    return Ok(page);
-                }
-                examined += 1;
-                cursor = name.clone();
-                if let Some(user) = users.next_if(|u| &u.username == name)
-                    && (user.username.contains(&query)
-                        || user.display_name.to_lowercase().contains(&query))
-                {
-                    page.users.push(user);
-                }
-            }
-            if names.len() < BATCH {
-                return Ok(page);
-            }
+        count: usize,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let start = if after_username.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({after_username}")
+        };
+        let names: Vec<String> = self
+            .conn
+            .clone()
+            .zrangebylex_limit(self.schema.usernames(), start, "+", 0, count as isize)
+            .await
+            .map_err(store_error)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
         }
+        let ids: Vec<Option<String>> = self
+            .conn
+            .clone()
+            .mget(
+                names
+                    .iter()
+                    .map(|n| self.schema.username(n))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(store_error)?;
+        self.users_by_ids(&ids.into_iter().flatten().collect::<Vec<_>>())
+            .await
     }
 
     async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
