@@ -92,7 +92,7 @@ async fn metrics(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        natter.metrics.render(natter.log.reconnects()),
+        natter.render_metrics(),
     )
 }
 
@@ -107,8 +107,7 @@ struct Readiness {
 /// Readiness: the store and the bus both answer, so requests can succeed, and the instance
 /// is not draining (from the first moment of a shutdown it is not ready).
 async fn readyz(State(natter): State<Arc<Natter>>) -> impl IntoResponse {
-    let (store, bus) = tokio::join!(natter.directory.ready(), natter.log.ready());
-    let draining = natter.shutdown.is_cancelled();
+    let (store, bus, draining) = natter.readiness().await;
     let ready = store && bus && !draining;
     let status = if ready {
         StatusCode::OK

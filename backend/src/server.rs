@@ -20,8 +20,7 @@ use crate::{
     http,
     listener::{self, TrustedProxies},
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
-    seams::{Directory, Log, Presence},
-    service::Natter,
+    service::{Natter, Seams},
 };
 
 /// Opens the seams the configuration asks for (embedded, or Redis) and loads the token keys.
@@ -39,8 +38,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    type Seams = (Arc<dyn Directory>, Arc<dyn Log>, Arc<dyn Presence>);
-    let (directory, log, presence): Seams = match &config.redis_url {
+    let seams = match &config.redis_url {
         Some(url) => {
             let schema = Schema::new(&config.redis_prefix);
             let conn = connection_manager(url)?;
@@ -59,25 +57,23 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
                 config.history_retention,
                 bus.clone(),
             ));
-            (store.clone(), store, Arc::new(bus))
+            Seams {
+                directory: store.clone(),
+                log: store,
+                presence: Arc::new(bus),
+            }
         }
         None => {
             let store = Arc::new(EmbeddedStore::open(&config.data_dir)?);
             tracing::info!(data_dir = %config.data_dir.display(), "embedded directory and log");
-            (store.clone(), store, Arc::new(LocalPresence::default()))
+            Seams {
+                directory: store.clone(),
+                log: store,
+                presence: Arc::new(LocalPresence::default()),
+            }
         }
     };
-    Ok(Arc::new(Natter {
-        directory,
-        log,
-        presence,
-        keys,
-        config,
-        shutdown,
-        tasks,
-        metrics: Default::default(),
-        typing: Default::default(),
-    }))
+    Ok(Arc::new(Natter::new(seams, keys, config, shutdown, tasks)))
 }
 
 /// Creates the data directory readable by its owner only: it holds password hashes,
@@ -111,7 +107,7 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let keys = natter.keys.clone();
+    let keys = natter.keys().clone();
     let chat = ChatServiceServer::with_interceptor(
         ChatApi::new(natter.clone()),
         move |mut request: tonic::Request<()>| {
@@ -121,7 +117,7 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
         },
     );
     // Draining: health checks answer NOT_SERVING from the first moment (as /readyz does).
-    let draining = natter.shutdown.clone();
+    let draining = natter.shutdown().clone();
     tokio::spawn(async move {
         draining.cancelled().await;
         health_reporter
@@ -140,7 +136,7 @@ pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
     .add_service(reflection_v1alpha)
     .into_axum_router();
 
-    let static_dir = natter.config.static_dir.clone();
+    let static_dir = natter.config().static_dir.clone();
     // Merge first, then set the fallback: merging two routers that both have one panics.
     Ok(grpc
         .merge(http::routes(natter))
@@ -158,8 +154,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(natter.clone()).await?;
-    natter.tasks.spawn(presence_janitor(natter.clone()));
-    let token = natter.shutdown.clone();
+    natter.tasks().spawn(natter.clone().presence_janitor());
+    let token = natter.shutdown().clone();
     let signal = {
         let token = token.clone();
         async move {
@@ -171,11 +167,11 @@ pub async fn run(
             token.cancel();
         }
     };
-    let drain_timeout = natter.config.drain_timeout;
+    let drain_timeout = natter.config().drain_timeout;
     tracing::info!(address = %listener.local_addr()?, "listening (gRPC, gRPC-Web and HTTP)");
     let incoming = listener::incoming(
         listener,
-        TrustedProxies::new(natter.config.trusted_proxies.clone()),
+        TrustedProxies::new(natter.config().trusted_proxies.clone()),
         token.clone(),
     );
     let server = tonic::transport::Server::builder()
@@ -186,7 +182,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, signal);
     // Once draining starts, connections and stream tasks together get the drain timeout;
     // a client that never reads cannot hold the process.
-    let tasks = natter.tasks.clone();
+    let tasks = natter.tasks().clone();
     let drained = async {
         let served = server.await.context("serving");
         tasks.close();
@@ -205,29 +201,6 @@ pub async fn run(
         }
     };
     served
-}
-
-/// Keeps this instance's presence heartbeat alive and announces users who went offline
-/// because another instance died without cleaning up.
-async fn presence_janitor(natter: Arc<Natter>) {
-    let period = (natter.config.presence_ttl / 3).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            () = natter.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match natter.presence.maintain_presence().await {
-            Ok(gone) => {
-                for user_id in gone {
-                    if let Ok(Some(user)) = natter.directory.user(&user_id).await {
-                        natter.announce_presence(&user).await;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = ?e, "presence maintenance failed"),
-        }
-    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

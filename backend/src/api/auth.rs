@@ -45,7 +45,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
-        let caller = self.natter.keys.verify_metadata(request.metadata())?;
+        let caller = self.natter.keys().verify_metadata(request.metadata())?;
         Ok(Response::new(self.natter.refresh(&caller).await?))
     }
 }

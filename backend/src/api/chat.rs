@@ -41,7 +41,7 @@ impl ChatApi {
     ) -> Result<Response<EventStream>, Status> {
         let (out, events) = mpsc::channel(OUTBOX_CAPACITY);
         let session = Session::open(self.natter.clone(), caller, out).await?;
-        self.natter.tasks.spawn(session.run(initial, frames));
+        self.natter.tasks().spawn(session.run(initial, frames));
         Ok(Response::new(Box::pin(ReceiverStream::new(events))))
     }
 }

@@ -8,6 +8,7 @@ mod rooms;
 use std::sync::Arc;
 
 use natter_proto::v1 as pb;
+use tokio::sync::broadcast;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -16,29 +17,162 @@ use crate::{
     convert,
     error::{ApiError, ApiResult},
     records::{RoomRecord, UserRecord},
-    seams::{Directory, Log, Presence, Topic},
+    seams::{Directory, Log, Presence, SharedEvent, Topic},
 };
 
-/// Shared state of one server instance: its seams, keys and lifecycle handles.
+/// Shared state of one server instance: its seams, keys and lifecycle handles. Private:
+/// the API, the streams and the server use the narrow methods below, and only the service
+/// talks to the seams.
 pub struct Natter {
+    /// Accounts, rooms and memberships.
+    directory: Arc<dyn Directory>,
+    /// Message logs and event fan-out.
+    log: Arc<dyn Log>,
+    /// Who is online.
+    presence: Arc<dyn Presence>,
+    /// Access-token signing and verification.
+    keys: TokenKeys,
+    /// The configuration this instance runs with.
+    config: Config,
+    /// Cancelled when the server starts draining; every stream loop watches it.
+    shutdown: CancellationToken,
+    /// Tracks stream tasks so shutdown can wait for them to finish cleanly.
+    tasks: TaskTracker,
+    /// Counters for `/metrics`.
+    metrics: crate::metrics::Metrics,
+    /// Rate limit of typing events.
+    typing: messages::TypingThrottle,
+}
+
+/// The seams an instance runs on.
+pub struct Seams {
     /// Accounts, rooms and memberships.
     pub directory: Arc<dyn Directory>,
     /// Message logs and event fan-out.
     pub log: Arc<dyn Log>,
     /// Who is online.
     pub presence: Arc<dyn Presence>,
-    /// Access-token signing and verification.
-    pub keys: TokenKeys,
+}
+
+impl Natter {
+    /// An instance over its seams.
+    pub fn new(
+        seams: Seams,
+        keys: TokenKeys,
+        config: Config,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            directory: seams.directory,
+            log: seams.log,
+            presence: seams.presence,
+            keys,
+            config,
+            shutdown,
+            tasks,
+            metrics: Default::default(),
+            typing: Default::default(),
+        }
+    }
+
     /// The configuration this instance runs with.
-    pub config: Config,
-    /// Cancelled when the server shuts down; every stream loop watches it.
-    pub shutdown: CancellationToken,
-    /// Tracks stream tasks so shutdown can wait for them to finish cleanly.
-    pub tasks: TaskTracker,
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Cancelled when the instance starts draining.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The stream tasks, which a drain waits for.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
     /// Counters for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// Rate limit of typing events.
-    pub typing: messages::TypingThrottle,
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Token verification.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.log.reconnects())
+    }
+
+    /// Whether the directory and the log answer, and whether the instance is draining.
+    pub async fn readiness(&self) -> (bool, bool, bool) {
+        let (directory, log) = tokio::join!(self.directory.ready(), self.log.ready());
+        (directory, log, self.shutdown.is_cancelled())
+    }
+
+    /// Keeps this instance's presence heartbeat alive and announces users who went offline
+    /// because another instance died without cleaning up; runs until the drain.
+    pub async fn presence_janitor(self: Arc<Self>) {
+        let period = (self.config.presence_ttl / 3).max(std::time::Duration::from_millis(100));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.presence.maintain_presence().await {
+                Ok(gone) => {
+                    for user_id in gone {
+                        if let Ok(Some(user)) = self.directory.user(&user_id).await {
+                            self.announce_presence(&user).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = ?e, "presence maintenance failed"),
+            }
+        }
+    }
+
+    /// Starts receiving a topic's events (for an event stream).
+    pub(crate) async fn follow(
+        &self,
+        topic: &Topic,
+    ) -> ApiResult<broadcast::Receiver<SharedEvent>> {
+        Ok(self.log.follow(topic).await?)
+    }
+
+    /// The rooms a user is in, with their current `last_seq`.
+    pub(crate) async fn rooms_of(&self, user_id: &str) -> ApiResult<Vec<RoomRecord>> {
+        Ok(self.directory.rooms_of(user_id).await?)
+    }
+
+    /// A room, if it (still) exists.
+    pub(crate) async fn room_record(&self, room_id: &str) -> ApiResult<Option<RoomRecord>> {
+        Ok(self.directory.room(room_id).await?)
+    }
+
+    /// A room, if it (still) exists, and whether `user_id` is (still) in it.
+    pub(crate) async fn room_and_membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> ApiResult<(Option<RoomRecord>, bool)> {
+        let room = self.directory.room(room_id).await?;
+        let member = self.directory.is_member(room_id, user_id).await?;
+        Ok((room, member))
+    }
+
+    /// Messages of a room's log after `after_seq`, oldest first.
+    pub(crate) async fn log_after(
+        &self,
+        room_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> ApiResult<Vec<crate::records::MessageRecord>> {
+        Ok(self.log.messages_after(room_id, after_seq, limit).await?)
+    }
 }
 
 impl std::fmt::Debug for Natter {

@@ -99,9 +99,15 @@ impl Session {
             let _ = self.out.send(Err(e.into())).await;
             return;
         }
-        natter.metrics.streams_open.fetch_add(1, Ordering::Relaxed);
+        natter
+            .metrics()
+            .streams_open
+            .fetch_add(1, Ordering::Relaxed);
         let end = self.serve(initial, frames).await;
-        natter.metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
+        natter
+            .metrics()
+            .streams_open
+            .fetch_sub(1, Ordering::Relaxed);
         natter.stream_closed(&self.user).await;
         match end {
             End::Closed => {}
@@ -138,7 +144,7 @@ impl Session {
         }
         let interval = self
             .natter
-            .config
+            .config()
             .heartbeat_interval
             .max(Duration::from_millis(10));
         let mut heartbeat =
@@ -146,7 +152,7 @@ impl Session {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Both futures are made once: polling them registers a waiter (for the cancellation,
         // in a list shared by every stream), which must not happen again per event.
-        let shutdown = self.natter.shutdown.clone();
+        let shutdown = self.natter.shutdown().clone();
         let cancelled = shutdown.cancelled();
         let outbox = self.out.clone();
         let client_gone = outbox.closed();
@@ -178,7 +184,7 @@ impl Session {
     async fn send_message(&mut self, message: pb::Message) -> Result<(), End> {
         self.delivered.insert(message.room_id.clone(), message.seq);
         self.send(Ev::Message(message)).await?;
-        Metrics::inc(&self.natter.metrics.messages_delivered);
+        Metrics::inc(&self.natter.metrics().messages_delivered);
         Ok(())
     }
 
@@ -197,7 +203,7 @@ impl Session {
             Err(TrySendError::Closed(_)) => Err(End::Closed),
             Err(TrySendError::Full(event)) => tokio::select! {
                 sent = self.out.send(event) => sent.map_err(|_| End::Closed),
-                () = self.natter.shutdown.cancelled() => Err(End::Draining),
+                () = self.natter.shutdown().cancelled() => Err(End::Draining),
             },
         }
     }

@@ -9,7 +9,6 @@ use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamR
 use super::{CATCH_UP_BATCH, End, Session};
 use crate::{
     convert,
-    error::ApiError,
     metrics::Metrics,
     records::RoomRecord,
     seams::{BusMessage, SharedEvent, Topic},
@@ -18,24 +17,15 @@ use crate::{
 impl Session {
     /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
     pub(super) async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
-        let log = self.natter.log.clone();
         // The user's own topic first: a room joined from now on is announced there.
         self.own = Some(BroadcastStream::new(
-            log.follow(&Topic::User(self.user.id.clone()))
-                .await
-                .map_err(ApiError::from)?,
+            self.natter
+                .follow(&Topic::User(self.user.id.clone()))
+                .await?,
         ));
-        let rooms = self
-            .natter
-            .directory
-            .rooms_of(&self.user.id)
-            .await
-            .map_err(ApiError::from)?;
+        let rooms = self.natter.rooms_of(&self.user.id).await?;
         for room in &rooms {
-            let receiver = log
-                .follow(&Topic::Room(room.id.clone()))
-                .await
-                .map_err(ApiError::from)?;
+            let receiver = self.natter.follow(&Topic::Room(room.id.clone())).await?;
             self.live
                 .insert(room.id.clone(), BroadcastStream::new(receiver));
         }
@@ -44,7 +34,7 @@ impl Session {
             views.push(self.natter.room_view(room, &self.user.id).await?);
         }
         let heartbeat_interval_ms =
-            u32::try_from(self.natter.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
+            u32::try_from(self.natter.config().heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
         self.send(Ev::Ready(pb::Ready {
             rooms: views,
             heartbeat_interval_ms,
@@ -84,10 +74,8 @@ impl Session {
             };
             let batch = self
                 .natter
-                .log
-                .messages_after(room_id, after, CATCH_UP_BATCH)
-                .await
-                .map_err(ApiError::from)?;
+                .log_after(room_id, after, CATCH_UP_BATCH)
+                .await?;
             let Some(first) = batch.first() else {
                 return Ok(());
             };
@@ -135,10 +123,10 @@ impl Session {
                 } else if message.seq == delivered + 1 {
                     self.delivered.insert(room_id, message.seq);
                     self.send_encoded(encoded.clone()).await?;
-                    Metrics::inc(&self.natter.metrics.messages_delivered);
+                    Metrics::inc(&self.natter.metrics().messages_delivered);
                     Ok(())
                 } else {
-                    Metrics::inc(&self.natter.metrics.stream_repairs);
+                    Metrics::inc(&self.natter.metrics().stream_repairs);
                     self.catch_up(&room_id).await
                 }
             }
@@ -177,8 +165,7 @@ impl Session {
                 if self.delivered.contains_key(&room.id) {
                     return Ok(());
                 }
-                let directory = &self.natter.directory;
-                let Some(record) = directory.room(&room.id).await.map_err(ApiError::from)? else {
+                let Some(record) = self.natter.room_record(&room.id).await? else {
                     return Ok(()); // deleted meanwhile
                 };
                 // Messages sent between the join and this subscription are in the log.
@@ -200,12 +187,7 @@ impl Session {
         after_seq: u64,
         joined: Option<pb::RoomChanged>,
     ) -> Result<(), End> {
-        let receiver = self
-            .natter
-            .log
-            .follow(&Topic::Room(room.id.clone()))
-            .await
-            .map_err(ApiError::from)?;
+        let receiver = self.natter.follow(&Topic::Room(room.id.clone())).await?;
         self.live
             .insert(room.id.clone(), BroadcastStream::new(receiver));
         if let Some(change) = joined {
@@ -226,13 +208,11 @@ impl Session {
     /// After a hole in a room's live feed (lag, bus reconnect): the room may be gone, or the
     /// user may have left it, while events were missed; otherwise the log fills the hole.
     async fn repair_room(&mut self, room_id: &str) -> Result<(), End> {
-        Metrics::inc(&self.natter.metrics.stream_repairs);
-        let directory = &self.natter.directory;
-        let room = directory.room(room_id).await.map_err(ApiError::from)?;
-        let member = directory
-            .is_member(room_id, &self.user.id)
-            .await
-            .map_err(ApiError::from)?;
+        Metrics::inc(&self.natter.metrics().stream_repairs);
+        let (room, member) = self
+            .natter
+            .room_and_membership(room_id, &self.user.id)
+            .await?;
         match room {
             Some(_) if member => self.catch_up(room_id).await,
             Some(room) => {
@@ -253,12 +233,7 @@ impl Session {
     /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left or
     /// deleted meanwhile, telling the client about each.
     async fn resync_rooms(&mut self) -> Result<(), End> {
-        let rooms = self
-            .natter
-            .directory
-            .rooms_of(&self.user.id)
-            .await
-            .map_err(ApiError::from)?;
+        let rooms = self.natter.rooms_of(&self.user.id).await?;
         let followed: Vec<String> = self.delivered.keys().cloned().collect();
         for id in followed {
             if !rooms.iter().any(|r| r.id == id) {
