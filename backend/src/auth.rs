@@ -1,12 +1,8 @@
-//! Credentials: argon2id password hashes and HS256 access tokens.
+//! Access tokens (HS256) and the secret that signs them; password hashing is in `passwords`.
 
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::{SaltString, rand_core::OsRng},
-};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -201,77 +197,6 @@ fn write_private_atomically(path: &Path, contents: &str) -> std::io::Result<()> 
     std::fs::rename(&temporary, path)
 }
 
-/// Hashes a password with argon2id on a blocking thread (it takes tens of milliseconds).
-pub async fn hash_password(password: String) -> ApiResult<String> {
-    with_hashing_permit(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
-    })
-    .await
-}
-
-/// Checks a password against a stored argon2 hash on a blocking thread.
-pub async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
-    with_hashing_permit(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-}
-
-static DUMMY_HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-
-/// Computes the hash that logins of unknown users verify against, at startup: a failure
-/// stops the server instead of making unknown users distinguishable later.
-pub async fn init_dummy_hash() -> anyhow::Result<()> {
-    DUMMY_HASH
-        .get_or_try_init(|| async {
-            hash_password("natter-dummy-password".into())
-                .await
-                .map_err(|e| anyhow::anyhow!("computing the dummy password hash: {e:?}"))
-        })
-        .await?;
-    Ok(())
-}
-
-/// A hash to verify against when the user does not exist, so that an unknown username
-/// costs as much time as a wrong password and does not reveal which accounts exist.
-pub fn dummy_hash() -> ApiResult<&'static str> {
-    DUMMY_HASH
-        .get()
-        .map(String::as_str)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the dummy hash was not initialised")))
-}
-
-/// Bounds concurrent argon2 work (about 19 MiB and tens of milliseconds each) to the number
-/// of cores, so a flood of sign-ins queues instead of exhausting memory and the blocking
-/// thread pool that the embedded store also uses.
-fn hashing_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        tokio::sync::Semaphore::new(cores)
-    })
-}
-
-async fn with_hashing_permit<T: Send + 'static>(
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> ApiResult<T> {
-    let _permit = hashing_permits()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::Internal)
-}
-
 /// Time since the unix epoch.
 pub fn unix_now() -> Duration {
     std::time::SystemTime::now()
@@ -322,17 +247,5 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert!(TokenKeys::new(b"short", Duration::from_secs(1)).is_err());
-    }
-
-    #[tokio::test]
-    async fn passwords_hash_and_verify() {
-        let hash = hash_password("correct horse".into()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            verify_password("correct horse".into(), hash.clone())
-                .await
-                .unwrap()
-        );
-        assert!(!verify_password("wrong horse".into(), hash).await.unwrap());
     }
 }

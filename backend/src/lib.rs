@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 mod listener;
 pub mod metrics;
+pub mod passwords;
 pub mod records;
 pub mod redis;
 pub mod seams;

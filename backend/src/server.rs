@@ -19,6 +19,7 @@ use crate::{
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
+    passwords::Passwords,
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     service::{Natter, Seams},
 };
@@ -26,7 +27,7 @@ use crate::{
 /// Opens the seams the configuration asks for (embedded, or Redis) and loads the token keys.
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     create_private_dir(&config.data_dir)?;
-    auth::init_dummy_hash().await?;
+    let passwords = Passwords::new().await?;
     if config.redis_url.is_some() && config.jwt_secret.is_none() {
         anyhow::bail!(
             "Redis mode needs an explicit --jwt-secret (or NATTER_JWT_SECRET) of at least {} bytes, \
@@ -73,7 +74,9 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
             }
         }
     };
-    Ok(Arc::new(Natter::new(seams, keys, config, shutdown, tasks)))
+    Ok(Arc::new(Natter::new(
+        seams, keys, passwords, config, shutdown, tasks,
+    )))
 }
 
 /// Creates the data directory readable by its owner only: it holds password hashes,

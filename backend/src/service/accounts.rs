@@ -26,7 +26,7 @@ impl Natter {
             password,
             display_name,
         } = registration;
-        let password_hash = auth::hash_password(password.expose().to_owned()).await?;
+        let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
         let user = self
             .directory
             .create_user(UserRecord {
@@ -51,9 +51,9 @@ impl Natter {
         };
         let hash = match &user {
             Some(user) => user.password_hash.clone(),
-            None => auth::dummy_hash()?.to_owned(),
+            None => self.passwords.dummy_hash().to_owned(),
         };
-        let matches = auth::verify_password(password.to_owned(), hash).await?;
+        let matches = self.passwords.verify(password.to_owned(), hash).await?;
         match user {
             Some(user) if matches => self.auth_response(&user),
             _ => Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),

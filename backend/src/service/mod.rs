@@ -32,6 +32,8 @@ pub struct Natter {
     presence: Arc<dyn Presence>,
     /// Access-token signing and verification.
     keys: TokenKeys,
+    /// Password hashing within bounds.
+    passwords: crate::passwords::Passwords,
     /// The configuration this instance runs with.
     config: Config,
     /// Cancelled when the server starts draining; every stream loop watches it.
@@ -59,6 +61,7 @@ impl Natter {
     pub fn new(
         seams: Seams,
         keys: TokenKeys,
+        passwords: crate::passwords::Passwords,
         config: Config,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -68,6 +71,7 @@ impl Natter {
             log: seams.log,
             presence: seams.presence,
             keys,
+            passwords,
             config,
             shutdown,
             tasks,

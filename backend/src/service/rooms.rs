@@ -35,7 +35,7 @@ impl Natter {
     ) -> ApiResult<pb::Room> {
         self.account(caller).await?;
         let password_hash = match password {
-            Some(p) => Some(auth::hash_password(p.expose().to_owned()).await?),
+            Some(p) => Some(self.passwords.hash(p.expose().to_owned()).await?),
             None => None,
         };
         let mut room = RoomRecord {
@@ -82,7 +82,10 @@ impl Natter {
         // Members are not asked again: joining twice just returns the room.
         if let Some(hash) = &room.password_hash
             && !self.directory.is_member(&room.id, &user.id).await?
-            && !auth::verify_password(password.to_owned(), hash.clone()).await?
+            && !self
+                .passwords
+                .verify(password.to_owned(), hash.clone())
+                .await?
         {
             return Err(ApiError::PermissionDenied("wrong room password"));
         }
