@@ -1,18 +1,16 @@
 //! `natter`: chat from the command line over native gRPC.
 
+mod commands;
+
 use std::io::Write;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use natter_cli::{
     client::{self, ChatClient},
-    follow::Follower,
-    format::{RoomNames, message_line},
-    send::send_until_acknowledged,
     session::Session,
 };
-use natter_proto::v1::{self as pb, event::Event as Ev};
-use tokio::io::AsyncBufReadExt;
+use natter_proto::v1 as pb;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -169,196 +167,19 @@ fn save(server: &str, response: pb::AuthResponse) -> anyhow::Result<()> {
 
 async fn signed_in(mut chat: ChatClient, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Users { query } => {
-            let mut page_token = String::new();
-            loop {
-                let request = pb::ListUsersRequest {
-                    query: query.clone().unwrap_or_default(),
-                    page_size: 200,
-                    page_token,
-                };
-                let page = chat.list_users(request).await?.into_inner();
-                for user in page.users {
-                    let dot = if user.online { "●" } else { "○" };
-                    println!("{dot} {:<32} {}", user.username, user.display_name);
-                }
-                if page.next_page_token.is_empty() {
-                    return Ok(());
-                }
-                page_token = page.next_page_token;
-            }
-        }
-        Command::Rooms => {
-            for room in chat
-                .list_rooms(pb::ListRoomsRequest {})
-                .await?
-                .into_inner()
-                .rooms
-            {
-                match &room.peer {
-                    Some(peer) => println!(
-                        "@{:<31} {:<10} {:>6} msgs  {}",
-                        peer.username, "(direct)", room.last_seq, room.id
-                    ),
-                    None => println!(
-                        "{:<32} {:<10} {:>6} msgs  {}",
-                        room.name, room.code, room.last_seq, room.id
-                    ),
-                }
-            }
-            Ok(())
-        }
+        Command::Users { query } => commands::users(&mut chat, query.unwrap_or_default()).await,
+        Command::Rooms => commands::rooms(&mut chat).await,
         Command::CreateRoom { name, password } => {
-            let room = chat
-                .create_room(pb::CreateRoomRequest { name, password })
-                .await?
-                .into_inner();
-            println!(
-                "created [{}] with join code {} (id {})",
-                room.name, room.code, room.id
-            );
-            Ok(())
+            commands::create_room(&mut chat, name, password).await
         }
-        Command::Join { code, password } => {
-            let room = chat
-                .join_room(pb::JoinRoomRequest { code, password })
-                .await?
-                .into_inner();
-            println!("joined [{}] (id {})", room.name, room.id);
-            Ok(())
-        }
-        Command::Dm { user } => {
-            let peer = client::resolve_user(&mut chat, &user).await?;
-            let room = chat
-                .open_direct(pb::OpenDirectRequest { user_id: peer.id })
-                .await?
-                .into_inner();
-            println!(
-                "direct conversation with @{} (id {})",
-                peer.username, room.id
-            );
-            Ok(())
-        }
-        Command::Send { room, text } => {
-            let room = client::resolve_room(&mut chat, &room).await?;
-            let request = pb::SendMessageRequest {
-                room_id: room.id,
-                text,
-                client_id: String::new(),
-            };
-            let message = send_until_acknowledged(&mut chat, request, SEND_PATIENCE).await?;
-            println!("sent #{}", message.seq);
-            Ok(())
-        }
-        Command::History { room, limit } => {
-            let room = client::resolve_room(&mut chat, &room).await?;
-            let label = room
-                .peer
-                .as_ref()
-                .map_or(room.name.clone(), |p| format!("@{}", p.username));
-            let request = pb::GetHistoryRequest {
-                room_id: room.id,
-                before_seq: 0,
-                limit,
-            };
-            for message in chat.get_history(request).await?.into_inner().messages {
-                println!("{}", message_line(&label, &message));
-            }
-            Ok(())
-        }
-        Command::Tail => {
-            let mut events = Follower::new(chat);
-            let mut names = RoomNames::default();
-            loop {
-                if let Some(line) = names.line(&events.next().await?) {
-                    println!("{line}");
-                }
-            }
-        }
-        Command::Chat { room } => chat_in_room(chat, &room).await,
+        Command::Join { code, password } => commands::join(&mut chat, code, password).await,
+        Command::Dm { user } => commands::dm(&mut chat, &user).await,
+        Command::Send { room, text } => commands::send(&mut chat, &room, text).await,
+        Command::History { room, limit } => commands::history(&mut chat, &room, limit).await,
+        Command::Tail => commands::tail(chat).await,
+        Command::Chat { room } => commands::chat(chat, &room).await,
         Command::Register { .. } | Command::Login { .. } => {
             bail!("register and login run without a session")
         }
     }
-}
-
-/// How long a line is retried while the server is away before `chat` gives up on it.
-const SEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Interactive chat: lines from stdin are sent in order, each retried with its `client_id`
-/// until acknowledged; the room's events are printed from a stream that reconnects and
-/// resumes by itself (at once when the server drains). At end of input, waits for every line
-/// to be acknowledged, then exits.
-async fn chat_in_room(mut chat: ChatClient, room: &str) -> anyhow::Result<()> {
-    let room = client::resolve_room(&mut chat, room).await?;
-    let cursors = [(room.id.clone(), room.last_seq)].into_iter().collect();
-    let mut events = Follower::resuming(chat.clone(), cursors);
-    let (lines_out, lines_in) = tokio::sync::mpsc::channel::<String>(64);
-    let (acks, mut acked) = tokio::sync::mpsc::channel(64);
-    let sender = tokio::spawn(send_lines(chat, room.id.clone(), lines_in, acks));
-    eprintln!(
-        "* chatting in [{}]; type a line and press Enter, Ctrl-D to quit",
-        room.name
-    );
-
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut lines_out = Some(lines_out);
-    let mut names = RoomNames::default();
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if lines_out.is_some() => match line? {
-                Some(text) if text.trim().is_empty() => {}
-                Some(text) => {
-                    if let Some(out) = &lines_out {
-                        out.send(text).await.context("the sender stopped")?;
-                    }
-                }
-                None => lines_out = None,
-            },
-            ack = acked.recv() => match ack {
-                Some(line) => println!("{line}"),
-                // Input ended and every line was answered.
-                None => break,
-            },
-            event = events.next() => {
-                let event = event?;
-                match &event {
-                    Ev::Message(m) if m.room_id != room.id => continue,
-                    Ev::Presence(p) if p.room_id != room.id => continue,
-                    Ev::Typing(t) if t.room_id != room.id => continue,
-                    _ => {}
-                }
-                if let Some(line) = names.line(&event) {
-                    println!("{line}");
-                }
-            }
-        }
-    }
-    sender.await?
-}
-
-/// Sends each line in order until acknowledged, reporting `* sent #seq` (or why a line was
-/// refused) on `acks`.
-async fn send_lines(
-    mut chat: ChatClient,
-    room_id: String,
-    mut lines: tokio::sync::mpsc::Receiver<String>,
-    acks: tokio::sync::mpsc::Sender<String>,
-) -> anyhow::Result<()> {
-    while let Some(text) = lines.recv().await {
-        let request = pb::SendMessageRequest {
-            room_id: room_id.clone(),
-            text,
-            client_id: String::new(),
-        };
-        let line = match send_until_acknowledged(&mut chat, request, SEND_PATIENCE).await {
-            Ok(message) => format!("* sent #{}", message.seq),
-            Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                return Err(status).context("sign in again (natter login)");
-            }
-            Err(status) => format!("! not sent: {}", status.message()),
-        };
-        let _ = acks.send(line).await;
-    }
-    Ok(())
 }
