@@ -109,13 +109,50 @@ fn Messages(room_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let list = NodeRef::<html::Div>::new();
     let id = StoredValue::new(room_id);
-    // The rows are built again only when this room's list changed, not for every event
-    // (typing, presence, other rooms) that touches the chat state.
+    let rows = room_rows(ctx, id);
+    let has_more = move || {
+        ctx.chat
+            .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
+    };
+    let load_older = older_history_loader(ctx, id);
+    let pinned = keep_scroll_position(list, rows);
+    let on_scroll = move |_| {
+        let Some(el) = list.get_untracked() else {
+            return;
+        };
+        pinned.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 40);
+        if el.scroll_top() < 10 && has_more() {
+            load_older();
+        }
+    };
+    view! {
+        <div class="messages" node_ref=list on:scroll=on_scroll data-testid="message-list" role="log" aria-live="polite" tabindex="0">
+            <Show when=has_more>
+                <button class="link load-older" data-testid="load-older" on:click=move |_| load_older()>"Load older messages"</button>
+            </Show>
+            <For each=move || rows.get() key=|row| match row {
+                Row::Day(day) => format!("day:{day}"),
+                Row::Message { message, .. } => format!("seq:{}", message.seq),
+                Row::Pending(pending) => format!("pending:{}:{}", pending.client_id, pending.failed),
+            } let(row)>
+                {match row {
+                    Row::Day(day) => view! { <div class="day" data-testid="day-separator" role="separator">{day}</div> }.into_any(),
+                    Row::Message { message, own } => view! { <MessageRow message own/> }.into_any(),
+                    Row::Pending(pending) => view! { <PendingRow pending room_id=id/> }.into_any(),
+                }}
+            </For>
+        </div>
+    }
+}
+
+/// The rows of a room's list, built again only when this room's list changed, not for every
+/// event (typing, presence, other rooms) that touches the chat state.
+fn room_rows(ctx: Ctx, id: StoredValue<String>) -> Memo<Vec<Row>> {
     let version = Memo::new(move |_| {
         ctx.chat
             .with(|c| c.rooms.get(&id.get_value()).map(RoomState::list_version))
     });
-    let rows = Memo::new(move |_| {
+    Memo::new(move |_| {
         // Read, not just tracked: a memo computes (and follows the chat) only when read.
         version.with(|_| ());
         ctx.chat.with_untracked(|c| {
@@ -124,15 +161,15 @@ fn Messages(room_id: String) -> impl IntoView {
                 .map(|room| room.rows(&c.me, local_day))
                 .unwrap_or_default()
         })
-    });
-    let has_more = move || {
-        ctx.chat
-            .with(|c| c.rooms.get(&id.get_value()).is_some_and(|r| r.has_more))
-    };
-    // One request for older history at a time, however many scroll events arrive. With
-    // nothing loaded yet (the newest page failed, say), the newest page is asked for.
+    })
+}
+
+/// Loads the page of history before the oldest one loaded: one request at a time, however
+/// many scroll events arrive. With nothing loaded yet (the newest page failed, say), the
+/// newest page is asked for.
+fn older_history_loader(ctx: Ctx, id: StoredValue<String>) -> impl Fn() + Copy {
     let loading = StoredValue::new(false);
-    let load_older = move || {
+    move || {
         let before = ctx.chat.with_untracked(|c| {
             c.rooms
                 .get(&id.get_value())
@@ -145,10 +182,13 @@ fn Messages(room_id: String) -> impl IntoView {
                 let _ = loading.try_update_value(|busy| *busy = false);
             });
         }
-    };
-    // Keep the view pinned to the newest message while the reader is at the bottom; when
-    // older messages are prepended, keep what the reader was looking at in place (a new
-    // message at the bottom moves nothing).
+    }
+}
+
+/// Keeps the view pinned to the newest message while the reader is at the bottom (the
+/// returned flag, which scrolling updates); when older messages are prepended, keeps what
+/// the reader was looking at in place (a new message at the bottom moves nothing).
+fn keep_scroll_position(list: NodeRef<html::Div>, rows: Memo<Vec<Row>>) -> StoredValue<bool> {
     let pinned = StoredValue::new(true);
     let height = StoredValue::new(0);
     let first_row = StoredValue::new(None::<u64>);
@@ -173,52 +213,42 @@ fn Messages(room_id: String) -> impl IntoView {
             first_row.set_value(oldest);
         }
     });
-    let on_scroll = move |_| {
-        let Some(el) = list.get_untracked() else {
-            return;
-        };
-        pinned.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 40);
-        if el.scroll_top() < 10 && has_more() {
-            load_older();
-        }
-    };
+    pinned
+}
+
+/// A stored message: sender, local time, text (always as text).
+#[component]
+fn MessageRow(message: pb::Message, own: bool) -> impl IntoView {
     view! {
-        <div class="messages" node_ref=list on:scroll=on_scroll data-testid="message-list" role="log" aria-live="polite" tabindex="0">
-            <Show when=has_more>
-                <button class="link load-older" data-testid="load-older" on:click=move |_| load_older()>"Load older messages"</button>
-            </Show>
-            <For each=move || rows.get() key=|row| match row {
-                Row::Day(day) => format!("day:{day}"),
-                Row::Message { message, .. } => format!("seq:{}", message.seq),
-                Row::Pending(pending) => format!("pending:{}:{}", pending.client_id, pending.failed),
-            } let(row)>
-                {match row {
-                    Row::Day(day) => view! { <div class="day" data-testid="day-separator" role="separator">{day}</div> }.into_any(),
-                    Row::Message { message, own } => view! {
-                        <article class="message" class:own=own data-testid="message" data-seq=message.seq.to_string() data-own=own.to_string()>
-                            <header><span class="sender" data-testid="message-sender">{message.sender_name.clone()}</span> <time data-testid="message-time">{local_time(message.sent_at)}</time></header>
-                            <p class="text">{message.text.clone()}</p>
-                        </article>
-                    }.into_any(),
-                    Row::Pending(Pending { client_id, text, failed }) => {
-                        let retry = (client_id.clone(), text.clone());
-                        view! {
-                            <article class="message own pending" class:failed=failed data-testid="message" data-pending="true">
-                                <header><span class="sender">"You"</span> <time>{if failed { "not sent" } else { "sending…" }}</time></header>
-                                <p class="text">{text}</p>
-                                {failed.then(|| {
-                                    let discard = retry.0.clone();
-                                    view! {
-                                        <button data-testid="retry-send" on:click=move |_| ctx.send(id.get_value(), retry.0.clone(), retry.1.clone())>"Retry"</button>
-                                        <button data-testid="discard-send" on:click=move |_| ctx.chat.update(|c| c.discard(&id.get_value(), &discard))>"Discard"</button>
-                                    }
-                                })}
-                            </article>
-                        }.into_any()
-                    }
-                }}
-            </For>
-        </div>
+        <article class="message" class:own=own data-testid="message" data-seq=message.seq.to_string() data-own=own.to_string()>
+            <header><span class="sender" data-testid="message-sender">{message.sender_name.clone()}</span> <time data-testid="message-time">{local_time(message.sent_at)}</time></header>
+            <p class="text">{message.text.clone()}</p>
+        </article>
+    }
+}
+
+/// A message not acknowledged yet; a failed one offers retry (same `client_id`) and discard.
+#[component]
+fn PendingRow(pending: Pending, room_id: StoredValue<String>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let Pending {
+        client_id,
+        text,
+        failed,
+    } = pending;
+    let retry = (client_id.clone(), text.clone());
+    view! {
+        <article class="message own pending" class:failed=failed data-testid="message" data-pending="true">
+            <header><span class="sender">"You"</span> <time>{if failed { "not sent" } else { "sending…" }}</time></header>
+            <p class="text">{text}</p>
+            {failed.then(|| {
+                let discard = client_id.clone();
+                view! {
+                    <button data-testid="retry-send" on:click=move |_| ctx.send(room_id.get_value(), retry.0.clone(), retry.1.clone())>"Retry"</button>
+                    <button data-testid="discard-send" on:click=move |_| ctx.chat.update(|c| c.discard(&room_id.get_value(), &discard))>"Discard"</button>
+                }
+            })}
+        </article>
     }
 }
 
