@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 const ISSUER: &str = "natter";
 const AUDIENCE: &str = "natter-api";
 /// Shortest secret accepted: HS256 is only as strong as its key.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// What a user may do beyond their own rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ impl Role {
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// User id.
     pub sub: String,
     /// User or admin.
@@ -161,7 +161,10 @@ impl TokenKeys {
 }
 
 /// The configured secret, or the one kept in `data_dir/jwt-secret` (created on first run).
-pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn load_or_create_secret(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = configured {
         return Ok(secret.as_bytes().to_vec());
     }
@@ -198,14 +201,14 @@ fn write_private_atomically(path: &Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// Time since the unix epoch.
-pub fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
 }
 
 /// Unix milliseconds now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(unix_now().as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -5,7 +5,7 @@ use natter_proto::v1 as pb;
 use crate::records::{MessageRecord, RoomKind, RoomRecord, UserRecord};
 
 /// A message as clients see it.
-pub fn message(m: &MessageRecord) -> pb::Message {
+pub(crate) fn message(m: &MessageRecord) -> pb::Message {
     pb::Message {
         id: m.id.clone(),
         room_id: m.room_id.clone(),
@@ -19,7 +19,7 @@ pub fn message(m: &MessageRecord) -> pb::Message {
 }
 
 /// A user as others see them; never includes the password hash.
-pub fn user(u: &UserRecord, online: bool) -> pb::User {
+pub(crate) fn user(u: &UserRecord, online: bool) -> pb::User {
     pb::User {
         id: u.id.clone(),
         username: u.username.clone(),
@@ -29,7 +29,7 @@ pub fn user(u: &UserRecord, online: bool) -> pb::User {
 }
 
 /// A room as clients see it; `peer` is the other participant of a direct room.
-pub fn room(r: &RoomRecord, peer: Option<pb::User>) -> pb::Room {
+pub(crate) fn room(r: &RoomRecord, peer: Option<pb::User>) -> pb::Room {
     pb::Room {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -48,6 +48,6 @@ pub fn room(r: &RoomRecord, peer: Option<pb::User>) -> pb::Room {
 }
 
 /// Wraps an event payload.
-pub fn event(e: pb::event::Event) -> pb::Event {
+pub(crate) fn event(e: pb::event::Event) -> pb::Event {
     pb::Event { event: Some(e) }
 }

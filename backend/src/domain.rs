@@ -153,7 +153,7 @@ impl RoomName {
 }
 
 /// Longest message, in characters after trimming.
-pub const MAX_MESSAGE_CHARS: usize = 4000;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 4000;
 
 /// Message text: 1-4000 characters after trimming, no control characters but newline and tab.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,9 +215,9 @@ impl ClientId {
 }
 
 /// Alphabet of join codes: no 0/O, 1/I/L, so a code read aloud or copied by hand survives.
-pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+pub(crate) const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 /// Characters in a join code: 31^8 ≈ 8.5e11 codes.
-pub const CODE_LEN: usize = 8;
+pub(crate) const CODE_LEN: usize = 8;
 
 /// A room join code, normalised to upper case without separators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -257,7 +257,7 @@ impl RoomCode {
 }
 
 /// Checks an opaque identifier field (user or room id) before it reaches a store lookup.
-pub fn parse_id(field: &'static str, raw: &str) -> Result<String, InvalidField> {
+pub(crate) fn parse_id(field: &'static str, raw: &str) -> Result<String, InvalidField> {
     if raw.is_empty() {
         return Err(InvalidField::new(field, "is required"));
     }
@@ -268,7 +268,7 @@ pub fn parse_id(field: &'static str, raw: &str) -> Result<String, InvalidField> 
 }
 
 /// A new unique id: UUIDv7, so ids sort by creation time.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 

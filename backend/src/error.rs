@@ -88,4 +88,4 @@ impl From<ApiError> for Status {
 }
 
 /// Result of API logic.
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -26,7 +26,7 @@ use tower_http::{
 use crate::{domain::InvalidField, domain::Registration, error::ApiError, service::Natter};
 
 /// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
-pub fn routes(natter: Arc<Natter>) -> Router {
+pub(crate) fn routes(natter: Arc<Natter>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -39,7 +39,7 @@ pub fn routes(natter: Arc<Natter>) -> Router {
 /// The web client's hashed assets (`/assets/*`): their names change with their content, so
 /// browsers may keep them for a year. Compressed when the browser accepts it: from the
 /// `.gz` file the build wrote next to an asset (no work per request), else on the fly.
-pub fn assets(dir: &Path) -> Router {
+pub(crate) fn assets(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(MapResponseLayer::new(|response| {
@@ -52,7 +52,7 @@ pub fn assets(dir: &Path) -> Router {
 
 /// The web client's pages: `index.html` for `/` and for any path the app routes itself
 /// (SPA fallback), revalidated on every load so a new build is picked up at once.
-pub fn pages(dir: &Path) -> Router {
+pub(crate) fn pages(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(MapResponseLayer::new(|response| {

@@ -1,25 +1,32 @@
 //! natter-server: a real-time chat server. One listener speaks native gRPC (HTTP/2),
-//! gRPC-Web (HTTP/1.1) and plain HTTP; see `server::run`.
+//! gRPC-Web (HTTP/1.1) and plain HTTP; see [`run`].
+//!
+//! The public surface is what a binary or a test needs: [`Config`], [`build`], [`run`] and
+//! [`shutdown_signal`]; the seams with their two implementations (for their contract
+//! tests); telemetry setup. Everything else is internal.
 
-pub mod api;
-pub mod auth;
+#![warn(missing_docs)]
+
+mod api;
+mod auth;
 pub mod config;
-pub mod convert;
-pub mod domain;
+mod convert;
+mod domain;
 pub mod embedded;
-pub mod error;
-pub mod http;
+mod error;
+mod http;
 mod listener;
-pub mod metrics;
-pub mod passwords;
+mod metrics;
+mod passwords;
 pub mod records;
 pub mod redis;
 pub mod seams;
-pub mod server;
-pub mod service;
-pub mod stream;
+mod server;
+mod service;
+mod stream;
 pub mod telemetry;
 mod wire;
 
 pub use config::Config;
 pub use server::{build, run, shutdown_signal};
+pub use service::Natter;

@@ -93,7 +93,7 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// The whole HTTP surface as one router. gRPC-Web is enabled per gRPC service: a
 /// `GrpcWebLayer` around everything would answer 400 to plain HTTP/1.1 requests.
-pub async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
+pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AuthServiceServer<AuthApi>>()

@@ -9,13 +9,13 @@ use crate::{domain::Registration, service::Natter};
 
 /// Registration and sign-in over gRPC.
 #[derive(Debug, Clone)]
-pub struct AuthApi {
+pub(crate) struct AuthApi {
     natter: Arc<Natter>,
 }
 
 impl AuthApi {
     /// The service over shared state.
-    pub fn new(natter: Arc<Natter>) -> Self {
+    pub(crate) fn new(natter: Arc<Natter>) -> Self {
         Self { natter }
     }
 }

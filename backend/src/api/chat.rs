@@ -22,13 +22,13 @@ use crate::{
 
 /// The chat over gRPC.
 #[derive(Debug, Clone)]
-pub struct ChatApi {
+pub(crate) struct ChatApi {
     natter: Arc<Natter>,
 }
 
 impl ChatApi {
     /// The service over shared state.
-    pub fn new(natter: Arc<Natter>) -> Self {
+    pub(crate) fn new(natter: Arc<Natter>) -> Self {
         Self { natter }
     }
 
@@ -51,7 +51,8 @@ fn room_id(raw: &str) -> Result<String, ApiError> {
 }
 
 /// The response stream of `Subscribe` and `Chat`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send + 'static>>;
+pub(crate) type EventStream =
+    Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {

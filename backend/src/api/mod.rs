@@ -1,8 +1,8 @@
 //! The gRPC services: parse requests into domain values, call [`crate::service::Natter`],
 //! answer with the generated types. No logic lives here.
 
-pub mod auth;
-pub mod chat;
+pub(crate) mod auth;
+pub(crate) mod chat;
 
 use tonic::{Request, Status};
 

@@ -25,7 +25,7 @@ const TYPING_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Drops typing events that follow another of the same user and room too closely.
 #[derive(Debug, Default)]
-pub struct TypingThrottle {
+pub(crate) struct TypingThrottle {
     last: Mutex<HashMap<(String, String), Instant>>,
 }
 

@@ -2,7 +2,7 @@
 //! [`Natter`]. Inputs are validated domain values; outputs are the API's message types.
 
 mod accounts;
-pub mod messages;
+pub(crate) mod messages;
 mod rooms;
 
 use std::sync::Arc;

@@ -36,10 +36,10 @@ use crate::{
 const CATCH_UP_BATCH: usize = 256;
 /// Events buffered towards a client before the stream waits for it (and its bus receivers
 /// start to lag, which the log repairs).
-pub const OUTBOX_CAPACITY: usize = 128;
+pub(crate) const OUTBOX_CAPACITY: usize = 128;
 
 /// Where the stream's events go: tonic's response stream.
-pub type Outbox = mpsc::Sender<Result<EncodedEvent, Status>>;
+pub(crate) type Outbox = mpsc::Sender<Result<EncodedEvent, Status>>;
 
 type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
 
@@ -60,7 +60,7 @@ impl From<ApiError> for End {
 }
 
 /// The state of one open event stream.
-pub struct Session {
+pub(crate) struct Session {
     natter: Arc<Natter>,
     caller: Caller,
     user: UserRecord,
@@ -75,7 +75,7 @@ pub struct Session {
 
 impl Session {
     /// A session for a signed-in caller.
-    pub async fn open(natter: Arc<Natter>, caller: Caller, out: Outbox) -> ApiResult<Self> {
+    pub(crate) async fn open(natter: Arc<Natter>, caller: Caller, out: Outbox) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
         Ok(Self {
             natter,
@@ -90,7 +90,7 @@ impl Session {
 
     /// Runs the stream until the client leaves, the server shuts down or a dependency fails.
     /// `frames` carries a `Chat` call's client frames; a `Subscribe` call passes `initial`.
-    pub async fn run<F>(mut self, initial: Option<pb::SubscribeRequest>, frames: Option<F>)
+    pub(crate) async fn run<F>(mut self, initial: Option<pb::SubscribeRequest>, frames: Option<F>)
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
