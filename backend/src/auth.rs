@@ -16,7 +16,7 @@ pub(crate) const MIN_SECRET_BYTES: usize = 32;
 /// What a user may do beyond their own rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     /// A regular account.
     User,
     /// May delete any room.
@@ -25,7 +25,7 @@ pub enum Role {
 
 impl Role {
     /// The name used in tokens and responses.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
             Role::Admin => "admin",
@@ -49,17 +49,17 @@ pub(crate) struct Claims {
 }
 
 /// The signed-in caller of an RPC, put into request extensions by the auth interceptor.
+/// Only the id: what a caller may do (admin rights included) is read from the current
+/// configuration and records, not from when the token was issued.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// User id.
     pub user_id: String,
-    /// Role at the time the token was issued.
-    pub role: Role,
 }
 
 /// A freshly issued token.
 #[derive(Debug, Clone)]
-pub struct IssuedToken {
+pub(crate) struct IssuedToken {
     /// The JWT.
     pub token: String,
     /// Expiry, unix milliseconds.
@@ -70,7 +70,7 @@ pub struct IssuedToken {
 
 /// Signing and verification keys, loaded once.
 #[derive(Clone)]
-pub struct TokenKeys {
+pub(crate) struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -87,7 +87,7 @@ impl std::fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     /// Keys from a secret of at least [`MIN_SECRET_BYTES`] bytes.
-    pub fn new(secret: &[u8], ttl: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn new(secret: &[u8], ttl: Duration) -> anyhow::Result<Self> {
         anyhow::ensure!(
             secret.len() >= MIN_SECRET_BYTES,
             "the JWT secret must be at least {MIN_SECRET_BYTES} bytes (got {})",
@@ -107,7 +107,7 @@ impl TokenKeys {
     }
 
     /// Signs a token for a user.
-    pub fn issue(&self, user_id: &str, role: Role) -> ApiResult<IssuedToken> {
+    pub(crate) fn issue(&self, user_id: &str, role: Role) -> ApiResult<IssuedToken> {
         let now = unix_now().as_secs();
         let lifetime = self.ttl.as_secs().max(1);
         let claims = Claims {
@@ -129,7 +129,7 @@ impl TokenKeys {
     }
 
     /// Checks signature, issuer, audience and expiry.
-    pub fn verify(&self, token: &str) -> ApiResult<Caller> {
+    pub(crate) fn verify(&self, token: &str) -> ApiResult<Caller> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 tracing::debug!(error = %e, "token rejected");
@@ -137,12 +137,14 @@ impl TokenKeys {
             })?;
         Ok(Caller {
             user_id: data.claims.sub,
-            role: data.claims.role,
         })
     }
 
     /// Reads the caller from `authorization: Bearer <token>` metadata.
-    pub fn verify_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> ApiResult<Caller> {
+    pub(crate) fn verify_metadata(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> ApiResult<Caller> {
         let header = metadata
             .get("authorization")
             .ok_or(ApiError::Unauthenticated(
@@ -226,7 +228,6 @@ mod tests {
         let issued = keys_a.issue("u1", Role::Admin).unwrap();
         let caller = keys_a.verify(&issued.token).unwrap();
         assert_eq!(caller.user_id, "u1");
-        assert_eq!(caller.role, Role::Admin);
         assert!(keys(&[2; 32]).verify(&issued.token).is_err());
         assert!(keys_a.verify("not.a.token").is_err());
     }

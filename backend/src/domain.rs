@@ -25,11 +25,11 @@ impl InvalidField {
 /// A username: 3-32 characters of `[a-z0-9_.-]`, stored lower-case so uniqueness is
 /// case-insensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Username(String);
+pub(crate) struct Username(String);
 
 impl Username {
     /// Lower-cases and checks a username.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         let name = raw.trim().to_lowercase();
         let len = name.chars().count();
         let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c);
@@ -43,7 +43,7 @@ impl Username {
     }
 
     /// The normalised (lower-case) form.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -56,16 +56,16 @@ impl fmt::Display for Username {
 
 /// An account password: at least 8 characters, at most 1024 (hashing cost is bounded).
 #[derive(Clone)]
-pub struct Password(String);
+pub(crate) struct Password(String);
 
 impl Password {
     /// Checks an account password.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         Self::parse_field("password", raw, 8)
     }
 
     /// Checks an optional room password; `None` when empty.
-    pub fn parse_room(raw: &str) -> Result<Option<Self>, InvalidField> {
+    pub(crate) fn parse_room(raw: &str) -> Result<Option<Self>, InvalidField> {
         if raw.is_empty() {
             return Ok(None);
         }
@@ -87,7 +87,7 @@ impl Password {
     }
 
     /// The secret itself; only the hasher should call this.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -119,11 +119,11 @@ fn parse_line(field: &'static str, raw: &str, max: usize) -> Result<String, Inva
 
 /// A display name: up to 64 characters on one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisplayName(String);
+pub(crate) struct DisplayName(String);
 
 impl DisplayName {
     /// Checks a display name; an empty one falls back to the username.
-    pub fn parse(raw: &str, username: &Username) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str, username: &Username) -> Result<Self, InvalidField> {
         if raw.trim().is_empty() {
             return Ok(Self(username.as_str().to_owned()));
         }
@@ -131,23 +131,23 @@ impl DisplayName {
     }
 
     /// The display name.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// A room name: 1-64 characters on one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomName(String);
+pub(crate) struct RoomName(String);
 
 impl RoomName {
     /// Checks a room name.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         parse_line("name", raw, 64).map(Self)
     }
 
     /// The room name.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -157,11 +157,11 @@ pub(crate) const MAX_MESSAGE_CHARS: usize = 4000;
 
 /// Message text: 1-4000 characters after trimming, no control characters but newline and tab.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageText(String);
+pub(crate) struct MessageText(String);
 
 impl MessageText {
     /// Trims and checks a message.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         let text = raw.trim();
         let len = text.chars().count();
         if len == 0 {
@@ -186,7 +186,7 @@ impl MessageText {
     }
 
     /// The message text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -194,11 +194,11 @@ impl MessageText {
 /// A sender-chosen idempotency key: up to 64 printable ASCII characters; may be empty
 /// (no idempotency).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClientId(String);
+pub(crate) struct ClientId(String);
 
 impl ClientId {
     /// Checks an idempotency key.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         if raw.len() > 64 || !raw.chars().all(|c| c.is_ascii_graphic()) {
             return Err(InvalidField::new(
                 "client_id",
@@ -209,7 +209,7 @@ impl ClientId {
     }
 
     /// The key; empty when the sender gave none.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -221,11 +221,11 @@ pub(crate) const CODE_LEN: usize = 8;
 
 /// A room join code, normalised to upper case without separators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomCode(String);
+pub(crate) struct RoomCode(String);
 
 impl RoomCode {
     /// Accepts any case and ignores spaces and dashes, so `abcd-efgh` finds `ABCDEFGH`.
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         let code: String = raw
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
@@ -241,7 +241,7 @@ impl RoomCode {
     }
 
     /// A fresh random code.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         use rand::Rng;
         let mut rng = rand::rng();
         let code = (0..CODE_LEN)
@@ -251,7 +251,7 @@ impl RoomCode {
     }
 
     /// The normalised code.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -274,7 +274,7 @@ pub(crate) fn new_id() -> String {
 
 /// A valid registration.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     /// The account's name.
     pub username: Username,
     /// Its password.
@@ -285,7 +285,11 @@ pub struct Registration {
 
 impl Registration {
     /// Validates the three fields (the display name defaults to the username).
-    pub fn parse(username: &str, password: &str, display_name: &str) -> Result<Self, InvalidField> {
+    pub(crate) fn parse(
+        username: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<Self, InvalidField> {
         let username = Username::parse(username)?;
         let password = Password::parse(password)?;
         let display_name = DisplayName::parse(display_name, &username)?;
@@ -299,7 +303,7 @@ impl Registration {
 
 /// A valid message to send.
 #[derive(Debug)]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     /// The room (a well-formed id; whether it exists is the service's to check).
     pub room_id: String,
     /// The text.
@@ -310,7 +314,7 @@ pub struct SendMessage {
 
 /// A valid typing notification.
 #[derive(Debug)]
-pub struct SetTyping {
+pub(crate) struct SetTyping {
     /// The room.
     pub room_id: String,
     /// Started (true) or stopped typing.

@@ -23,7 +23,9 @@ use tower_http::{
     services::{ServeDir, ServeFile},
 };
 
-use crate::{domain::InvalidField, domain::Registration, error::ApiError, service::Natter};
+use crate::{
+    domain::InvalidField, domain::Registration, error::ApiError, service::Natter, views::Grant,
+};
 
 /// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
 pub(crate) fn routes(natter: Arc<Natter>) -> Router {
@@ -155,17 +157,17 @@ struct AuthJson {
     user: Option<UserJson>,
 }
 
-impl From<natter_proto::v1::AuthResponse> for AuthJson {
-    fn from(r: natter_proto::v1::AuthResponse) -> Self {
+impl From<Grant> for AuthJson {
+    fn from(g: Grant) -> Self {
         Self {
-            access_token: r.access_token,
-            expires_at: r.expires_at,
-            expires_in_ms: r.expires_in_ms,
-            role: r.role,
-            user: r.user.map(|u| UserJson {
-                id: u.id,
-                username: u.username,
-                display_name: u.display_name,
+            access_token: g.token,
+            expires_at: g.expires_at,
+            expires_in_ms: g.expires_in_ms,
+            role: g.role.as_str().to_owned(),
+            user: Some(UserJson {
+                id: g.user.id,
+                username: g.user.username,
+                display_name: g.user.display_name,
             }),
         }
     }

@@ -25,6 +25,7 @@ mod server;
 mod service;
 mod stream;
 pub mod telemetry;
+mod views;
 mod wire;
 
 pub use config::Config;

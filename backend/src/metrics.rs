@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Counters of one server instance.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Messages appended to a log (retries with a known client_id excluded).
     pub messages_stored: AtomicU64,
     /// Sends whose client_id matched a stored message: retries after a lost answer.
@@ -21,12 +21,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// Adds one to a counter.
-    pub fn inc(counter: &AtomicU64) {
+    pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of all counters.
-    pub fn render(&self, bus_reconnects: u64) -> String {
+    pub(crate) fn render(&self, bus_reconnects: u64) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
             out.push_str(&format!(

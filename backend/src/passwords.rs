@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// argon2id hashing and verification for one server.
 #[derive(Debug)]
-pub struct Passwords {
+pub(crate) struct Passwords {
     /// Bounds concurrent argon2 work (about 19 MiB and tens of milliseconds each) to the
     /// number of cores, so a flood of sign-ins queues instead of exhausting memory and the
     /// blocking thread pool that the embedded store also uses.
@@ -25,7 +25,7 @@ pub struct Passwords {
 impl Passwords {
     /// Computes the dummy hash at start-up: a failure stops the server instead of making
     /// unknown users distinguishable later.
-    pub async fn new() -> anyhow::Result<Self> {
+    pub(crate) async fn new() -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let mut passwords = Self {
             permits: Semaphore::new(cores),
@@ -39,7 +39,7 @@ impl Passwords {
     }
 
     /// Hashes a password with argon2id on a blocking thread.
-    pub async fn hash(&self, password: String) -> ApiResult<String> {
+    pub(crate) async fn hash(&self, password: String) -> ApiResult<String> {
         self.with_permit(move || {
             let salt = SaltString::generate(&mut OsRng);
             Argon2::default()
@@ -51,7 +51,7 @@ impl Passwords {
     }
 
     /// Checks a password against a stored hash on a blocking thread.
-    pub async fn verify(&self, password: String, hash: String) -> ApiResult<bool> {
+    pub(crate) async fn verify(&self, password: String, hash: String) -> ApiResult<bool> {
         self.with_permit(move || {
             let parsed =
                 PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
@@ -63,7 +63,7 @@ impl Passwords {
     }
 
     /// The hash to verify against when the user does not exist.
-    pub fn dummy_hash(&self) -> &str {
+    pub(crate) fn dummy_hash(&self) -> &str {
         &self.dummy
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use natter_proto::v1::{self as pb, server::auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use crate::{domain::Registration, service::Natter};
+use crate::{convert, domain::Registration, service::Natter};
 
 /// Registration and sign-in over gRPC.
 #[derive(Debug, Clone)]
@@ -28,7 +28,9 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::AuthResponse>, Status> {
         let registration =
             Registration::try_from(request.get_ref()).map_err(crate::error::ApiError::from)?;
-        Ok(Response::new(self.natter.register(registration).await?))
+        Ok(Response::new(convert::grant(
+            &self.natter.register(registration).await?,
+        )))
     }
 
     async fn login(
@@ -36,9 +38,9 @@ impl AuthService for AuthApi {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(
-            self.natter.login(&r.username, &r.password).await?,
-        ))
+        Ok(Response::new(convert::grant(
+            &self.natter.login(&r.username, &r.password).await?,
+        )))
     }
 
     async fn refresh_token(
@@ -46,6 +48,8 @@ impl AuthService for AuthApi {
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
         let caller = self.natter.keys().verify_metadata(request.metadata())?;
-        Ok(Response::new(self.natter.refresh(&caller).await?))
+        Ok(Response::new(convert::grant(
+            &self.natter.refresh(&caller).await?,
+        )))
     }
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::caller;
 use crate::{
     auth::Caller,
+    convert,
     domain::{Password, RoomCode, RoomName, SendMessage, SetTyping, parse_id},
     error::ApiError,
     service::Natter,
@@ -62,11 +63,12 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(
-            self.natter
+        Ok(Response::new(convert::users_page(
+            &self
+                .natter
                 .list_users(&caller, &r.query, r.page_size, &r.page_token)
                 .await?,
-        ))
+        )))
     }
 
     async fn create_room(
@@ -77,9 +79,9 @@ impl ChatService for ChatApi {
         let r = request.into_inner();
         let name = RoomName::parse(&r.name).map_err(ApiError::from)?;
         let password = Password::parse_room(&r.password).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.natter.create_room(&caller, name, password).await?,
-        ))
+        Ok(Response::new(convert::room_view(
+            &self.natter.create_room(&caller, name, password).await?,
+        )))
     }
 
     async fn join_room(
@@ -89,9 +91,9 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let code = RoomCode::parse(&r.code).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.natter.join_room(&caller, code, &r.password).await?,
-        ))
+        Ok(Response::new(convert::room_view(
+            &self.natter.join_room(&caller, code, &r.password).await?,
+        )))
     }
 
     async fn leave_room(
@@ -120,7 +122,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::ListRoomsResponse>, Status> {
         let caller = caller(&request)?;
         let rooms = self.natter.list_rooms(&caller).await?;
-        Ok(Response::new(pb::ListRoomsResponse { rooms }))
+        Ok(Response::new(pb::ListRoomsResponse {
+            rooms: rooms.iter().map(convert::room_view).collect(),
+        }))
     }
 
     async fn open_direct(
@@ -129,9 +133,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Room>, Status> {
         let caller = caller(&request)?;
         let user_id = parse_id("user_id", &request.get_ref().user_id).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.natter.open_direct(&caller, &user_id).await?,
-        ))
+        Ok(Response::new(convert::room_view(
+            &self.natter.open_direct(&caller, &user_id).await?,
+        )))
     }
 
     async fn list_members(
@@ -141,7 +145,9 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let room_id = room_id(&request.get_ref().room_id)?;
         let members = self.natter.list_members(&caller, &room_id).await?;
-        Ok(Response::new(pb::ListMembersResponse { members }))
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members.iter().map(convert::member).collect(),
+        }))
     }
 
     async fn send_message(
@@ -150,9 +156,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<pb::Message>, Status> {
         let caller = caller(&request)?;
         let send = SendMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
-        Ok(Response::new(
-            self.natter.send_message(&caller, send).await?,
-        ))
+        Ok(Response::new(convert::message(
+            &self.natter.send_message(&caller, send).await?,
+        )))
     }
 
     async fn get_history(
@@ -162,11 +168,12 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let room_id = room_id(&r.room_id)?;
-        Ok(Response::new(
-            self.natter
+        Ok(Response::new(convert::history_page(
+            &self
+                .natter
                 .history(&caller, &room_id, r.before_seq, r.limit)
                 .await?,
-        ))
+        )))
     }
 
     async fn set_typing(

@@ -1,7 +1,5 @@
 //! Registration, sign-in, tokens and the people directory.
 
-use natter_proto::v1 as pb;
-
 use super::Natter;
 use crate::{
     auth::{self, Caller, Role},
@@ -9,6 +7,7 @@ use crate::{
     error::{ApiError, ApiResult},
     records::UserRecord,
     seams::search_users,
+    views::{Grant, UsersPage},
 };
 
 /// Same message for an unknown user and a wrong password: which usernames exist is not
@@ -20,7 +19,7 @@ const MAX_PAGE: usize = 200;
 impl Natter {
     /// Creates an account and signs it in.
     #[tracing::instrument(name = "register", skip_all, fields(username = %registration.username))]
-    pub async fn register(&self, registration: Registration) -> ApiResult<pb::AuthResponse> {
+    pub(crate) async fn register(&self, registration: Registration) -> ApiResult<Grant> {
         let Registration {
             username,
             password,
@@ -38,12 +37,12 @@ impl Natter {
             })
             .await?;
         tracing::info!(user = %user.id, "registered");
-        self.auth_response(&user)
+        self.grant(&user)
     }
 
     /// Signs in with username and password.
     #[tracing::instrument(name = "login", skip_all, fields(username = %username))]
-    pub async fn login(&self, username: &str, password: &str) -> ApiResult<pb::AuthResponse> {
+    pub(crate) async fn login(&self, username: &str, password: &str) -> ApiResult<Grant> {
         // A malformed username cannot exist; answer like for any unknown one.
         let user = match Username::parse(username) {
             Ok(name) => self.directory.user_by_username(name.as_str()).await?,
@@ -55,44 +54,44 @@ impl Natter {
         };
         let matches = self.passwords.verify(password.to_owned(), hash).await?;
         match user {
-            Some(user) if matches => self.auth_response(&user),
+            Some(user) if matches => self.grant(&user),
             _ => Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),
         }
     }
 
     /// A fresh token for the holder of a valid one.
     #[tracing::instrument(name = "refresh_token", skip_all, fields(user = %caller.user_id))]
-    pub async fn refresh(&self, caller: &Caller) -> ApiResult<pb::AuthResponse> {
+    pub(crate) async fn refresh(&self, caller: &Caller) -> ApiResult<Grant> {
         let user = self.account(caller).await?;
-        self.auth_response(&user)
+        self.grant(&user)
     }
 
-    fn auth_response(&self, user: &UserRecord) -> ApiResult<pb::AuthResponse> {
+    fn grant(&self, user: &UserRecord) -> ApiResult<Grant> {
         let role = if self.config.is_admin(&user.username) {
             Role::Admin
         } else {
             Role::User
         };
         let issued = self.keys.issue(&user.id, role)?;
-        Ok(pb::AuthResponse {
-            access_token: issued.token,
+        Ok(Grant {
+            token: issued.token,
             expires_at: issued.expires_at_ms,
             expires_in_ms: issued.expires_in_ms,
-            user: Some(crate::convert::user(user, false)),
-            role: role.as_str().to_owned(),
+            user: user.clone(),
+            role,
         })
     }
 
     /// One page of the people directory. The page token is the last username of the
     /// previous page, so pages stay stable while accounts are added.
     #[tracing::instrument(name = "list_users", skip_all, fields(user = %caller.user_id))]
-    pub async fn list_users(
+    pub(crate) async fn list_users(
         &self,
         caller: &Caller,
         query: &str,
         page_size: u32,
         page_token: &str,
-    ) -> ApiResult<pb::ListUsersResponse> {
+    ) -> ApiResult<UsersPage> {
         self.account(caller).await?;
         let limit = match page_size as usize {
             0 => DEFAULT_PAGE,
@@ -111,7 +110,7 @@ impl Natter {
             .into());
         }
         let page = search_users(&*self.directory, query.trim(), page_token, limit).await?;
-        Ok(pb::ListUsersResponse {
+        Ok(UsersPage {
             users: self.users_view(&page.users).await?,
             next_page_token: page.next_after.unwrap_or_default(),
         })

@@ -6,16 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use natter_proto::v1 as pb;
-
 use super::Natter;
 use crate::{
     auth::{self, Caller},
-    convert,
     domain::{SendMessage, SetTyping, new_id},
     error::ApiResult,
     records::MessageRecord,
     seams::{NewMessage, Topic},
+    views::{HistoryPage, Notice, UserView},
 };
 
 /// Shortest interval between two typing events of one user in one room. Clients send
@@ -60,7 +58,11 @@ const MAX_HISTORY: usize = 200;
 impl Natter {
     /// Appends a message; a retry with the same `client_id` returns the original.
     #[tracing::instrument(name = "send_message", skip_all, fields(user = %caller.user_id, room = %send.room_id))]
-    pub async fn send_message(&self, caller: &Caller, send: SendMessage) -> ApiResult<pb::Message> {
+    pub(crate) async fn send_message(
+        &self,
+        caller: &Caller,
+        send: SendMessage,
+    ) -> ApiResult<MessageRecord> {
         let SendMessage {
             room_id,
             text,
@@ -95,18 +97,18 @@ impl Natter {
             &self.metrics.send_retries
         });
         self.typing.reset(&caller.user_id, room_id);
-        Ok(convert::message(&appended.message))
+        Ok(appended.message)
     }
 
     /// A page of history, oldest first, ending before `before_seq` (0: the newest).
     #[tracing::instrument(name = "get_history", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn history(
+    pub(crate) async fn history(
         &self,
         caller: &Caller,
         room_id: &str,
         before_seq: u64,
         limit: u32,
-    ) -> ApiResult<pb::GetHistoryResponse> {
+    ) -> ApiResult<HistoryPage> {
         let room = self.member_room(caller, room_id).await?;
         let limit = match limit as usize {
             0 => DEFAULT_HISTORY,
@@ -116,16 +118,13 @@ impl Natter {
         let has_more = messages
             .first()
             .is_some_and(|oldest| oldest.seq > room.first_seq.max(1));
-        Ok(pb::GetHistoryResponse {
-            messages: messages.iter().map(convert::message).collect(),
-            has_more,
-        })
+        Ok(HistoryPage { messages, has_more })
     }
 
     /// Tells the room's other members that the caller is (or stopped) typing. Transient:
     /// nothing is stored.
     #[tracing::instrument(name = "set_typing", skip_all, fields(user = %caller.user_id, room = %typing.room_id))]
-    pub async fn set_typing(&self, caller: &Caller, typing: SetTyping) -> ApiResult<()> {
+    pub(crate) async fn set_typing(&self, caller: &Caller, typing: SetTyping) -> ApiResult<()> {
         let SetTyping { room_id, typing } = typing;
         let room_id = room_id.as_str();
         let user = self.account(caller).await?;
@@ -133,15 +132,12 @@ impl Natter {
         if !self.typing.admit(&user.id, room_id) {
             return Ok(());
         }
-        let event = pb::event::Event::Typing(pb::Typing {
+        let notice = Notice::Typing {
             room_id: room_id.to_owned(),
-            user: Some(convert::user(&user, true)),
+            user: UserView { user, online: true },
             typing,
-        });
-        self.log
-            .publish(&Topic::Room(room_id.to_owned()), convert::event(event))
-            .await?;
-        Ok(())
+        };
+        self.publish(Topic::Room(room_id.to_owned()), &notice).await
     }
 }
 

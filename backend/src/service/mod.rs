@@ -7,7 +7,6 @@ mod rooms;
 
 use std::sync::Arc;
 
-use natter_proto::v1 as pb;
 use tokio::sync::broadcast;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -18,6 +17,7 @@ use crate::{
     error::{ApiError, ApiResult},
     records::{RoomRecord, UserRecord},
     seams::{Directory, Log, Presence, SharedEvent, Topic},
+    views::{Notice, RoomChange, RoomView, UserView},
 };
 
 /// Shared state of one server instance: its seams, keys and lifecycle handles. Private:
@@ -47,7 +47,7 @@ pub struct Natter {
 }
 
 /// The seams an instance runs on.
-pub struct Seams {
+pub(crate) struct Seams {
     /// Accounts, rooms and memberships.
     pub directory: Arc<dyn Directory>,
     /// Message logs and event fan-out.
@@ -58,7 +58,7 @@ pub struct Seams {
 
 impl Natter {
     /// An instance over its seams.
-    pub fn new(
+    pub(crate) fn new(
         seams: Seams,
         keys: TokenKeys,
         passwords: crate::passwords::Passwords,
@@ -81,44 +81,44 @@ impl Natter {
     }
 
     /// The configuration this instance runs with.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
     /// Cancelled when the instance starts draining.
-    pub fn shutdown(&self) -> &CancellationToken {
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
     }
 
     /// The stream tasks, which a drain waits for.
-    pub fn tasks(&self) -> &TaskTracker {
+    pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.tasks
     }
 
     /// Counters for `/metrics`.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }
 
     /// Token verification.
-    pub fn keys(&self) -> &TokenKeys {
+    pub(crate) fn keys(&self) -> &TokenKeys {
         &self.keys
     }
 
     /// `/metrics` in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         self.metrics.render(self.log.reconnects())
     }
 
     /// Whether the directory and the log answer, and whether the instance is draining.
-    pub async fn readiness(&self) -> (bool, bool, bool) {
+    pub(crate) async fn readiness(&self) -> (bool, bool, bool) {
         let (directory, log) = tokio::join!(self.directory.ready(), self.log.ready());
         (directory, log, self.shutdown.is_cancelled())
     }
 
     /// Keeps this instance's presence heartbeat alive and announces users who went offline
     /// because another instance died without cleaning up; runs until the drain.
-    pub async fn presence_janitor(self: Arc<Self>) {
+    pub(crate) async fn presence_janitor(self: Arc<Self>) {
         let period = (self.config.presence_ttl / 3).max(std::time::Duration::from_millis(100));
         let mut tick = tokio::time::interval(period);
         loop {
@@ -189,7 +189,7 @@ impl std::fmt::Debug for Natter {
 
 impl Natter {
     /// The caller's account; a valid token for an account that no longer exists is refused.
-    pub async fn account(&self, caller: &Caller) -> ApiResult<UserRecord> {
+    pub(crate) async fn account(&self, caller: &Caller) -> ApiResult<UserRecord> {
         self.directory
             .user(&caller.user_id)
             .await?
@@ -200,7 +200,11 @@ impl Natter {
 
     /// The room, if the caller is a member: NOT_FOUND for an unknown room,
     /// PERMISSION_DENIED for a room the caller is not in.
-    pub async fn member_room(&self, caller: &Caller, room_id: &str) -> ApiResult<RoomRecord> {
+    pub(crate) async fn member_room(
+        &self,
+        caller: &Caller,
+        room_id: &str,
+    ) -> ApiResult<RoomRecord> {
         let room = self
             .directory
             .room(room_id)
@@ -215,7 +219,7 @@ impl Natter {
     }
 
     /// A room as `viewer` sees it: direct rooms carry the other participant.
-    pub async fn room_view(&self, room: &RoomRecord, viewer: &str) -> ApiResult<pb::Room> {
+    pub(crate) async fn room_view(&self, room: &RoomRecord, viewer: &str) -> ApiResult<RoomView> {
         let peer = match &room.direct_pair {
             Some(pair) => {
                 let peer_id = if pair[0] == viewer {
@@ -224,59 +228,80 @@ impl Natter {
                     &pair[0]
                 };
                 match self.directory.user(peer_id).await? {
-                    Some(peer) => {
-                        let online = self.presence.online(std::slice::from_ref(peer_id)).await?;
-                        Some(convert::user(&peer, online.contains(peer_id)))
-                    }
+                    Some(peer) => Some(self.users_view(&[peer]).await?.remove(0)),
                     None => None,
                 }
             }
             None => None,
         };
-        Ok(convert::room(room, peer))
+        Ok(RoomView {
+            room: room.clone(),
+            peer,
+        })
     }
 
     /// Users with their presence, in the given order.
-    pub async fn users_view(&self, users: &[UserRecord]) -> ApiResult<Vec<pb::User>> {
+    pub(crate) async fn users_view(&self, users: &[UserRecord]) -> ApiResult<Vec<UserView>> {
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         let online = self.presence.online(&ids).await?;
         Ok(users
             .iter()
-            .map(|u| convert::user(u, online.contains(&u.id)))
+            .map(|u| UserView {
+                online: online.contains(&u.id),
+                user: u.clone(),
+            })
             .collect())
     }
 
-    /// Publishes an event; failures are logged, not returned, because events other than
-    /// messages are transient and the action they describe has already been stored.
-    pub async fn announce(&self, topic: Topic, event: pb::event::Event) {
-        if let Err(e) = self.log.publish(&topic, convert::event(event)).await {
-            tracing::warn!(%topic, error = ?e, "could not publish an event");
+    /// Publishes a notice, or says why it could not.
+    async fn publish(&self, topic: Topic, notice: &Notice) -> ApiResult<()> {
+        Ok(self.log.publish(&topic, convert::notice(notice)).await?)
+    }
+
+    /// Publishes a notice; failures are logged, not returned, because notices are transient
+    /// and the action they describe has already been stored.
+    pub(crate) async fn announce(&self, topic: Topic, notice: Notice) {
+        let shown = topic.to_string();
+        if let Err(e) = self.publish(topic, &notice).await {
+            tracing::warn!(topic = %shown, error = ?e, "could not publish an event");
         }
     }
 
     /// Tells `user_id`'s own streams that their room list changed.
-    pub async fn announce_to_user(&self, user_id: &str, room: pb::Room, change: pb::RoomChange) {
-        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
-            room: Some(room),
-            change: change as i32,
+    pub(crate) async fn announce_to_user(&self, user_id: &str, room: RoomView, change: RoomChange) {
+        let notice = Notice::RoomChanged {
+            room,
+            change,
             user: None,
-        });
-        self.announce(Topic::User(user_id.to_owned()), event).await;
+        };
+        self.announce(Topic::User(user_id.to_owned()), notice).await;
+    }
+
+    /// Tells `user_id`'s own streams that they are in `room`, failing if that cannot be
+    /// published: their streams follow a room only once they hear of it, so a join must not
+    /// report success while its announcement was lost (a retried join heals it).
+    pub(crate) async fn confirm_joined(&self, user_id: &str, room: RoomView) -> ApiResult<()> {
+        let notice = Notice::RoomChanged {
+            room,
+            change: RoomChange::Joined,
+            user: None,
+        };
+        self.publish(Topic::User(user_id.to_owned()), &notice).await
     }
 
     /// Tells a room's members that someone joined or left.
-    pub async fn announce_member(&self, room: pb::Room, user: pb::User, change: pb::RoomChange) {
-        let topic = Topic::Room(room.id.clone());
-        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
-            room: Some(room),
-            change: change as i32,
+    pub(crate) async fn announce_member(&self, room: RoomView, user: UserView, change: RoomChange) {
+        let topic = Topic::Room(room.room.id.clone());
+        let notice = Notice::RoomChanged {
+            room,
+            change,
             user: Some(user),
-        });
-        self.announce(topic, event).await;
+        };
+        self.announce(topic, notice).await;
     }
 
     /// Records a stream opening and, if the user just came online, tells their rooms.
-    pub async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
+    pub(crate) async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
         if self.presence.stream_opened(&user.id).await? {
             self.announce_presence(user).await;
         }
@@ -284,7 +309,7 @@ impl Natter {
     }
 
     /// Records a stream closing and, if the user just went offline, tells their rooms.
-    pub async fn stream_closed(&self, user: &UserRecord) {
+    pub(crate) async fn stream_closed(&self, user: &UserRecord) {
         match self.presence.stream_closed(&user.id).await {
             Ok(true) => self.announce_presence(user).await,
             Ok(false) => {}
@@ -297,7 +322,7 @@ impl Natter {
     /// Announces a user's presence. The state published is read again after listing the
     /// rooms, not taken from the transition: two streams opening and closing at once can
     /// announce in either order, and both then publish the state that holds.
-    pub async fn announce_presence(&self, user: &UserRecord) {
+    pub(crate) async fn announce_presence(&self, user: &UserRecord) {
         let rooms = match self.directory.rooms_of(&user.id).await {
             Ok(rooms) => rooms,
             Err(e) => {
@@ -312,13 +337,16 @@ impl Natter {
                 return;
             }
         };
+        let user = UserView {
+            user: user.clone(),
+            online,
+        };
         for room in rooms {
-            let event = pb::event::Event::Presence(pb::PresenceChanged {
+            let notice = Notice::Presence {
                 room_id: room.id.clone(),
-                user: Some(convert::user(user, online)),
-                online,
-            });
-            self.announce(Topic::Room(room.id), event).await;
+                user: user.clone(),
+            };
+            self.announce(Topic::Room(room.id), notice).await;
         }
     }
 }

@@ -1,25 +1,14 @@
 //! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
 
-use natter_proto::v1::{self as pb, RoomChange};
-
 use super::Natter;
 use crate::{
     auth::{self, Caller},
-    convert,
     domain::{Password, RoomCode, RoomName, new_id},
     error::{ApiError, ApiResult},
     records::{RoomKind, RoomRecord},
     seams::Topic,
+    views::{MemberView, Notice, RoomChange, RoomView, UserView},
 };
-
-/// `RoomChanged{JOINED}` for the user's own streams.
-fn joined_event(room: pb::Room) -> pb::Event {
-    convert::event(pb::event::Event::RoomChanged(pb::RoomChanged {
-        room: Some(room),
-        change: RoomChange::Joined as i32,
-        user: None,
-    }))
-}
 
 /// Attempts at drawing an unused join code; with 8.5e11 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
@@ -27,12 +16,12 @@ const CODE_ATTEMPTS: usize = 8;
 impl Natter {
     /// Creates a group room owned by the caller.
     #[tracing::instrument(name = "create_room", skip_all, fields(user = %caller.user_id))]
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         &self,
         caller: &Caller,
         name: RoomName,
         password: Option<Password>,
-    ) -> ApiResult<pb::Room> {
+    ) -> ApiResult<RoomView> {
         self.account(caller).await?;
         let password_hash = match password {
             Some(p) => Some(self.passwords.hash(p.expose().to_owned()).await?),
@@ -54,7 +43,7 @@ impl Natter {
             room.code = Some(RoomCode::generate().as_str().to_owned());
             if self.directory.create_room(room.clone()).await? {
                 tracing::info!(room = %room.id, "room created");
-                let view = convert::room(&room, None);
+                let view = RoomView::plain(&room);
                 self.announce_to_user(&caller.user_id, view.clone(), RoomChange::Joined)
                     .await;
                 return Ok(view);
@@ -67,12 +56,12 @@ impl Natter {
 
     /// Joins a group room by code; joining a room one is already in just returns it.
     #[tracing::instrument(name = "join_room", skip_all, fields(user = %caller.user_id))]
-    pub async fn join_room(
+    pub(crate) async fn join_room(
         &self,
         caller: &Caller,
         code: RoomCode,
         password: &str,
-    ) -> ApiResult<pb::Room> {
+    ) -> ApiResult<RoomView> {
         let user = self.account(caller).await?;
         let room = self
             .directory
@@ -89,33 +78,36 @@ impl Natter {
         {
             return Err(ApiError::PermissionDenied("wrong room password"));
         }
-        let view = convert::room(&room, None);
+        let view = RoomView::plain(&room);
         if self.directory.add_member(&room.id, &user.id).await? {
             tracing::info!(room = %room.id, "joined");
-            let online = self.presence.online(std::slice::from_ref(&user.id)).await?;
-            let member = convert::user(&user, online.contains(&user.id));
+            let member = self
+                .users_view(std::slice::from_ref(&user))
+                .await?
+                .remove(0);
             self.announce_member(view.clone(), member, RoomChange::MemberJoined)
                 .await;
         }
-        // Announced on every call, and a failure is the caller's: the user's streams follow
-        // the room only once they hear of it, and a retried join (it is idempotent) heals a
-        // lost announcement. Streams already following the room ignore a repeat.
-        self.log
-            .publish(&Topic::User(user.id.clone()), joined_event(view.clone()))
-            .await?;
+        // Announced on every call: a retried join (it is idempotent) heals a lost
+        // announcement. Streams already following the room ignore a repeat.
+        self.confirm_joined(&user.id, view.clone()).await?;
         Ok(view)
     }
 
     /// Leaves a room. History stays; the owner may still delete it later.
     #[tracing::instrument(name = "leave_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn leave_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+    pub(crate) async fn leave_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
         if self.directory.remove_member(room_id, &user.id).await? {
             let view = self.room_view(&room, &user.id).await?;
             self.announce_to_user(&user.id, view.clone(), RoomChange::Left)
                 .await;
-            self.announce_member(view, convert::user(&user, false), RoomChange::MemberLeft)
+            let leaver = UserView {
+                user,
+                online: false,
+            };
+            self.announce_member(view, leaver, RoomChange::MemberLeft)
                 .await;
         }
         Ok(())
@@ -123,7 +115,7 @@ impl Natter {
 
     /// Deletes a room with its history: the owner or an admin only.
     #[tracing::instrument(name = "delete_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+    pub(crate) async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self
             .directory
@@ -138,13 +130,13 @@ impl Natter {
         }
         let former_members = self.directory.delete_room(room_id).await?;
         tracing::info!("room deleted");
-        let view = convert::room(&room, None);
-        let event = pb::event::Event::RoomChanged(pb::RoomChanged {
-            room: Some(view.clone()),
-            change: RoomChange::Deleted as i32,
+        let view = RoomView::plain(&room);
+        let notice = Notice::RoomChanged {
+            room: view.clone(),
+            change: RoomChange::Deleted,
             user: None,
-        });
-        self.announce(Topic::Room(room.id), event).await;
+        };
+        self.announce(Topic::Room(room.id), notice).await;
         // Also on each member's own topic: a stream that subscribed to the room just as it
         // was deleted, or whose room receiver lagged, still learns of it.
         for member in former_members {
@@ -156,7 +148,7 @@ impl Natter {
 
     /// The caller's rooms, oldest first.
     #[tracing::instrument(name = "list_rooms", skip_all, fields(user = %caller.user_id))]
-    pub async fn list_rooms(&self, caller: &Caller) -> ApiResult<Vec<pb::Room>> {
+    pub(crate) async fn list_rooms(&self, caller: &Caller) -> ApiResult<Vec<RoomView>> {
         self.account(caller).await?;
         let mut rooms = self.directory.rooms_of(&caller.user_id).await?;
         rooms.sort_by(|a, b| {
@@ -174,7 +166,7 @@ impl Natter {
     /// The direct room between the caller and another user, created on first use. Either
     /// side gets the same room; a participant who had left is brought back.
     #[tracing::instrument(name = "open_direct", skip_all, fields(user = %caller.user_id, peer = %peer_id))]
-    pub async fn open_direct(&self, caller: &Caller, peer_id: &str) -> ApiResult<pb::Room> {
+    pub(crate) async fn open_direct(&self, caller: &Caller, peer_id: &str) -> ApiResult<RoomView> {
         let me = self.account(caller).await?;
         if peer_id == me.id {
             return Err(crate::domain::InvalidField::new("user_id", "must be another user").into());
@@ -215,15 +207,17 @@ impl Natter {
         }
         // As for joins: the caller's own streams hear of the room on every call.
         let view = self.room_view(&room, &me.id).await?;
-        self.log
-            .publish(&Topic::User(me.id.clone()), joined_event(view.clone()))
-            .await?;
+        self.confirm_joined(&me.id, view.clone()).await?;
         Ok(view)
     }
 
     /// Members of a room the caller belongs to, owner first, with presence.
     #[tracing::instrument(name = "list_members", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub async fn list_members(&self, caller: &Caller, room_id: &str) -> ApiResult<Vec<pb::Member>> {
+    pub(crate) async fn list_members(
+        &self,
+        caller: &Caller,
+        room_id: &str,
+    ) -> ApiResult<Vec<MemberView>> {
         let room = self.member_room(caller, room_id).await?;
         let mut users = Vec::new();
         for id in self.directory.members_of(room_id).await? {
@@ -238,9 +232,9 @@ impl Natter {
             .users_view(&users)
             .await?
             .into_iter()
-            .map(|user| pb::Member {
-                is_owner: user.id == room.owner_id,
-                user: Some(user),
+            .map(|user| MemberView {
+                is_owner: user.user.id == room.owner_id,
+                user,
             })
             .collect())
     }

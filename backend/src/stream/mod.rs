@@ -229,7 +229,7 @@ impl Session {
                 .map(|message| {
                     Some(Ev::SendAck(pb::SendAck {
                         frame_id: frame_id.clone(),
-                        message: Some(message),
+                        message: Some(convert::message(&message)),
                     }))
                 })
             }

@@ -31,7 +31,9 @@ impl Session {
         }
         let mut views = Vec::with_capacity(rooms.len());
         for room in &rooms {
-            views.push(self.natter.room_view(room, &self.user.id).await?);
+            views.push(convert::room_view(
+                &self.natter.room_view(room, &self.user.id).await?,
+            ));
         }
         let heartbeat_interval_ms =
             u32::try_from(self.natter.config().heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
@@ -242,7 +244,7 @@ impl Session {
         }
         for room in rooms {
             if !self.delivered.contains_key(&room.id) {
-                let view = self.natter.room_view(&room, &self.user.id).await?;
+                let view = convert::room_view(&self.natter.room_view(&room, &self.user.id).await?);
                 self.follow(
                     &room,
                     room.last_seq,
