@@ -22,7 +22,6 @@ use super::{
 };
 use crate::{
     convert,
-    records::MessageRecord,
     seams::{Appended, NewMessage, StoreError, StoreResult, Topic},
 };
 
@@ -30,7 +29,7 @@ use crate::{
 const MAX_BATCH: usize = 256;
 
 struct Request {
-    message: MessageRecord,
+    message: NewMessage,
     reply: oneshot::Sender<StoreResult<Appended>>,
 }
 
@@ -59,7 +58,7 @@ impl Appender {
     pub(super) async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            message: new.message,
+            message: new,
             reply,
         };
         self.requests
@@ -128,16 +127,16 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
         let mut messages = txn.open_table(MESSAGES)?;
         let members = txn.open_table(ROOM_USERS)?;
         for request in batch {
-            let mut message = request.message.clone();
-            let room = message.room_id.clone();
+            let new = &request.message;
+            let room = new.room_id.clone();
             let key = (
                 room.as_str(),
-                message.sender_id.as_str(),
-                message.client_id.as_str(),
+                new.sender_id.as_str(),
+                new.client_id.as_str(),
             );
             // A retry, possibly of a message earlier in this same batch (the transaction
             // sees its own writes).
-            if !message.client_id.is_empty()
+            if !new.client_id.is_empty()
                 && let Some(seq) = client_ids.get(key)?.map(|g| g.value())
             {
                 let bytes = messages
@@ -154,13 +153,13 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
                 continue;
             };
             if members
-                .get((room.as_str(), message.sender_id.as_str()))?
+                .get((room.as_str(), new.sender_id.as_str()))?
                 .is_none()
             {
                 outcomes.push(Err(StoreError::NotMember));
                 continue;
             }
-            message.seq = last + 1;
+            let message = new.clone().with_seq(last + 1);
             seqs.insert(room.as_str(), message.seq)?;
             messages.insert((room.as_str(), message.seq), encode(&message)?.as_slice())?;
             if !message.client_id.is_empty() {

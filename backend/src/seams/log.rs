@@ -73,11 +73,39 @@ pub const TOPIC_CAPACITY: usize = 1024;
 #[error("event bus unavailable")]
 pub struct BusError(#[source] pub anyhow::Error);
 
-/// A message to append; the store assigns `seq` (and keeps `id` and `sent_at` as given).
-#[derive(Debug, Clone)]
+/// A message to append: everything but its seq, which only the log assigns.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
-    /// The message as it will be stored, with `seq` ignored.
-    pub message: MessageRecord,
+    /// Opaque id (UUIDv7).
+    pub id: String,
+    /// The room whose log it goes into.
+    pub room_id: String,
+    /// Author's user id.
+    pub sender_id: String,
+    /// Author's display name at the time of sending.
+    pub sender_name: String,
+    /// Validated text.
+    pub text: String,
+    /// Unix milliseconds.
+    pub sent_at: i64,
+    /// Sender's idempotency key (may be empty).
+    pub client_id: String,
+}
+
+impl NewMessage {
+    /// The message as stored under `seq`.
+    pub fn with_seq(self, seq: u64) -> MessageRecord {
+        MessageRecord {
+            id: self.id,
+            room_id: self.room_id,
+            seq,
+            sender_id: self.sender_id,
+            sender_name: self.sender_name,
+            text: self.text,
+            sent_at: self.sent_at,
+            client_id: self.client_id,
+        }
+    }
 }
 
 /// Outcome of [`Log::append`].

@@ -74,16 +74,13 @@ impl Natter {
         let appended = self
             .log
             .append(NewMessage {
-                message: MessageRecord {
-                    id: new_id(),
-                    room_id: room_id.to_owned(),
-                    seq: 0,
-                    sender_id: sender.id,
-                    sender_name: sender.display_name,
-                    text: text.as_str().to_owned(),
-                    sent_at: auth::now_ms(),
-                    client_id: client_id.as_str().to_owned(),
-                },
+                id: new_id(),
+                room_id: room_id.to_owned(),
+                sender_id: sender.id,
+                sender_name: sender.display_name,
+                text: text.as_str().to_owned(),
+                sent_at: auth::now_ms(),
+                client_id: client_id.as_str().to_owned(),
             })
             .await?;
         tracing::debug!(

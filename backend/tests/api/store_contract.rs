@@ -120,16 +120,13 @@ fn room(id: &str, code: Option<&str>, owner: &str) -> RoomRecord {
 
 fn message(room_id: &str, sender: &str, text: &str, client_id: &str) -> NewMessage {
     NewMessage {
-        message: MessageRecord {
-            id: format!("m-{text}"),
-            room_id: room_id.into(),
-            seq: 0,
-            sender_id: sender.into(),
-            sender_name: sender.into(),
-            text: text.into(),
-            sent_at: 3,
-            client_id: client_id.into(),
-        },
+        id: format!("m-{text}"),
+        room_id: room_id.into(),
+        sender_id: sender.into(),
+        sender_name: sender.into(),
+        text: text.into(),
+        sent_at: 3,
+        client_id: client_id.into(),
     }
 }
 

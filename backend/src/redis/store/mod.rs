@@ -413,7 +413,8 @@ impl Directory for RedisStore {
 #[async_trait]
 impl Log for RedisStore {
     async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
-        let message = new.message;
+        // Stored as the record it becomes; the log entry's id gives the seq on reading.
+        let message = new.with_seq(0);
         let room = &message.room_id;
         let client_field = if message.client_id.is_empty() {
             String::new()
