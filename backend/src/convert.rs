@@ -37,12 +37,12 @@ pub(crate) fn room(r: &RoomRecord, peer: Option<pb::User>) -> pb::Room {
     pb::Room {
         id: r.id.clone(),
         name: r.name.clone(),
-        code: r.code.clone().unwrap_or_default(),
+        code: r.kind.code().unwrap_or_default().to_owned(),
         owner_id: r.owner_id.clone(),
-        has_password: r.password_hash.is_some(),
+        has_password: r.kind.password_hash().is_some(),
         kind: match r.kind {
-            RoomKind::Group => pb::RoomKind::Group,
-            RoomKind::Direct => pb::RoomKind::Direct,
+            RoomKind::Group { .. } => pb::RoomKind::Group,
+            RoomKind::Direct { .. } => pb::RoomKind::Direct,
         } as i32,
         created_at: r.created_at,
         last_seq: r.last_seq,

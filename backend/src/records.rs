@@ -16,38 +16,136 @@ pub struct UserRecord {
     pub created_at: i64,
 }
 
-/// Whether a room is a shared group or a conversation between two users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What kind of room, with what only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomKind {
-    /// Joined by code.
-    Group,
-    /// Exactly two members, found by the pair.
-    Direct,
+    /// Joined by its code, and its password when it has one.
+    Group {
+        /// The join code.
+        code: String,
+        /// argon2id PHC string of the join password, if any.
+        password_hash: Option<String>,
+    },
+    /// The one conversation of two users, found by the pair.
+    Direct {
+        /// Both participants' ids, sorted.
+        pair: [String; 2],
+    },
+}
+
+impl RoomKind {
+    /// The join code of a group room.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            RoomKind::Group { code, .. } => Some(code),
+            RoomKind::Direct { .. } => None,
+        }
+    }
+
+    /// The password hash of a group room that has a password.
+    pub fn password_hash(&self) -> Option<&str> {
+        match self {
+            RoomKind::Group { password_hash, .. } => password_hash.as_deref(),
+            RoomKind::Direct { .. } => None,
+        }
+    }
+
+    /// The two participants of a direct room.
+    pub fn pair(&self) -> Option<&[String; 2]> {
+        match self {
+            RoomKind::Direct { pair } => Some(pair),
+            RoomKind::Group { .. } => None,
+        }
+    }
 }
 
 /// A stored room.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredRoom", into = "StoredRoom")]
 pub struct RoomRecord {
     /// Opaque id (UUIDv7).
     pub id: String,
     /// Display name (for direct rooms: the two usernames).
     pub name: String,
-    /// Join code; `None` for direct rooms, which nobody joins by code.
-    pub code: Option<String>,
     /// Creator; may delete the room.
     pub owner_id: String,
-    /// argon2id PHC string of the join password, if any.
-    pub password_hash: Option<String>,
-    /// Group or direct.
+    /// Group (code, password) or direct (the pair).
     pub kind: RoomKind,
     /// Unix milliseconds.
     pub created_at: i64,
-    /// Seq of the newest message, 0 when empty.
+    /// Seq of the newest message, 0 when empty: filled in from the log when read.
     pub last_seq: u64,
-    /// Oldest seq still in the log (1 unless trimmed by retention).
+    /// Oldest seq still in the log (1 unless trimmed by retention): filled in when read.
     pub first_seq: u64,
-    /// For direct rooms: both participants' ids, sorted.
-    pub direct_pair: Option<[String; 2]>,
+}
+
+/// How a room is written down, unchanged since the first release, so that data written by
+/// earlier versions reads back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRoom {
+    id: String,
+    name: String,
+    code: Option<String>,
+    owner_id: String,
+    password_hash: Option<String>,
+    kind: StoredKind,
+    created_at: i64,
+    last_seq: u64,
+    first_seq: u64,
+    direct_pair: Option<[String; 2]>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum StoredKind {
+    Group,
+    Direct,
+}
+
+impl From<StoredRoom> for RoomRecord {
+    fn from(stored: StoredRoom) -> Self {
+        let kind = match stored.kind {
+            StoredKind::Group => RoomKind::Group {
+                code: stored.code.unwrap_or_default(),
+                password_hash: stored.password_hash,
+            },
+            StoredKind::Direct => RoomKind::Direct {
+                pair: stored.direct_pair.unwrap_or_default(),
+            },
+        };
+        Self {
+            id: stored.id,
+            name: stored.name,
+            owner_id: stored.owner_id,
+            kind,
+            created_at: stored.created_at,
+            last_seq: stored.last_seq,
+            first_seq: stored.first_seq,
+        }
+    }
+}
+
+impl From<RoomRecord> for StoredRoom {
+    fn from(room: RoomRecord) -> Self {
+        let (kind, code, password_hash, direct_pair) = match room.kind {
+            RoomKind::Group {
+                code,
+                password_hash,
+            } => (StoredKind::Group, Some(code), password_hash, None),
+            RoomKind::Direct { pair } => (StoredKind::Direct, None, None, Some(pair)),
+        };
+        Self {
+            id: room.id,
+            name: room.name,
+            code,
+            owner_id: room.owner_id,
+            password_hash,
+            kind,
+            created_at: room.created_at,
+            last_seq: room.last_seq,
+            first_seq: room.first_seq,
+            direct_pair,
+        }
+    }
 }
 
 /// A message in a room's log.
@@ -69,4 +167,23 @@ pub struct MessageRecord {
     pub sent_at: i64,
     /// Sender's idempotency key (may be empty).
     pub client_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rooms written by earlier versions (a flat record) read back, and are written the
+    /// same way.
+    #[test]
+    fn rooms_keep_their_stored_form() {
+        let group = r#"{"id":"r1","name":"Lobby","code":"ABCD2345","owner_id":"u1","password_hash":null,"kind":"Group","created_at":5,"last_seq":0,"first_seq":1,"direct_pair":null}"#;
+        let room: RoomRecord = serde_json::from_str(group).unwrap();
+        assert_eq!(room.kind.code(), Some("ABCD2345"));
+        assert_eq!(serde_json::to_string(&room).unwrap(), group);
+        let direct = r#"{"id":"d1","name":"a & b","code":null,"owner_id":"u1","password_hash":null,"kind":"Direct","created_at":5,"last_seq":0,"first_seq":1,"direct_pair":["u1","u2"]}"#;
+        let room: RoomRecord = serde_json::from_str(direct).unwrap();
+        assert_eq!(room.kind.pair(), Some(&["u1".to_owned(), "u2".to_owned()]));
+        assert_eq!(serde_json::to_string(&room).unwrap(), direct);
+    }
 }

@@ -250,7 +250,11 @@ impl Directory for EmbeddedStore {
 
     async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
         self.blocking(move |s| {
-            let code = room.code.clone().context("a group room needs a code")?;
+            let code = room
+                .kind
+                .code()
+                .context("a group room needs a code")?
+                .to_owned();
             let txn = s.db.begin_write()?;
             {
                 let mut codes = txn.open_table(CODES)?;
@@ -291,8 +295,9 @@ impl Directory for EmbeddedStore {
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
         self.blocking(move |s| {
             let [a, b] = candidate
-                .direct_pair
-                .clone()
+                .kind
+                .pair()
+                .cloned()
                 .context("a direct room needs its pair")?;
             let txn = s.db.begin_write()?;
             let existing = txn
@@ -326,10 +331,10 @@ impl Directory for EmbeddedStore {
                 let room: RoomRecord = decode(bytes.value())?;
                 drop(bytes);
                 drop(rooms);
-                if let Some(code) = &room.code {
-                    txn.open_table(CODES)?.remove(code.as_str())?;
+                if let Some(code) = room.kind.code() {
+                    txn.open_table(CODES)?.remove(code)?;
                 }
-                if let Some([a, b]) = &room.direct_pair {
+                if let Some([a, b]) = room.kind.pair() {
                     txn.open_table(DIRECTS)?.remove((a.as_str(), b.as_str()))?;
                 }
                 txn.open_table(ROOM_SEQ)?.remove(id)?;

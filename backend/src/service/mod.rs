@@ -220,7 +220,7 @@ impl Natter {
 
     /// A room as `viewer` sees it: direct rooms carry the other participant.
     pub(crate) async fn room_view(&self, room: &RoomRecord, viewer: &str) -> ApiResult<RoomView> {
-        let peer = match &room.direct_pair {
+        let peer = match room.kind.pair() {
             Some(pair) => {
                 let peer_id = if pair[0] == viewer {
                     &pair[1]

@@ -27,20 +27,21 @@ impl Natter {
             Some(p) => Some(self.passwords.hash(p.expose().to_owned()).await?),
             None => None,
         };
-        let mut room = RoomRecord {
-            id: new_id(),
-            name: name.as_str().to_owned(),
-            code: None,
-            owner_id: caller.user_id.clone(),
-            password_hash,
-            kind: RoomKind::Group,
-            created_at: auth::now_ms(),
-            last_seq: 0,
-            first_seq: 1,
-            direct_pair: None,
-        };
+        let id = new_id();
+        let created_at = auth::now_ms();
         for _ in 0..CODE_ATTEMPTS {
-            room.code = Some(RoomCode::generate().as_str().to_owned());
+            let room = RoomRecord {
+                id: id.clone(),
+                name: name.as_str().to_owned(),
+                owner_id: caller.user_id.clone(),
+                kind: RoomKind::Group {
+                    code: RoomCode::generate().as_str().to_owned(),
+                    password_hash: password_hash.clone(),
+                },
+                created_at,
+                last_seq: 0,
+                first_seq: 1,
+            };
             if self.directory.create_room(room.clone()).await? {
                 tracing::info!(room = %room.id, "room created");
                 let view = RoomView::plain(&room);
@@ -69,11 +70,11 @@ impl Natter {
             .await?
             .ok_or(ApiError::NotFound("no room has this code"))?;
         // Members are not asked again: joining twice just returns the room.
-        if let Some(hash) = &room.password_hash
+        if let Some(hash) = room.kind.password_hash()
             && !self.directory.is_member(&room.id, &user.id).await?
             && !self
                 .passwords
-                .verify(password.to_owned(), hash.clone())
+                .verify(password.to_owned(), hash.to_owned())
                 .await?
         {
             return Err(ApiError::PermissionDenied("wrong room password"));
@@ -183,14 +184,11 @@ impl Natter {
         let candidate = RoomRecord {
             id: new_id(),
             name: names.join(" & "),
-            code: None,
             owner_id: me.id.clone(),
-            password_hash: None,
-            kind: RoomKind::Direct,
+            kind: RoomKind::Direct { pair },
             created_at: auth::now_ms(),
             last_seq: 0,
             first_seq: 1,
-            direct_pair: Some(pair),
         };
         let (room, created) = self.directory.open_direct(candidate).await?;
         for participant in [&me, &peer] {

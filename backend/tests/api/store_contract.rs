@@ -103,18 +103,19 @@ fn room(id: &str, code: Option<&str>, owner: &str) -> RoomRecord {
     RoomRecord {
         id: id.into(),
         name: format!("room {id}"),
-        code: code.map(Into::into),
         owner_id: owner.into(),
-        password_hash: None,
-        kind: if code.is_some() {
-            RoomKind::Group
-        } else {
-            RoomKind::Direct
+        kind: match code {
+            Some(code) => RoomKind::Group {
+                code: code.into(),
+                password_hash: None,
+            },
+            None => RoomKind::Direct {
+                pair: ["idalice".into(), "idbob".into()],
+            },
         },
         created_at: 2,
         last_seq: 0,
         first_seq: 1,
-        direct_pair: None,
     }
 }
 
@@ -418,8 +419,7 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
     assert_eq!(seen, ["#1", "#2", "#3", "typing"]);
 }
 
+/// The direct room of alice and bob.
 fn room_with_pair(id: &str) -> RoomRecord {
-    let mut direct = room(id, None, "idalice");
-    direct.direct_pair = Some(["idalice".into(), "idbob".into()]);
-    direct
+    room(id, None, "idalice")
 }

@@ -262,8 +262,9 @@ impl Directory for RedisStore {
 
     async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
         let code = room
-            .code
-            .clone()
+            .kind
+            .code()
+            .map(str::to_owned)
             .ok_or_else(|| internal(anyhow::anyhow!("a group room needs a code")))?;
         let created: i64 = CREATE_ROOM
             .key(self.schema.code(&code))
@@ -299,8 +300,9 @@ impl Directory for RedisStore {
 
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
         let [a, b] = candidate
-            .direct_pair
-            .clone()
+            .kind
+            .pair()
+            .cloned()
             .ok_or_else(|| internal(anyhow::anyhow!("a direct room needs its pair")))?;
         let (created, id): (i64, String) = OPEN_DIRECT
             .key(self.schema.direct(&a, &b))
@@ -334,10 +336,10 @@ impl Directory for RedisStore {
             .key(self.schema.room_log(room_id))
             .key(self.schema.room_client_ids(room_id))
             .key(self.schema.room_client_id_order(room_id));
-        if let Some(code) = &room.code {
+        if let Some(code) = room.kind.code() {
             invocation.key(self.schema.code(code));
         }
-        if let Some([a, b]) = &room.direct_pair {
+        if let Some([a, b]) = room.kind.pair() {
             invocation.key(self.schema.direct(a, b));
         }
         let members: Vec<String> = invocation
