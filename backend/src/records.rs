@@ -73,14 +73,17 @@ pub struct RoomRecord {
     pub kind: RoomKind,
     /// Unix milliseconds.
     pub created_at: i64,
-    /// Seq of the newest message, 0 when empty: filled in from the log when read.
+    /// Seq of the newest message, 0 when empty: derived from the log when read, never
+    /// stored.
     pub last_seq: u64,
-    /// Oldest seq still in the log (1 unless trimmed by retention): filled in when read.
+    /// Oldest seq still in the log (1 unless trimmed by retention): derived when read,
+    /// never stored.
     pub first_seq: u64,
 }
 
-/// How a room is written down, unchanged since the first release, so that data written by
-/// earlier versions reads back.
+/// How a room is written down: the flat form of the first release, so that data written by
+/// earlier versions reads back. `last_seq` and `first_seq` are derived from the log when a
+/// room is read: they are not written, and those in old records are ignored.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredRoom {
     id: String,
@@ -90,8 +93,6 @@ struct StoredRoom {
     password_hash: Option<String>,
     kind: StoredKind,
     created_at: i64,
-    last_seq: u64,
-    first_seq: u64,
     direct_pair: Option<[String; 2]>,
 }
 
@@ -118,8 +119,9 @@ impl From<StoredRoom> for RoomRecord {
             owner_id: stored.owner_id,
             kind,
             created_at: stored.created_at,
-            last_seq: stored.last_seq,
-            first_seq: stored.first_seq,
+            // Filled in from the log by the store that reads the room.
+            last_seq: 0,
+            first_seq: 1,
         }
     }
 }
@@ -141,8 +143,6 @@ impl From<RoomRecord> for StoredRoom {
             password_hash,
             kind,
             created_at: room.created_at,
-            last_seq: room.last_seq,
-            first_seq: room.first_seq,
             direct_pair,
         }
     }
@@ -173,15 +173,19 @@ pub struct MessageRecord {
 mod tests {
     use super::*;
 
-    /// Rooms written by earlier versions (a flat record) read back, and are written the
-    /// same way.
+    /// Rooms written by earlier versions (a flat record, with the seqs it no longer
+    /// writes) read back, and are written the same way but for the derived seqs.
     #[test]
     fn rooms_keep_their_stored_form() {
-        let group = r#"{"id":"r1","name":"Lobby","code":"ABCD2345","owner_id":"u1","password_hash":null,"kind":"Group","created_at":5,"last_seq":0,"first_seq":1,"direct_pair":null}"#;
+        let group = r#"{"id":"r1","name":"Lobby","code":"ABCD2345","owner_id":"u1","password_hash":null,"kind":"Group","created_at":5,"last_seq":7,"first_seq":1,"direct_pair":null}"#;
         let room: RoomRecord = serde_json::from_str(group).unwrap();
         assert_eq!(room.kind.code(), Some("ABCD2345"));
-        assert_eq!(serde_json::to_string(&room).unwrap(), group);
-        let direct = r#"{"id":"d1","name":"a & b","code":null,"owner_id":"u1","password_hash":null,"kind":"Direct","created_at":5,"last_seq":0,"first_seq":1,"direct_pair":["u1","u2"]}"#;
+        assert_eq!((room.last_seq, room.first_seq), (0, 1), "derived, not read");
+        assert_eq!(
+            serde_json::to_string(&room).unwrap(),
+            group.replace(r#""last_seq":7,"first_seq":1,"#, "")
+        );
+        let direct = r#"{"id":"d1","name":"a & b","code":null,"owner_id":"u1","password_hash":null,"kind":"Direct","created_at":5,"direct_pair":["u1","u2"]}"#;
         let room: RoomRecord = serde_json::from_str(direct).unwrap();
         assert_eq!(room.kind.pair(), Some(&["u1".to_owned(), "u2".to_owned()]));
         assert_eq!(serde_json::to_string(&room).unwrap(), direct);

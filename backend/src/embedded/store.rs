@@ -72,6 +72,18 @@ where
     Ok(Some(room))
 }
 
+/// The id an index table (usernames, join codes) maps `key` to, if any.
+fn indexed_id(
+    txn: &redb::ReadTransaction,
+    index: TableDefinition<'_, &str, &str>,
+    key: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(txn
+        .open_table(index)?
+        .get(key)?
+        .map(|g| g.value().to_owned()))
+}
+
 /// Raised inside a transaction when the room it works on does not exist.
 #[derive(Debug, thiserror::Error)]
 #[error("room not found")]
@@ -191,11 +203,7 @@ impl Directory for EmbeddedStore {
         let username = username.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
-            let Some(id) = txn
-                .open_table(USERNAMES)?
-                .get(username.as_str())?
-                .map(|g| g.value().to_owned())
-            else {
+            let Some(id) = indexed_id(&txn, USERNAMES, &username)? else {
                 return Ok(None);
             };
             let users = txn.open_table(USERS)?;
@@ -280,11 +288,7 @@ impl Directory for EmbeddedStore {
         let code = code.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
-            let Some(id) = txn
-                .open_table(CODES)?
-                .get(code.as_str())?
-                .map(|g| g.value().to_owned())
-            else {
+            let Some(id) = indexed_id(&txn, CODES, &code)? else {
                 return Ok(None);
             };
             s.read_room(&txn, &id)
