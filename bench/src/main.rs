@@ -138,12 +138,9 @@ async fn through_nginx(args: &Args) -> anyhow::Result<()> {
     let mut fanout = Vec::new();
     let mut latency = Vec::new();
     for via_nginx in [false, true] {
-        let deploy = async || {
-            let deployment = Deployment::redis(2).await?;
-            match via_nginx {
-                true => deployment.behind_nginx().await,
-                false => Ok(deployment),
-            }
+        let deploy = async || match via_nginx {
+            true => Deployment::redis_behind_nginx(2).await,
+            false => Deployment::redis(2).await,
         };
         let deployment = deploy().await?;
         eprintln!("== {}", deployment.label);
@@ -184,6 +181,12 @@ fn delivery_rows(args: &Args, fanout: &[scenarios::Fanout], latency: &[Vec<f64>]
         &format!("fan-out: deliveries/s to {} streams", args.subscribers),
         &|i| format!("{:.0}", fanout[i].delivered as f64 / fanout[i].seconds),
     );
+    row("fan-out: server CPU per delivery", &|i| {
+        format!(
+            "{:.2} µs",
+            fanout[i].server_cpu_seconds * 1e6 / fanout[i].delivered.max(1) as f64
+        )
+    });
     row("fan-out: all delivered", &|i| {
         format!(
             "{} of {}",

@@ -35,7 +35,12 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 
 impl Server {
     /// Starts an instance (embedded when `redis` is `None`) and waits until it listens.
-    pub(crate) async fn start(redis: Option<&natter_fleet::Redis>) -> anyhow::Result<Self> {
+    /// Starts an instance (embedded when `redis` is `None`); `behind_nginx` makes it
+    /// trust a PROXY protocol header from the loopback address.
+    pub(crate) async fn start(
+        redis: Option<&natter_fleet::Redis>,
+        behind_nginx: bool,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(server_binary()?);
         command
@@ -44,8 +49,6 @@ impl Server {
                 "127.0.0.1:0",
                 "--jwt-secret",
                 SECRET,
-                "--trusted-proxies",
-                "127.0.0.1",
                 "--data-dir",
             ])
             .arg(dir.path())
@@ -54,6 +57,9 @@ impl Server {
             .kill_on_drop(true);
         if let Some(redis) = redis {
             command.args(["--redis-url", &redis.url(), "--redis-prefix", "bench"]);
+        }
+        if behind_nginx {
+            command.args(["--trusted-proxies", "127.0.0.1"]);
         }
         let mut child = command.spawn().context("starting natter-server")?;
         let pid = child.id().context("pid")?;
@@ -81,6 +87,18 @@ impl Server {
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {
         rss_of(self.pid)
     }
+}
+
+/// CPU time (user + system) a process has used so far, seconds, from /proc.
+pub(crate) fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces): the
+    // state is the 1st, utime the 12th and stime the 13th (fields 14 and 15 of proc(5)).
+    let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ is 100 on Linux (getconf CLK_TCK).
+    Ok(ticks as f64 / 100.0)
 }
 
 /// Resident memory of a process, from /proc.

@@ -39,7 +39,7 @@ impl Deployment {
     pub(crate) async fn embedded() -> anyhow::Result<Self> {
         Ok(Self {
             label: "embedded (1 instance)",
-            servers: vec![Server::start(None).await?],
+            servers: vec![Server::start(None, false).await?],
             _redis: None,
             logs: tempfile::tempdir()?,
             nginx: None,
@@ -47,11 +47,15 @@ impl Deployment {
     }
 
     pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
+        Self::redis_with(instances, false).await
+    }
+
+    async fn redis_with(instances: usize, behind_nginx: bool) -> anyhow::Result<Self> {
         let logs = tempfile::tempdir()?;
         let redis = Redis::start(logs.path()).await?;
         let mut servers = Vec::new();
         for _ in 0..instances {
-            servers.push(Server::start(Some(&redis)).await?);
+            servers.push(Server::start(Some(&redis), behind_nginx).await?);
         }
         Ok(Self {
             label: "Redis (2 instances)",
@@ -62,10 +66,11 @@ impl Deployment {
         })
     }
 
-    /// The same instances, with every client going through nginx and the shipped config
+    /// 2 instances over Redis with every client going through nginx and the shipped config
     /// (each connection balanced to the instance with the fewest).
-    pub(crate) async fn behind_nginx(mut self) -> anyhow::Result<Self> {
-        let upstreams = self
+    pub(crate) async fn redis_behind_nginx(instances: usize) -> anyhow::Result<Self> {
+        let mut deployment = Self::redis_with(instances, true).await?;
+        let upstreams = deployment
             .servers
             .iter()
             .map(|s| s.url.trim_start_matches("http://").parse())
@@ -75,9 +80,9 @@ impl Deployment {
             tls: None,
             upstreams,
         };
-        self.nginx = Some(natter_fleet::Nginx::start(&config, self.logs.path()).await?);
-        self.label = "Redis (2 instances) through nginx";
-        Ok(self)
+        deployment.nginx = Some(natter_fleet::Nginx::start(&config, deployment.logs.path()).await?);
+        deployment.label = "Redis (2 instances) through nginx";
+        Ok(deployment)
     }
 
     /// Where client `i` connects: instance `i` round robin, or nginx.
@@ -86,6 +91,14 @@ impl Deployment {
             Some(nginx) => format!("http://{}", nginx.addr),
             None => self.servers[i % self.servers.len()].url.clone(),
         }
+    }
+
+    /// CPU time of all server processes so far, seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.servers
+            .iter()
+            .map(|s| crate::procs::cpu_seconds_of(s.pid))
+            .sum()
     }
 
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {
@@ -207,6 +220,8 @@ pub(crate) struct Fanout {
     pub(crate) sent: u64,
     pub(crate) delivered: u64,
     pub(crate) seconds: f64,
+    /// CPU time (user + system) the server processes spent over the run.
+    pub(crate) server_cpu_seconds: f64,
 }
 
 /// One room, `subscribers` streams spread over the instances, `publishers` users sending as
@@ -223,6 +238,7 @@ pub(crate) async fn fanout(
     open_streams(deployment, watchers, subscribers, delivered.clone()).await?;
 
     let sent = Arc::new(AtomicU64::new(0));
+    let cpu_before = deployment.cpu_seconds()?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
@@ -259,6 +275,7 @@ pub(crate) async fn fanout(
         sent: sent.load(Ordering::Relaxed),
         delivered: delivered.load(Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
+        server_cpu_seconds: deployment.cpu_seconds()? - cpu_before,
     })
 }
 
