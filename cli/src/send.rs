@@ -44,14 +44,41 @@ pub async fn send_until_acknowledged(
     }
 }
 
-/// Whether a failed send may succeed if tried again.
+/// Whether a failed send may succeed if tried again: the server is away or busy, or the
+/// connection broke. A broken connection (a reset, or a GOAWAY racing the request while an
+/// instance drains) reaches the caller as a status with the transport error as its source,
+/// whatever its code: tonic reports h2 errors as INTERNAL.
 fn may_pass(status: &tonic::Status) -> bool {
-    matches!(
+    let transient = matches!(
         status.code(),
         tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Unknown
             | tonic::Code::Cancelled
             | tonic::Code::Aborted
-    )
+    );
+    transient || std::error::Error::source(status).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_connections_and_absent_servers_are_retried_refusals_are_not() {
+        assert!(may_pass(&tonic::Status::unavailable("restarting")));
+        // What a request racing an instance's GOAWAY gets: INTERNAL, with the h2 error as
+        // its source.
+        let mut broken = tonic::Status::internal("h2 protocol error: http2 error");
+        broken.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection error received: not a result of an error",
+        )));
+        assert!(may_pass(&broken), "{broken:?}");
+        assert!(!may_pass(&tonic::Status::internal("internal error")));
+        assert!(!may_pass(&tonic::Status::invalid_argument(
+            "text: too long"
+        )));
+        assert!(!may_pass(&tonic::Status::permission_denied("not a member")));
+    }
 }
