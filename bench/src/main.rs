@@ -58,43 +58,14 @@ async fn main() -> anyhow::Result<()> {
     let mut latency = Vec::new();
     let mut memory = Vec::new();
     for redis in [false, true] {
-        let deployment = if redis {
-            Deployment::redis(2).await?
-        } else {
-            Deployment::embedded().await?
+        let deploy = async || match redis {
+            true => Deployment::redis(2).await,
+            false => Deployment::embedded().await,
         };
-        eprintln!("== {}", deployment.label);
-        let result = scenarios::fanout(
-            &deployment,
-            args.subscribers,
-            args.publishers,
-            Duration::from_secs(args.fanout_seconds),
-        )
-        .await?;
-        fanout.push(result);
-        drop(deployment);
-
-        let deployment = if redis {
-            Deployment::redis(2).await?
-        } else {
-            Deployment::embedded().await?
-        };
-        latency.push(
-            scenarios::latency(
-                &deployment,
-                args.latency_rate,
-                Duration::from_secs(args.latency_seconds),
-            )
-            .await?,
-        );
-        drop(deployment);
-
-        let deployment = if redis {
-            Deployment::redis(2).await?
-        } else {
-            Deployment::embedded().await?
-        };
-        memory.push(scenarios::idle_memory(&deployment, args.idle_streams).await?);
+        let (f, l) = fanout_and_latency(&args, deploy).await?;
+        fanout.push(f);
+        latency.push(l);
+        memory.push(scenarios::idle_memory(&deploy().await?, args.idle_streams).await?);
     }
     row(
         &format!(
@@ -142,27 +113,9 @@ async fn through_nginx(args: &Args) -> anyhow::Result<()> {
             true => Deployment::redis_behind_nginx(2).await,
             false => Deployment::redis(2).await,
         };
-        let deployment = deploy().await?;
-        eprintln!("== {}", deployment.label);
-        fanout.push(
-            scenarios::fanout(
-                &deployment,
-                args.subscribers,
-                args.publishers,
-                Duration::from_secs(args.fanout_seconds),
-            )
-            .await?,
-        );
-        drop(deployment);
-        let deployment = deploy().await?;
-        latency.push(
-            scenarios::latency(
-                &deployment,
-                args.latency_rate,
-                Duration::from_secs(args.latency_seconds),
-            )
-            .await?,
-        );
+        let (f, l) = fanout_and_latency(args, deploy).await?;
+        fanout.push(f);
+        latency.push(l);
     }
     println!("| measurement | Redis (2 instances), direct | the same through nginx |");
     println!("|---|---|---|");
@@ -200,4 +153,28 @@ fn delivery_rows(args: &Args, fanout: &[scenarios::Fanout], latency: &[Vec<f64>]
             &|i| ms(percentile(&latency[i], q)),
         );
     }
+}
+
+/// The fan-out and latency scenarios, each on a fresh deployment from `deploy`.
+async fn fanout_and_latency(
+    args: &Args,
+    deploy: impl AsyncFn() -> anyhow::Result<Deployment>,
+) -> anyhow::Result<(scenarios::Fanout, Vec<f64>)> {
+    let deployment = deploy().await?;
+    eprintln!("== {}", deployment.label);
+    let fanout = scenarios::fanout(
+        &deployment,
+        args.subscribers,
+        args.publishers,
+        Duration::from_secs(args.fanout_seconds),
+    )
+    .await?;
+    drop(deployment);
+    let latency = scenarios::latency(
+        &deploy().await?,
+        args.latency_rate,
+        Duration::from_secs(args.latency_seconds),
+    )
+    .await?;
+    Ok((fanout, latency))
 }
