@@ -92,13 +92,9 @@ impl Server {
 
     /// The current value of a counter or gauge from its `/metrics`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut socket = tokio::net::TcpStream::connect(self.addr()).await?;
-        socket
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: natter\r\nconnection: close\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        tokio::time::timeout(WAIT, socket.read_to_string(&mut response)).await??;
+        let response = natter_fleet::http::get(self.addr(), "/metrics", None, "")
+            .await?
+            .body;
         let value = response
             .lines()
             .find_map(|line| line.strip_prefix(&format!("{name} ")))

@@ -9,12 +9,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use tempfile::TempDir;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    process::Command,
-};
+use tokio::process::Command;
 
-use crate::{WAIT, process::Process};
+use crate::{WAIT, http::get, process::Process};
 
 /// How an instance is started.
 #[derive(Debug, Clone)]
@@ -138,31 +135,12 @@ impl Instance {
 
     /// Whether `/readyz` answers 200 now.
     pub async fn ready(&self) -> bool {
-        matches!(self.get("/readyz").await, Ok((200, _)))
-    }
-
-    /// A plain HTTP/1.1 GET on the instance itself: status and body.
-    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let mut socket = tokio::net::TcpStream::connect(self.addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nhost: natter\r\nconnection: close\r\n\r\n");
-        socket.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        tokio::time::timeout(WAIT, socket.read_to_string(&mut response)).await??;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no HTTP status")?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        matches!(get(self.addr, "/readyz", None, "").await, Ok(a) if a.status == 200)
     }
 
     /// The value of a counter or gauge from its `/metrics`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<i64> {
-        let (_, metrics) = self.get("/metrics").await?;
+        let metrics = get(self.addr, "/metrics", None, "").await?.body;
         metrics
             .lines()
             .find_map(|line| line.strip_prefix(&format!("{name} ")))

@@ -4,6 +4,7 @@
 //! for people; the e2e tests and natter-bench run the same code. Every process is killed on
 //! drop, and every process's output is kept in a log file.
 
+pub mod http;
 mod instance;
 mod nginx;
 mod process;

@@ -7,10 +7,10 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use anyhow::{Context, ensure};
 use natter_cli::follow::{Backoff, Follower};
 use natter_e2e::{Driver, WAIT, artifacts_dir, traffic::Traffic};
-use natter_fleet::{Fleet, FleetConfig, NginxConfig, check_config, workspace_binary};
+use natter_fleet::{Fleet, FleetConfig, NginxConfig, check_config, http::get, workspace_binary};
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     time::Instant,
 };
 
@@ -28,11 +28,14 @@ async fn fleet(test: &str, adjust: impl FnOnce(&mut FleetConfig)) -> anyhow::Res
     Fleet::start(config).await
 }
 
-/// Open event streams per instance, in the fleet's order.
+/// Open event streams per instance, in the fleet's order (0 for a stopped one).
 async fn streams_per_instance(fleet: &Fleet) -> anyhow::Result<Vec<i64>> {
     let mut counts = Vec::new();
-    for instance in fleet.instances.iter().filter(|i| i.is_running()) {
-        counts.push(instance.metric("natter_streams_open").await?);
+    for instance in &fleet.instances {
+        counts.push(match instance.is_running() {
+            true => instance.metric("natter_streams_open").await?,
+            false => 0,
+        });
     }
     Ok(counts)
 }
@@ -171,46 +174,21 @@ async fn instances_see_the_real_client_address_and_refuse_forged_ones() -> anyho
     let instance = &fleet.instances[0];
     // A client on another loopback address, through nginx: the instance logs that address,
     // not nginx's (127.0.0.1), which it trusts to tell it.
-    let (status, _) = get_from("127.0.0.2", fleet.nginx.addr, "/healthz", None).await?;
-    ensure!(status == 200);
+    let elsewhere = Some("127.0.0.2".parse()?);
+    let through_nginx = get(fleet.nginx.addr, "/healthz", elsewhere, "").await?;
+    ensure!(through_nginx.status == 200);
     instance
         .wait_for_log("connection via proxy client=127.0.0.2:")
         .await?;
     // The same client straight to the instance, claiming to be someone else: refused.
     let forged = "PROXY TCP4 10.1.2.3 127.0.0.1 5555 80\r\n";
-    let refused = get_from("127.0.0.2", instance.addr, "/healthz", Some(forged)).await;
+    let refused = get(instance.addr, "/healthz", elsewhere, forged).await;
     ensure!(refused.is_err(), "a forged PROXY header was answered");
     instance.wait_for_log("not in --trusted-proxies").await?;
     ensure!(!instance.logged("client=10.1.2.3"));
     // Without a header it is served, as itself.
-    let (status, _) = get_from("127.0.0.2", instance.addr, "/healthz", None).await?;
-    ensure!(status == 200);
+    ensure!(get(instance.addr, "/healthz", elsewhere, "").await?.status == 200);
     Ok(())
-}
-
-/// A GET over a connection from `source`, optionally preceded by raw bytes.
-async fn get_from(
-    source: &str,
-    to: std::net::SocketAddr,
-    path: &str,
-    preamble: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse()?)?;
-    let mut stream = socket.connect(to).await?;
-    let request = format!(
-        "{}GET {path} HTTP/1.1\r\nhost: natter\r\nconnection: close\r\n\r\n",
-        preamble.unwrap_or_default()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await??;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no answer")?;
-    Ok((status, response))
 }
 
 #[tokio::test]
@@ -401,16 +379,7 @@ async fn holder(fleet: &Fleet, before: &[i64]) -> anyhow::Result<usize> {
 async fn lone_stream_holder(fleet: &Fleet) -> anyhow::Result<usize> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let counts: Vec<i64> = {
-            let mut counts = Vec::new();
-            for instance in &fleet.instances {
-                counts.push(match instance.is_running() {
-                    true => instance.metric("natter_streams_open").await?,
-                    false => 0,
-                });
-            }
-            counts
-        };
+        let counts = streams_per_instance(fleet).await?;
         if counts.iter().sum::<i64>() == 1 {
             return Ok(counts.iter().position(|c| *c == 1).unwrap_or_default());
         }
