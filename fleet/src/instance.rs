@@ -160,12 +160,13 @@ impl Instance {
 
     /// SIGTERM, then waits for the process to exit (it drains first).
     pub async fn terminate(&mut self) -> anyhow::Result<()> {
-        if let Some(mut process) = self.process.take() {
-            process.signal("TERM")?;
-            let status = process.wait(WAIT).await?;
-            if !status.success() {
-                bail!("{} exited with {status} after SIGTERM", self.name);
-            }
+        if self.process.is_none() {
+            return Ok(());
+        }
+        self.begin_drain()?;
+        let status = self.wait_exit().await?;
+        if !status.success() {
+            bail!("{} exited with {status} after SIGTERM", self.name);
         }
         Ok(())
     }

@@ -134,7 +134,8 @@ impl Natter {
             user: UserView { user, online: true },
             typing,
         };
-        self.publish(Topic::Room(room_id.to_owned()), &notice).await
+        self.publish(&Topic::Room(room_id.to_owned()), &notice)
+            .await
     }
 }
 

@@ -254,16 +254,15 @@ impl Natter {
     }
 
     /// Publishes a notice, or says why it could not.
-    async fn publish(&self, topic: Topic, notice: &Notice) -> ApiResult<()> {
-        Ok(self.log.publish(&topic, convert::notice(notice)).await?)
+    async fn publish(&self, topic: &Topic, notice: &Notice) -> ApiResult<()> {
+        Ok(self.log.publish(topic, convert::notice(notice)).await?)
     }
 
     /// Publishes a notice; failures are logged, not returned, because notices are transient
     /// and the action they describe has already been stored.
     pub(crate) async fn announce(&self, topic: Topic, notice: Notice) {
-        let shown = topic.to_string();
-        if let Err(e) = self.publish(topic, &notice).await {
-            tracing::warn!(topic = %shown, error = ?e, "could not publish an event");
+        if let Err(e) = self.publish(&topic, &notice).await {
+            tracing::warn!(%topic, error = ?e, "could not publish an event");
         }
     }
 
@@ -286,7 +285,8 @@ impl Natter {
             change: RoomChange::Joined,
             user: None,
         };
-        self.publish(Topic::User(user_id.to_owned()), &notice).await
+        self.publish(&Topic::User(user_id.to_owned()), &notice)
+            .await
     }
 
     /// Tells a room's members that someone joined or left.
