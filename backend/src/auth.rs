@@ -6,7 +6,10 @@ use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    error::{ApiError, ApiResult},
+    ids::UserId,
+};
 
 const ISSUER: &str = "natter";
 const AUDIENCE: &str = "natter-api";
@@ -54,7 +57,7 @@ pub(crate) struct Claims {
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// User id.
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 /// A freshly issued token.
@@ -107,11 +110,11 @@ impl TokenKeys {
     }
 
     /// Signs a token for a user.
-    pub(crate) fn issue(&self, user_id: &str, role: Role) -> ApiResult<IssuedToken> {
+    pub(crate) fn issue(&self, user_id: &UserId, role: Role) -> ApiResult<IssuedToken> {
         let now = unix_now().as_secs();
         let lifetime = self.ttl.as_secs().max(1);
         let claims = Claims {
-            sub: user_id.to_owned(),
+            sub: user_id.to_string(),
             role,
             iat: now,
             exp: now + lifetime,
@@ -136,7 +139,7 @@ impl TokenKeys {
                 ApiError::Unauthenticated("invalid or expired access token")
             })?;
         Ok(Caller {
-            user_id: data.claims.sub,
+            user_id: UserId::from_trusted(data.claims.sub),
         })
     }
 
@@ -225,9 +228,11 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_forgeries() {
         let keys_a = keys(&[1; 32]);
-        let issued = keys_a.issue("u1", Role::Admin).unwrap();
+        let issued = keys_a
+            .issue(&UserId::from_trusted("u1"), Role::Admin)
+            .unwrap();
         let caller = keys_a.verify(&issued.token).unwrap();
-        assert_eq!(caller.user_id, "u1");
+        assert_eq!(caller.user_id.as_str(), "u1");
         assert!(keys(&[2; 32]).verify(&issued.token).is_err());
         assert!(keys_a.verify("not.a.token").is_err());
     }

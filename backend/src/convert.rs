@@ -12,9 +12,9 @@ use crate::{
 pub(crate) fn message(m: &MessageRecord) -> pb::Message {
     pb::Message {
         id: m.id.clone(),
-        room_id: m.room_id.clone(),
+        room_id: m.room_id.to_string(),
         seq: m.seq,
-        sender_id: m.sender_id.clone(),
+        sender_id: m.sender_id.to_string(),
         sender_name: m.sender_name.clone(),
         text: m.text.clone(),
         sent_at: m.sent_at,
@@ -25,7 +25,7 @@ pub(crate) fn message(m: &MessageRecord) -> pb::Message {
 /// A user as others see them; never includes the password hash.
 pub(crate) fn user(u: &UserRecord, online: bool) -> pb::User {
     pb::User {
-        id: u.id.clone(),
+        id: u.id.to_string(),
         username: u.username.clone(),
         display_name: u.display_name.clone(),
         online,
@@ -35,10 +35,10 @@ pub(crate) fn user(u: &UserRecord, online: bool) -> pb::User {
 /// A room as clients see it; `peer` is the other participant of a direct room.
 pub(crate) fn room(r: &RoomRecord, peer: Option<pb::User>) -> pb::Room {
     pb::Room {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         name: r.name.clone(),
         code: r.kind.code().unwrap_or_default().to_owned(),
-        owner_id: r.owner_id.clone(),
+        owner_id: r.owner_id.to_string(),
         has_password: r.kind.password_hash().is_some(),
         kind: match r.kind {
             RoomKind::Group { .. } => pb::RoomKind::Group,
@@ -123,7 +123,7 @@ pub(crate) fn notice(n: &Notice) -> pb::Event {
             })
         }
         Notice::Presence { room_id, user } => pb::event::Event::Presence(pb::PresenceChanged {
-            room_id: room_id.clone(),
+            room_id: room_id.to_string(),
             user: Some(user_view(user)),
             online: user.online,
         }),
@@ -132,7 +132,7 @@ pub(crate) fn notice(n: &Notice) -> pb::Event {
             user,
             typing,
         } => pb::event::Event::Typing(pb::Typing {
-            room_id: room_id.clone(),
+            room_id: room_id.to_string(),
             user: Some(user_view(user)),
             typing: *typing,
         }),

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::ids::RoomId;
+
 /// A rejected input, naming the field so the client can show the error next to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -256,18 +258,7 @@ impl RoomCode {
     }
 }
 
-/// Checks an opaque identifier field (user or room id) before it reaches a store lookup.
-pub(crate) fn parse_id(field: &'static str, raw: &str) -> Result<String, InvalidField> {
-    if raw.is_empty() {
-        return Err(InvalidField::new(field, "is required"));
-    }
-    if raw.len() > 64 || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(InvalidField::new(field, "is not a valid id"));
-    }
-    Ok(raw.to_owned())
-}
-
-/// A new unique id: UUIDv7, so ids sort by creation time.
+/// A new unique message id: UUIDv7, so ids sort by creation time.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -305,7 +296,7 @@ impl Registration {
 #[derive(Debug)]
 pub(crate) struct SendMessage {
     /// The room (a well-formed id; whether it exists is the service's to check).
-    pub room_id: String,
+    pub room_id: RoomId,
     /// The text.
     pub text: MessageText,
     /// The sender's idempotency key.
@@ -316,7 +307,7 @@ pub(crate) struct SendMessage {
 #[derive(Debug)]
 pub(crate) struct SetTyping {
     /// The room.
-    pub room_id: String,
+    pub room_id: RoomId,
     /// Started (true) or stopped typing.
     pub typing: bool,
 }

@@ -165,7 +165,7 @@ impl From<Grant> for AuthJson {
             expires_in_ms: g.expires_in_ms,
             role: g.role.as_str().to_owned(),
             user: Some(UserJson {
-                id: g.user.id,
+                id: g.user.id.into_string(),
                 username: g.user.username,
                 display_name: g.user.display_name,
             }),

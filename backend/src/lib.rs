@@ -15,6 +15,7 @@ mod domain;
 pub mod embedded;
 mod error;
 mod http;
+pub mod ids;
 mod listener;
 mod metrics;
 mod passwords;

@@ -1,11 +1,13 @@
 //! What the store keeps: accounts, rooms and messages as records. Shared by the stores that
 //! keep them, the service that reads them and `convert`, which turns them into wire types.
 
+use crate::ids::{RoomId, UserId};
+
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserRecord {
     /// Opaque id (UUIDv7).
-    pub id: String,
+    pub id: UserId,
     /// Lower-case, unique.
     pub username: String,
     /// Shown to other users.
@@ -29,7 +31,7 @@ pub enum RoomKind {
     /// The one conversation of two users, found by the pair.
     Direct {
         /// Both participants' ids, sorted.
-        pair: [String; 2],
+        pair: [UserId; 2],
     },
 }
 
@@ -51,7 +53,7 @@ impl RoomKind {
     }
 
     /// The two participants of a direct room.
-    pub fn pair(&self) -> Option<&[String; 2]> {
+    pub fn pair(&self) -> Option<&[UserId; 2]> {
         match self {
             RoomKind::Direct { pair } => Some(pair),
             RoomKind::Group { .. } => None,
@@ -61,14 +63,14 @@ impl RoomKind {
 
 /// A stored room.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "StoredRoom", into = "StoredRoom")]
+#[serde(try_from = "StoredRoom", into = "StoredRoom")]
 pub struct RoomRecord {
     /// Opaque id (UUIDv7).
-    pub id: String,
+    pub id: RoomId,
     /// Display name (for direct rooms: the two usernames).
     pub name: String,
     /// Creator; may delete the room.
-    pub owner_id: String,
+    pub owner_id: UserId,
     /// Group (code, password) or direct (the pair).
     pub kind: RoomKind,
     /// Unix milliseconds.
@@ -86,14 +88,14 @@ pub struct RoomRecord {
 /// room is read: they are not written, and those in old records are ignored.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredRoom {
-    id: String,
+    id: RoomId,
     name: String,
     code: Option<String>,
-    owner_id: String,
+    owner_id: UserId,
     password_hash: Option<String>,
     kind: StoredKind,
     created_at: i64,
-    direct_pair: Option<[String; 2]>,
+    direct_pair: Option<[UserId; 2]>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -102,18 +104,22 @@ enum StoredKind {
     Direct,
 }
 
-impl From<StoredRoom> for RoomRecord {
-    fn from(stored: StoredRoom) -> Self {
+impl TryFrom<StoredRoom> for RoomRecord {
+    type Error = &'static str;
+
+    /// Refuses the flat forms that name no room: a group without its code, a direct room
+    /// without its pair.
+    fn try_from(stored: StoredRoom) -> Result<Self, Self::Error> {
         let kind = match stored.kind {
             StoredKind::Group => RoomKind::Group {
-                code: stored.code.unwrap_or_default(),
+                code: stored.code.ok_or("a group room without its code")?,
                 password_hash: stored.password_hash,
             },
             StoredKind::Direct => RoomKind::Direct {
-                pair: stored.direct_pair.unwrap_or_default(),
+                pair: stored.direct_pair.ok_or("a direct room without its pair")?,
             },
         };
-        Self {
+        Ok(Self {
             id: stored.id,
             name: stored.name,
             owner_id: stored.owner_id,
@@ -122,7 +128,7 @@ impl From<StoredRoom> for RoomRecord {
             // Filled in from the log by the store that reads the room.
             last_seq: 0,
             first_seq: 1,
-        }
+        })
     }
 }
 
@@ -154,11 +160,11 @@ pub struct MessageRecord {
     /// Opaque id (UUIDv7).
     pub id: String,
     /// The room whose log holds it.
-    pub room_id: String,
+    pub room_id: RoomId,
     /// Per-room sequence number, 1-based, without holes.
     pub seq: u64,
     /// Author's user id.
-    pub sender_id: String,
+    pub sender_id: UserId,
     /// Author's display name at the time of sending.
     pub sender_name: String,
     /// Validated text.
@@ -187,7 +193,13 @@ mod tests {
         );
         let direct = r#"{"id":"d1","name":"a & b","code":null,"owner_id":"u1","password_hash":null,"kind":"Direct","created_at":5,"direct_pair":["u1","u2"]}"#;
         let room: RoomRecord = serde_json::from_str(direct).unwrap();
-        assert_eq!(room.kind.pair(), Some(&["u1".to_owned(), "u2".to_owned()]));
+        assert_eq!(
+            room.kind.pair(),
+            Some(&[UserId::from_trusted("u1"), UserId::from_trusted("u2")])
+        );
         assert_eq!(serde_json::to_string(&room).unwrap(), direct);
+        let broken = direct.replace(r#"["u1","u2"]"#, "null");
+        let error = serde_json::from_str::<RoomRecord>(&broken).unwrap_err();
+        assert!(error.to_string().contains("without its pair"), "{error}");
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::{
     auth::Role,
+    ids::RoomId,
     records::{MessageRecord, RoomRecord, UserRecord},
 };
 
@@ -93,10 +94,10 @@ pub(crate) enum Notice {
         user: Option<UserView>,
     },
     /// A member came online or went offline.
-    Presence { room_id: String, user: UserView },
+    Presence { room_id: RoomId, user: UserView },
     /// A member started or stopped typing.
     Typing {
-        room_id: String,
+        room_id: RoomId,
         user: UserView,
         typing: bool,
     },

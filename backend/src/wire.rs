@@ -4,9 +4,8 @@
 
 use natter_proto::v1 as pb;
 
-use crate::domain::{
-    ClientId, InvalidField, MessageText, Registration, SendMessage, SetTyping, parse_id,
-};
+use crate::domain::{ClientId, InvalidField, MessageText, Registration, SendMessage, SetTyping};
+use crate::ids::RoomId;
 
 /// `Register` (the JSON endpoint calls [`Registration::parse`] with its fields).
 impl TryFrom<&pb::RegisterRequest> for Registration {
@@ -23,7 +22,7 @@ impl TryFrom<&pb::SendMessageRequest> for SendMessage {
 
     fn try_from(r: &pb::SendMessageRequest) -> Result<Self, InvalidField> {
         Ok(Self {
-            room_id: parse_id("room_id", &r.room_id)?,
+            room_id: RoomId::parse("room_id", &r.room_id)?,
             text: MessageText::parse(&r.text)?,
             client_id: ClientId::parse(&r.client_id)?,
         })
@@ -36,7 +35,7 @@ impl TryFrom<&pb::SetTypingRequest> for SetTyping {
 
     fn try_from(r: &pb::SetTypingRequest) -> Result<Self, InvalidField> {
         Ok(Self {
-            room_id: parse_id("room_id", &r.room_id)?,
+            room_id: RoomId::parse("room_id", &r.room_id)?,
             typing: r.typing,
         })
     }

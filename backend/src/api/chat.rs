@@ -1,5 +1,6 @@
 //! `natter.v1.ChatService`. The auth interceptor has already verified the token.
 
+use crate::ids::{RoomId, UserId};
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
@@ -15,7 +16,7 @@ use super::caller;
 use crate::{
     auth::Caller,
     convert,
-    domain::{Password, RoomCode, RoomName, SendMessage, SetTyping, parse_id},
+    domain::{Password, RoomCode, RoomName, SendMessage, SetTyping},
     error::ApiError,
     service::Natter,
     stream::{OUTBOX_CAPACITY, Session},
@@ -47,8 +48,8 @@ impl ChatApi {
     }
 }
 
-fn room_id(raw: &str) -> Result<String, ApiError> {
-    Ok(parse_id("room_id", raw)?)
+fn room_id(raw: &str) -> Result<RoomId, ApiError> {
+    Ok(RoomId::parse("room_id", raw)?)
 }
 
 /// The response stream of `Subscribe` and `Chat`.
@@ -132,7 +133,8 @@ impl ChatService for ChatApi {
         request: Request<pb::OpenDirectRequest>,
     ) -> Result<Response<pb::Room>, Status> {
         let caller = caller(&request)?;
-        let user_id = parse_id("user_id", &request.get_ref().user_id).map_err(ApiError::from)?;
+        let user_id =
+            UserId::parse("user_id", &request.get_ref().user_id).map_err(ApiError::from)?;
         Ok(Response::new(convert::room_view(
             &self.natter.open_direct(&caller, &user_id).await?,
         )))
@@ -195,7 +197,7 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         for cursor in &r.resume {
-            parse_id("resume.room_id", &cursor.room_id).map_err(ApiError::from)?;
+            RoomId::parse("resume.room_id", &cursor.room_id).map_err(ApiError::from)?;
         }
         self.start_stream(caller, Some(r), None).await
     }

@@ -60,6 +60,7 @@ impl LocalFanout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{RoomId, UserId};
     use natter_proto::v1::{Heartbeat, event};
 
     fn heartbeat(t: i64) -> Event {
@@ -71,7 +72,7 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_subscribers_in_order_and_forgets_idle_topics() {
         let fanout = LocalFanout::default();
-        let topic = Topic::Room("r".into());
+        let topic = Topic::Room(RoomId::from_trusted("r"));
         let mut rx = fanout.receiver(&topic);
         fanout.publish_now(&topic, heartbeat(1));
         fanout.publish_now(&topic, heartbeat(2));
@@ -85,13 +86,13 @@ mod tests {
     #[test]
     fn channels_nobody_follows_are_swept() {
         let fanout = LocalFanout::default();
-        let kept = fanout.receiver(&Topic::User("kept".into()));
+        let kept = fanout.receiver(&Topic::User(UserId::from_trusted("kept")));
         for i in 0..200 {
-            drop(fanout.receiver(&Topic::Room(format!("r{i}"))));
+            drop(fanout.receiver(&Topic::Room(RoomId::from_trusted(format!("r{i}")))));
         }
         let topics = fanout.inner.topics.lock().unwrap();
         assert!(topics.len() < 70, "{} channels left", topics.len());
-        assert!(topics.contains_key(&Topic::User("kept".into())));
+        assert!(topics.contains_key(&Topic::User(UserId::from_trusted("kept"))));
         drop(kept);
     }
 }

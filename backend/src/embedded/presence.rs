@@ -1,5 +1,6 @@
 //! Presence of one process: a count of open streams per user.
 
+use crate::ids::UserId;
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
@@ -12,19 +13,19 @@ use crate::seams::{BusError, Presence};
 /// Open streams per user; a user is online while their count is above zero.
 #[derive(Debug, Default)]
 pub struct LocalPresence {
-    streams: Mutex<HashMap<String, usize>>,
+    streams: Mutex<HashMap<UserId, usize>>,
 }
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn stream_opened(&self, user_id: &str) -> Result<bool, BusError> {
+    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError> {
         let mut streams = self.streams.lock().expect("presence lock poisoned");
-        let count = streams.entry(user_id.to_owned()).or_default();
+        let count = streams.entry(user_id.clone()).or_default();
         *count += 1;
         Ok(*count == 1)
     }
 
-    async fn stream_closed(&self, user_id: &str) -> Result<bool, BusError> {
+    async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError> {
         let mut streams = self.streams.lock().expect("presence lock poisoned");
         match streams.get_mut(user_id) {
             Some(count) if *count > 1 => {
@@ -39,7 +40,7 @@ impl Presence for LocalPresence {
         }
     }
 
-    async fn online(&self, user_ids: &[String]) -> Result<HashSet<String>, BusError> {
+    async fn online(&self, user_ids: &[UserId]) -> Result<HashSet<UserId>, BusError> {
         let streams = self.streams.lock().expect("presence lock poisoned");
         Ok(user_ids
             .iter()
@@ -48,7 +49,7 @@ impl Presence for LocalPresence {
             .collect())
     }
 
-    async fn maintain_presence(&self) -> Result<Vec<String>, BusError> {
+    async fn maintain_presence(&self) -> Result<Vec<UserId>, BusError> {
         // One process: its users' streams die with it.
         Ok(Vec::new())
     }
@@ -61,11 +62,44 @@ mod tests {
     #[tokio::test]
     async fn presence_counts_streams() {
         let presence = LocalPresence::default();
-        assert!(presence.stream_opened("u").await.unwrap());
-        assert!(!presence.stream_opened("u").await.unwrap());
-        assert!(!presence.stream_closed("u").await.unwrap());
-        assert_eq!(presence.online(&["u".into()]).await.unwrap().len(), 1);
-        assert!(presence.stream_closed("u").await.unwrap());
-        assert!(presence.online(&["u".into()]).await.unwrap().is_empty());
+        assert!(
+            presence
+                .stream_opened(&UserId::from_trusted("u"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !presence
+                .stream_opened(&UserId::from_trusted("u"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !presence
+                .stream_closed(&UserId::from_trusted("u"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            presence
+                .online(&[UserId::from_trusted("u")])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            presence
+                .stream_closed(&UserId::from_trusted("u"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            presence
+                .online(&[UserId::from_trusted("u")])
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

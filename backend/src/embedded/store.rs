@@ -6,6 +6,7 @@
 //! redb tool); keys are tuples so each room's log, members and idempotency keys are
 //! contiguous ranges.
 
+use crate::ids::{RoomId, UserId};
 use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
@@ -215,7 +216,7 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
         let id = id.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
@@ -278,9 +279,9 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
         let id = id.to_owned();
-        self.blocking(move |s| s.read_room(&s.db.begin_read()?, &id))
+        self.blocking(move |s| s.read_room(&s.db.begin_read()?, id.as_str()))
             .await
     }
 
@@ -322,7 +323,7 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
+    async fn delete_room(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
         let room_id = room_id.to_owned();
         self.blocking(move |s| {
             let id = room_id.as_str();
@@ -376,16 +377,16 @@ impl Directory for EmbeddedStore {
                 members
             };
             txn.commit()?;
-            Ok(members)
+            Ok(members.into_iter().map(UserId::from_trusted).collect())
         })
         .await
     }
 
-    async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn add_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
         self.blocking(move |s| {
             let txn = s.db.begin_write()?;
-            require_room(&txn.open_table(ROOMS)?, &room_id)?;
+            require_room(&txn.open_table(ROOMS)?, room_id.as_str())?;
             let added = txn
                 .open_table(ROOM_USERS)?
                 .insert((room_id.as_str(), user_id.as_str()), ())?
@@ -398,7 +399,7 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn remove_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
         self.blocking(move |s| {
             let txn = s.db.begin_write()?;
@@ -414,7 +415,7 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn is_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
@@ -426,11 +427,11 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>> {
+    async fn rooms_of(&self, user_id: &UserId) -> StoreResult<Vec<RoomRecord>> {
         let user_id = user_id.to_owned();
         self.blocking(move |s| {
             let txn = s.db.begin_read()?;
-            let ids = members_in_range(&txn.open_table(USER_ROOMS)?, &user_id)?;
+            let ids = members_in_range(&txn.open_table(USER_ROOMS)?, user_id.as_str())?;
             let mut rooms = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(room) = s.read_room(&txn, &id)? {
@@ -442,10 +443,14 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>> {
+    async fn members_of(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
         let room_id = room_id.to_owned();
         self.blocking(move |s| {
-            members_in_range(&s.db.begin_read()?.open_table(ROOM_USERS)?, &room_id)
+            let members = members_in_range(
+                &s.db.begin_read()?.open_table(ROOM_USERS)?,
+                room_id.as_str(),
+            )?;
+            Ok(members.into_iter().map(UserId::from_trusted).collect())
         })
         .await
     }
@@ -465,7 +470,7 @@ impl Log for EmbeddedStore {
 
     async fn messages_after(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>> {
@@ -485,7 +490,7 @@ impl Log for EmbeddedStore {
 
     async fn messages_before(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         before_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>> {

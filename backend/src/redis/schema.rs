@@ -9,6 +9,7 @@ use natter_proto::EncodedEvent;
 
 use crate::{
     convert,
+    ids::{RoomId, UserId},
     records::MessageRecord,
     seams::{BusMessage, Topic},
 };
@@ -33,7 +34,7 @@ impl Schema {
     }
 
     /// JSON `UserRecord`.
-    pub fn user(&self, id: &str) -> String {
+    pub fn user(&self, id: &UserId) -> String {
         format!("{}:user:{id}", self.prefix)
     }
     /// Username to user id; `SET NX` makes usernames unique.
@@ -45,31 +46,31 @@ impl Schema {
         format!("{}:usernames", self.prefix)
     }
     /// Set of the room ids a user belongs to.
-    pub fn user_rooms(&self, id: &str) -> String {
+    pub fn user_rooms(&self, id: &UserId) -> String {
         format!("{}:user:{id}:rooms", self.prefix)
     }
     /// JSON `RoomRecord` (without `last_seq`, which lives in [`Self::room_seq`]).
-    pub fn room(&self, id: &str) -> String {
+    pub fn room(&self, id: &RoomId) -> String {
         format!("{}:room:{id}", self.prefix)
     }
     /// The room's last assigned seq (an integer, `INCR`ed by the append script).
-    pub fn room_seq(&self, id: &str) -> String {
+    pub fn room_seq(&self, id: &RoomId) -> String {
         format!("{}:room:{id}:seq", self.prefix)
     }
     /// The room's message log: a Redis Stream whose entry ids are `<seq>-0`.
-    pub fn room_log(&self, id: &str) -> String {
+    pub fn room_log(&self, id: &RoomId) -> String {
         format!("{}:room:{id}:log", self.prefix)
     }
     /// Hash `<sender>:<client_id>` to seq, for idempotent sends.
-    pub fn room_client_ids(&self, id: &str) -> String {
+    pub fn room_client_ids(&self, id: &RoomId) -> String {
         format!("{}:room:{id}:cids", self.prefix)
     }
     /// Sorted set of the client-id fields by seq, to forget those of trimmed messages.
-    pub fn room_client_id_order(&self, id: &str) -> String {
+    pub fn room_client_id_order(&self, id: &RoomId) -> String {
         format!("{}:room:{id}:cidz", self.prefix)
     }
     /// Set of the room's member ids.
-    pub fn room_members(&self, id: &str) -> String {
+    pub fn room_members(&self, id: &RoomId) -> String {
         format!("{}:room:{id}:members", self.prefix)
     }
     /// Join code to room id.
@@ -77,7 +78,7 @@ impl Schema {
         format!("{}:code:{code}", self.prefix)
     }
     /// Sorted pair of user ids to their direct room id.
-    pub fn direct(&self, a: &str, b: &str) -> String {
+    pub fn direct(&self, a: &UserId, b: &UserId) -> String {
         format!("{}:direct:{a}:{b}", self.prefix)
     }
     /// Sorted set of instance ids scored by their last heartbeat (unix ms).
@@ -101,10 +102,10 @@ impl Schema {
     pub fn topic(&self, channel: &str) -> Option<Topic> {
         let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":ch:")?;
         if let Some(id) = rest.strip_prefix("room:") {
-            Some(Topic::Room(id.to_owned()))
+            Some(Topic::Room(RoomId::from_trusted(id)))
         } else {
             rest.strip_prefix("user:")
-                .map(|id| Topic::User(id.to_owned()))
+                .map(|id| Topic::User(UserId::from_trusted(id)))
         }
     }
 }
@@ -163,7 +164,10 @@ mod tests {
     #[test]
     fn channels_map_back_to_topics() {
         let schema = Schema::new("t1");
-        for topic in [Topic::Room("r1".into()), Topic::User("u1".into())] {
+        for topic in [
+            Topic::Room(RoomId::from_trusted("r1")),
+            Topic::User(UserId::from_trusted("u1")),
+        ] {
             assert_eq!(schema.topic(&schema.channel(&topic)), Some(topic));
         }
         assert_eq!(schema.topic("other:ch:room:r1"), None);
@@ -181,9 +185,9 @@ mod tests {
 
         let record = MessageRecord {
             id: "m".into(),
-            room_id: "r".into(),
+            room_id: RoomId::from_trusted("r"),
             seq: 0,
-            sender_id: "u".into(),
+            sender_id: UserId::from_trusted("u"),
             sender_name: "U".into(),
             text: "hi\nthere".into(),
             sent_at: 1_795_312_361_000,
@@ -203,3 +207,29 @@ mod tests {
         assert!(decode_payload(b"Xjunk").is_err());
     }
 }
+
+/// Ids go to Redis as their text, like the strings they were before they had types, and
+/// come back the same way.
+macro_rules! id_as_redis_arg {
+    ($($id:ty),*) => {$(
+        impl redis::ToRedisArgs for $id {
+            fn write_redis_args<W>(&self, out: &mut W)
+            where
+                W: ?Sized + redis::RedisWrite,
+            {
+                out.write_arg(self.as_str().as_bytes())
+            }
+        }
+
+        impl redis::ToSingleRedisArg for $id {}
+
+        /// Redis only holds ids this server wrote.
+        impl redis::FromRedisValue for $id {
+            fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+                String::from_redis_value(v).map(<$id>::from_trusted)
+            }
+        }
+    )*};
+}
+
+id_as_redis_arg!(UserId, RoomId);

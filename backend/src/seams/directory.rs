@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 
-use crate::records::{RoomRecord, UserRecord};
+use crate::{
+    ids::{RoomId, UserId},
+    records::{RoomRecord, UserRecord},
+};
 
 /// What a store operation can fail with. Only the first variants are expected outcomes;
 /// `Unavailable` and `Internal` carry the cause for logs and never reach clients verbatim.
@@ -50,7 +53,7 @@ pub trait Directory: Send + Sync + 'static {
     /// Looks up an account by its normalised username.
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks up an account by id.
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
     /// Up to `count` accounts in username order, starting after `after_username` (from
     /// the first when empty). The directory search ([`search_users`]) pages through these.
     async fn users_after(&self, after_username: &str, count: usize)
@@ -60,25 +63,25 @@ pub trait Directory: Send + Sync + 'static {
     /// makes the owner a member. Returns false if the code is taken.
     async fn create_room(&self, room: RoomRecord) -> StoreResult<bool>;
     /// Looks up a room by id.
-    async fn room(&self, id: &str) -> StoreResult<Option<RoomRecord>>;
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>>;
     /// Looks up a group room by its normalised join code.
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>>;
     /// Returns the direct room of this pair, creating `candidate` (with both as members)
     /// if there is none yet. The bool is true when it was created.
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)>;
     /// Deletes a room, its memberships and its log; returns the former members.
-    async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>>;
+    async fn delete_room(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>>;
 
     /// Adds a member; false if already a member; `RoomNotFound` if the room is gone.
-    async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool>;
+    async fn add_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool>;
     /// Removes a member; false if not a member.
-    async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool>;
+    async fn remove_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool>;
     /// Whether the user is a member of the room.
-    async fn is_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool>;
+    async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool>;
     /// The rooms a user belongs to, with current `last_seq`.
-    async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>>;
+    async fn rooms_of(&self, user_id: &UserId) -> StoreResult<Vec<RoomRecord>>;
     /// Member ids of a room.
-    async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>>;
+    async fn members_of(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>>;
 
     /// Whether the store can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool;

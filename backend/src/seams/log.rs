@@ -11,7 +11,10 @@ use std::{fmt, sync::Arc};
 use async_trait::async_trait;
 
 use super::directory::StoreResult;
-use crate::records::MessageRecord;
+use crate::{
+    ids::{RoomId, UserId},
+    records::MessageRecord,
+};
 use natter_proto::{EncodedEvent, v1::Event};
 use tokio::sync::broadcast;
 
@@ -20,9 +23,9 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
     /// Everything happening in a room, for its members.
-    Room(String),
+    Room(RoomId),
     /// Changes to a user's set of rooms, for that user's streams.
-    User(String),
+    User(UserId),
 }
 
 impl fmt::Display for Topic {
@@ -79,9 +82,9 @@ pub struct NewMessage {
     /// Opaque id (UUIDv7).
     pub id: String,
     /// The room whose log it goes into.
-    pub room_id: String,
+    pub room_id: RoomId,
     /// Author's user id.
-    pub sender_id: String,
+    pub sender_id: UserId,
     /// Author's display name at the time of sending.
     pub sender_name: String,
     /// Validated text.
@@ -129,7 +132,7 @@ pub trait Log: Send + Sync + 'static {
     /// Messages with seq > `after_seq`, oldest first, at most `limit`.
     async fn messages_after(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>>;
@@ -137,7 +140,7 @@ pub trait Log: Send + Sync + 'static {
     /// returned oldest first.
     async fn messages_before(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         before_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>>;

@@ -5,17 +5,18 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use super::log::BusError;
+use crate::ids::UserId;
 
 /// Users' open streams, counted per instance and across the fleet.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Records one more open stream of a user; true if the user just came online.
-    async fn stream_opened(&self, user_id: &str) -> Result<bool, BusError>;
+    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError>;
     /// Records one stream of a user closing; true if the user just went offline.
-    async fn stream_closed(&self, user_id: &str) -> Result<bool, BusError>;
+    async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError>;
     /// Which of these users are online.
-    async fn online(&self, user_ids: &[String]) -> Result<HashSet<String>, BusError>;
+    async fn online(&self, user_ids: &[UserId]) -> Result<HashSet<UserId>, BusError>;
     /// Refreshes this instance's liveness and returns users who just went offline because
     /// the instance holding their streams died; called periodically.
-    async fn maintain_presence(&self) -> Result<Vec<String>, BusError>;
+    async fn maintain_presence(&self) -> Result<Vec<UserId>, BusError>;
 }

@@ -1,9 +1,10 @@
 //! Registration, sign-in, tokens and the people directory.
 
 use super::Natter;
+use crate::ids::UserId;
 use crate::{
     auth::{self, Caller, Role},
-    domain::{Registration, Username, new_id},
+    domain::{Registration, Username},
     error::{ApiError, ApiResult},
     records::UserRecord,
     seams::search_users,
@@ -29,7 +30,7 @@ impl Natter {
         let user = self
             .directory
             .create_user(UserRecord {
-                id: new_id(),
+                id: UserId::generate(),
                 username: username.as_str().to_owned(),
                 display_name: display_name.as_str().to_owned(),
                 password_hash,

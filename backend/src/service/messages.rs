@@ -1,5 +1,6 @@
 //! Sending, history and typing.
 
+use crate::ids::{RoomId, UserId};
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -24,18 +25,18 @@ const TYPING_INTERVAL: Duration = Duration::from_millis(500);
 /// Drops typing events that follow another of the same user and room too closely.
 #[derive(Debug, Default)]
 pub(crate) struct TypingThrottle {
-    last: Mutex<HashMap<(String, String), Instant>>,
+    last: Mutex<HashMap<(UserId, RoomId), Instant>>,
 }
 
 impl TypingThrottle {
     /// Whether an event may go out now (and records it if so).
-    fn admit(&self, user_id: &str, room_id: &str) -> bool {
+    fn admit(&self, user_id: &UserId, room_id: &RoomId) -> bool {
         let now = Instant::now();
         let mut last = self.last.lock().expect("typing lock poisoned");
         if last.len() > 10_000 {
             last.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
         }
-        let key = (user_id.to_owned(), room_id.to_owned());
+        let key = (user_id.clone(), room_id.clone());
         match last.get(&key) {
             Some(at) if now.duration_since(*at) < TYPING_INTERVAL => false,
             _ => {
@@ -46,9 +47,9 @@ impl TypingThrottle {
     }
 
     /// A sent message ends a burst of typing: the next "typing" starts a new one and goes out.
-    fn reset(&self, user_id: &str, room_id: &str) {
+    fn reset(&self, user_id: &UserId, room_id: &RoomId) {
         let mut last = self.last.lock().expect("typing lock poisoned");
-        last.remove(&(user_id.to_owned(), room_id.to_owned()));
+        last.remove(&(user_id.clone(), room_id.clone()));
     }
 }
 
@@ -68,14 +69,14 @@ impl Natter {
             text,
             client_id,
         } = send;
-        let room_id = room_id.as_str();
+        let room_id = &room_id;
         let sender = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         let appended = self
             .log
             .append(NewMessage {
                 id: new_id(),
-                room_id: room_id.to_owned(),
+                room_id: room_id.clone(),
                 sender_id: sender.id,
                 sender_name: sender.display_name,
                 text: text.as_str().to_owned(),
@@ -102,7 +103,7 @@ impl Natter {
     pub(crate) async fn history(
         &self,
         caller: &Caller,
-        room_id: &str,
+        room_id: &RoomId,
         before_seq: u64,
         limit: u32,
     ) -> ApiResult<HistoryPage> {
@@ -123,19 +124,18 @@ impl Natter {
     #[tracing::instrument(name = "set_typing", skip_all, fields(user = %caller.user_id, room = %typing.room_id))]
     pub(crate) async fn set_typing(&self, caller: &Caller, typing: SetTyping) -> ApiResult<()> {
         let SetTyping { room_id, typing } = typing;
-        let room_id = room_id.as_str();
+        let room_id = &room_id;
         let user = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         if !self.typing.admit(&user.id, room_id) {
             return Ok(());
         }
         let notice = Notice::Typing {
-            room_id: room_id.to_owned(),
+            room_id: room_id.clone(),
             user: UserView { user, online: true },
             typing,
         };
-        self.publish(&Topic::Room(room_id.to_owned()), &notice)
-            .await
+        self.publish(&Topic::Room(room_id.clone()), &notice).await
     }
 }
 
@@ -146,13 +146,22 @@ mod tests {
     #[test]
     fn typing_is_throttled_per_user_and_room() {
         let throttle = TypingThrottle::default();
-        assert!(throttle.admit("u1", "r1"));
-        assert!(!throttle.admit("u1", "r1"), "too soon after the last one");
-        assert!(throttle.admit("u1", "r2"), "another room");
-        assert!(throttle.admit("u2", "r1"), "another user");
-        throttle.reset("u1", "r1");
+        assert!(throttle.admit(&UserId::from_trusted("u1"), &RoomId::from_trusted("r1")));
         assert!(
-            throttle.admit("u1", "r1"),
+            !throttle.admit(&UserId::from_trusted("u1"), &RoomId::from_trusted("r1")),
+            "too soon after the last one"
+        );
+        assert!(
+            throttle.admit(&UserId::from_trusted("u1"), &RoomId::from_trusted("r2")),
+            "another room"
+        );
+        assert!(
+            throttle.admit(&UserId::from_trusted("u2"), &RoomId::from_trusted("r1")),
+            "another user"
+        );
+        throttle.reset(&UserId::from_trusted("u1"), &RoomId::from_trusted("r1"));
+        assert!(
+            throttle.admit(&UserId::from_trusted("u1"), &RoomId::from_trusted("r1")),
             "a sent message starts a new burst"
         );
     }

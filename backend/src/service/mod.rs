@@ -5,6 +5,7 @@ mod accounts;
 pub(crate) mod messages;
 mod rooms;
 
+use crate::ids::{RoomId, UserId};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -148,20 +149,20 @@ impl Natter {
     }
 
     /// The rooms a user is in, with their current `last_seq`.
-    pub(crate) async fn rooms_of(&self, user_id: &str) -> ApiResult<Vec<RoomRecord>> {
+    pub(crate) async fn rooms_of(&self, user_id: &UserId) -> ApiResult<Vec<RoomRecord>> {
         Ok(self.directory.rooms_of(user_id).await?)
     }
 
     /// A room, if it (still) exists.
-    pub(crate) async fn room_record(&self, room_id: &str) -> ApiResult<Option<RoomRecord>> {
+    pub(crate) async fn room_record(&self, room_id: &RoomId) -> ApiResult<Option<RoomRecord>> {
         Ok(self.directory.room(room_id).await?)
     }
 
     /// A room, if it (still) exists, and whether `user_id` is (still) in it.
     pub(crate) async fn room_and_membership(
         &self,
-        room_id: &str,
-        user_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
     ) -> ApiResult<(Option<RoomRecord>, bool)> {
         let room = self.directory.room(room_id).await?;
         let member = self.directory.is_member(room_id, user_id).await?;
@@ -171,7 +172,7 @@ impl Natter {
     /// Messages of a room's log after `after_seq`, oldest first.
     pub(crate) async fn log_after(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after_seq: u64,
         limit: usize,
     ) -> ApiResult<Vec<crate::records::MessageRecord>> {
@@ -203,7 +204,7 @@ impl Natter {
     pub(crate) async fn member_room(
         &self,
         caller: &Caller,
-        room_id: &str,
+        room_id: &RoomId,
     ) -> ApiResult<RoomRecord> {
         let room = self
             .directory
@@ -219,10 +220,14 @@ impl Natter {
     }
 
     /// A room as `viewer` sees it: direct rooms carry the other participant.
-    pub(crate) async fn room_view(&self, room: &RoomRecord, viewer: &str) -> ApiResult<RoomView> {
+    pub(crate) async fn room_view(
+        &self,
+        room: &RoomRecord,
+        viewer: &UserId,
+    ) -> ApiResult<RoomView> {
         let peer = match room.kind.pair() {
             Some(pair) => {
-                let peer_id = if pair[0] == viewer {
+                let peer_id = if pair[0] == *viewer {
                     &pair[1]
                 } else {
                     &pair[0]
@@ -242,7 +247,7 @@ impl Natter {
 
     /// Users with their presence, in the given order.
     pub(crate) async fn users_view(&self, users: &[UserRecord]) -> ApiResult<Vec<UserView>> {
-        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        let ids: Vec<UserId> = users.iter().map(|u| u.id.clone()).collect();
         let online = self.presence.online(&ids).await?;
         Ok(users
             .iter()
@@ -267,26 +272,30 @@ impl Natter {
     }
 
     /// Tells `user_id`'s own streams that their room list changed.
-    pub(crate) async fn announce_to_user(&self, user_id: &str, room: RoomView, change: RoomChange) {
+    pub(crate) async fn announce_to_user(
+        &self,
+        user_id: &UserId,
+        room: RoomView,
+        change: RoomChange,
+    ) {
         let notice = Notice::RoomChanged {
             room,
             change,
             user: None,
         };
-        self.announce(Topic::User(user_id.to_owned()), notice).await;
+        self.announce(Topic::User(user_id.clone()), notice).await;
     }
 
     /// Tells `user_id`'s own streams that they are in `room`, failing if that cannot be
     /// published: their streams follow a room only once they hear of it, so a join must not
     /// report success while its announcement was lost (a retried join heals it).
-    pub(crate) async fn confirm_joined(&self, user_id: &str, room: RoomView) -> ApiResult<()> {
+    pub(crate) async fn confirm_joined(&self, user_id: &UserId, room: RoomView) -> ApiResult<()> {
         let notice = Notice::RoomChanged {
             room,
             change: RoomChange::Joined,
             user: None,
         };
-        self.publish(&Topic::User(user_id.to_owned()), &notice)
-            .await
+        self.publish(&Topic::User(user_id.clone()), &notice).await
     }
 
     /// Tells a room's members that someone joined or left.

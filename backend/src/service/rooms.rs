@@ -1,9 +1,10 @@
 //! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
 
 use super::Natter;
+use crate::ids::{RoomId, UserId};
 use crate::{
     auth::{self, Caller},
-    domain::{Password, RoomCode, RoomName, new_id},
+    domain::{Password, RoomCode, RoomName},
     error::{ApiError, ApiResult},
     records::{RoomKind, RoomRecord},
     seams::Topic,
@@ -27,7 +28,7 @@ impl Natter {
             Some(p) => Some(self.passwords.hash(p.expose().to_owned()).await?),
             None => None,
         };
-        let id = new_id();
+        let id = RoomId::generate();
         let created_at = auth::now_ms();
         for _ in 0..CODE_ATTEMPTS {
             let room = RoomRecord {
@@ -97,7 +98,7 @@ impl Natter {
 
     /// Leaves a room. History stays; the owner may still delete it later.
     #[tracing::instrument(name = "leave_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub(crate) async fn leave_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+    pub(crate) async fn leave_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
         if self.directory.remove_member(room_id, &user.id).await? {
@@ -116,7 +117,7 @@ impl Natter {
 
     /// Deletes a room with its history: the owner or an admin only.
     #[tracing::instrument(name = "delete_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
-    pub(crate) async fn delete_room(&self, caller: &Caller, room_id: &str) -> ApiResult<()> {
+    pub(crate) async fn delete_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<()> {
         let user = self.account(caller).await?;
         let room = self
             .directory
@@ -167,9 +168,13 @@ impl Natter {
     /// The direct room between the caller and another user, created on first use. Either
     /// side gets the same room; a participant who had left is brought back.
     #[tracing::instrument(name = "open_direct", skip_all, fields(user = %caller.user_id, peer = %peer_id))]
-    pub(crate) async fn open_direct(&self, caller: &Caller, peer_id: &str) -> ApiResult<RoomView> {
+    pub(crate) async fn open_direct(
+        &self,
+        caller: &Caller,
+        peer_id: &UserId,
+    ) -> ApiResult<RoomView> {
         let me = self.account(caller).await?;
-        if peer_id == me.id {
+        if *peer_id == me.id {
             return Err(crate::domain::InvalidField::new("user_id", "must be another user").into());
         }
         let peer = self
@@ -182,7 +187,7 @@ impl Natter {
         let mut names = [me.username.clone(), peer.username.clone()];
         names.sort();
         let candidate = RoomRecord {
-            id: new_id(),
+            id: RoomId::generate(),
             name: names.join(" & "),
             owner_id: me.id.clone(),
             kind: RoomKind::Direct { pair },
@@ -214,7 +219,7 @@ impl Natter {
     pub(crate) async fn list_members(
         &self,
         caller: &Caller,
-        room_id: &str,
+        room_id: &RoomId,
     ) -> ApiResult<Vec<MemberView>> {
         let room = self.member_room(caller, room_id).await?;
         let mut users = Vec::new();

@@ -26,8 +26,9 @@ use crate::{
     auth::{self, Caller},
     convert,
     error::{ApiError, ApiResult},
+    ids::RoomId,
     metrics::Metrics,
-    records::UserRecord,
+    records::{MessageRecord, UserRecord},
     seams::SharedEvent,
     service::Natter,
 };
@@ -41,7 +42,7 @@ pub(crate) const OUTBOX_CAPACITY: usize = 128;
 /// Where the stream's events go: tonic's response stream.
 pub(crate) type Outbox = mpsc::Sender<Result<EncodedEvent, Status>>;
 
-type Live = StreamMap<String, BroadcastStream<SharedEvent>>;
+type Live = StreamMap<RoomId, BroadcastStream<SharedEvent>>;
 
 /// Why a stream stopped.
 enum End {
@@ -66,7 +67,7 @@ pub(crate) struct Session {
     user: UserRecord,
     out: Outbox,
     /// Highest seq delivered per followed room.
-    delivered: HashMap<String, u64>,
+    delivered: HashMap<RoomId, u64>,
     /// Live receivers of followed rooms' topics.
     live: Live,
     /// Receiver of the user's own topic (room list changes); `None` until subscribed.
@@ -181,9 +182,9 @@ impl Session {
     }
 
     /// Delivers the next message of a room and records it as delivered.
-    async fn send_message(&mut self, message: pb::Message) -> Result<(), End> {
+    async fn send_message(&mut self, message: &MessageRecord) -> Result<(), End> {
         self.delivered.insert(message.room_id.clone(), message.seq);
-        self.send(Ev::Message(message)).await?;
+        self.send(Ev::Message(convert::message(message))).await?;
         Metrics::inc(&self.natter.metrics().messages_delivered);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The rooms a stream follows: subscribing and replaying from cursors, catching up from the
 //! log, and following rooms joined, left or deleted while the stream is open.
 
+use crate::ids::RoomId;
 use std::collections::HashMap;
 
 use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
@@ -69,7 +70,7 @@ impl Session {
     }
 
     /// Delivers everything in the log after the room's last delivered seq.
-    async fn catch_up(&mut self, room_id: &str) -> Result<(), End> {
+    async fn catch_up(&mut self, room_id: &RoomId) -> Result<(), End> {
         loop {
             let Some(&after) = self.delivered.get(room_id) else {
                 return Ok(());
@@ -83,7 +84,7 @@ impl Session {
             };
             if first.seq > after + 1 {
                 self.send(Ev::HistoryTrimmed(pb::HistoryTrimmed {
-                    room_id: room_id.to_owned(),
+                    room_id: room_id.to_string(),
                     after_seq: after,
                     first_available_seq: first.seq,
                 }))
@@ -91,7 +92,7 @@ impl Session {
             }
             let full = batch.len() == CATCH_UP_BATCH;
             for message in &batch {
-                self.send_message(convert::message(message)).await?;
+                self.send_message(message).await?;
             }
             if !full {
                 return Ok(());
@@ -101,7 +102,7 @@ impl Session {
 
     pub(super) async fn on_room_event(
         &mut self,
-        room_id: String,
+        room_id: RoomId,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
         let shared = match item {
@@ -133,7 +134,10 @@ impl Session {
                 }
             }
             Some(Ev::Typing(typing))
-                if typing.user.as_ref().is_some_and(|u| u.id == self.user.id) =>
+                if typing
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.id == self.user.id.as_str()) =>
             {
                 Ok(())
             }
@@ -162,12 +166,14 @@ impl Session {
         let Some(room) = &change.room else {
             return Ok(());
         };
+        // Published by this server, so the id is one it made.
+        let room_id = RoomId::from_trusted(room.id.clone());
         match RoomChange::try_from(change.change) {
             Ok(RoomChange::Joined) => {
-                if self.delivered.contains_key(&room.id) {
+                if self.delivered.contains_key(&room_id) {
                     return Ok(());
                 }
-                let Some(record) = self.natter.room_record(&room.id).await? else {
+                let Some(record) = self.natter.room_record(&room_id).await? else {
                     return Ok(()); // deleted meanwhile
                 };
                 // Messages sent between the join and this subscription are in the log.
@@ -175,7 +181,7 @@ impl Session {
                     .await
             }
             Ok(RoomChange::Left | RoomChange::Deleted) => {
-                self.drop_room(&room.id, change.clone()).await
+                self.drop_room(&room_id, change.clone()).await
             }
             _ => Ok(()),
         }
@@ -199,7 +205,7 @@ impl Session {
     }
 
     /// Stops following a room and tells the client why, once.
-    async fn drop_room(&mut self, room_id: &str, change: pb::RoomChanged) -> Result<(), End> {
+    async fn drop_room(&mut self, room_id: &RoomId, change: pb::RoomChanged) -> Result<(), End> {
         self.live.remove(room_id);
         if self.delivered.remove(room_id).is_some() {
             self.send(Ev::RoomChanged(change)).await?;
@@ -209,7 +215,7 @@ impl Session {
 
     /// After a hole in a room's live feed (lag, bus reconnect): the room may be gone, or the
     /// user may have left it, while events were missed; otherwise the log fills the hole.
-    async fn repair_room(&mut self, room_id: &str) -> Result<(), End> {
+    async fn repair_room(&mut self, room_id: &RoomId) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics().stream_repairs);
         let (room, member) = self
             .natter
@@ -223,7 +229,7 @@ impl Session {
             }
             None => {
                 let gone = pb::Room {
-                    id: room_id.to_owned(),
+                    id: room_id.to_string(),
                     ..Default::default()
                 };
                 self.drop_room(room_id, room_changed(gone, RoomChange::Deleted))
@@ -236,7 +242,7 @@ impl Session {
     /// deleted meanwhile, telling the client about each.
     async fn resync_rooms(&mut self) -> Result<(), End> {
         let rooms = self.natter.rooms_of(&self.user.id).await?;
-        let followed: Vec<String> = self.delivered.keys().cloned().collect();
+        let followed: Vec<RoomId> = self.delivered.keys().cloned().collect();
         for id in followed {
             if !rooms.iter().any(|r| r.id == id) {
                 self.repair_room(&id).await?;

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use natter_server::{
     embedded::EmbeddedStore,
+    ids::{RoomId, UserId},
     records::{MessageRecord, RoomKind, RoomRecord, UserRecord},
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     seams::{BusMessage, Directory, Log, NewMessage, StoreError, Topic, search_users},
@@ -89,9 +90,17 @@ contract!(
     appends_reach_followers_in_seq_order,
 );
 
+fn uid(id: &str) -> UserId {
+    UserId::from_trusted(id)
+}
+
+fn rid(id: &str) -> RoomId {
+    RoomId::from_trusted(id)
+}
+
 fn user(name: &str) -> UserRecord {
     UserRecord {
-        id: format!("id{name}"),
+        id: uid(&format!("id{name}")),
         username: name.into(),
         display_name: format!("{name} shown"),
         password_hash: "hash".into(),
@@ -101,16 +110,16 @@ fn user(name: &str) -> UserRecord {
 
 fn room(id: &str, code: Option<&str>, owner: &str) -> RoomRecord {
     RoomRecord {
-        id: id.into(),
+        id: rid(id),
         name: format!("room {id}"),
-        owner_id: owner.into(),
+        owner_id: uid(owner),
         kind: match code {
             Some(code) => RoomKind::Group {
                 code: code.into(),
                 password_hash: None,
             },
             None => RoomKind::Direct {
-                pair: ["idalice".into(), "idbob".into()],
+                pair: [uid("idalice"), uid("idbob")],
             },
         },
         created_at: 2,
@@ -122,8 +131,8 @@ fn room(id: &str, code: Option<&str>, owner: &str) -> RoomRecord {
 fn message(room_id: &str, sender: &str, text: &str, client_id: &str) -> NewMessage {
     NewMessage {
         id: format!("m-{text}"),
-        room_id: room_id.into(),
-        sender_id: sender.into(),
+        room_id: rid(room_id),
+        sender_id: uid(sender),
         sender_name: sender.into(),
         text: text.into(),
         sent_at: 3,
@@ -150,7 +159,12 @@ async fn group_room(s: &Seams) {
             .await
             .unwrap()
     );
-    assert!(s.directory.add_member("r1", "idbob").await.unwrap());
+    assert!(
+        s.directory
+            .add_member(&rid("r1"), &uid("idbob"))
+            .await
+            .unwrap()
+    );
 }
 
 /// r1 with messages a, b, c (no key), d (key k1 by alice), e (key k1 by bob).
@@ -184,10 +198,10 @@ async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
         user("bob")
     );
     assert_eq!(
-        s.directory.user("idcarol").await.unwrap().unwrap(),
+        s.directory.user(&uid("idcarol")).await.unwrap().unwrap(),
         user("carol")
     );
-    assert!(s.directory.user("nobody").await.unwrap().is_none());
+    assert!(s.directory.user(&uid("nobody")).await.unwrap().is_none());
 }
 
 async fn the_directory_pages_and_matches_display_names(s: &Seams) {
@@ -220,24 +234,24 @@ async fn codes_are_unique_and_membership_is_tracked(s: &Seams) {
             .unwrap(),
         "codes are unique"
     );
-    assert!(d.room("r2").await.unwrap().is_none());
+    assert!(d.room(&rid("r2")).await.unwrap().is_none());
     assert_eq!(d.room_by_code("CODE0001").await.unwrap().unwrap().id, "r1");
     assert!(
-        d.is_member("r1", "idalice").await.unwrap(),
+        d.is_member(&rid("r1"), &uid("idalice")).await.unwrap(),
         "the owner is a member"
     );
-    assert!(!d.add_member("r1", "idbob").await.unwrap());
+    assert!(!d.add_member(&rid("r1"), &uid("idbob")).await.unwrap());
     assert!(matches!(
-        d.add_member("nowhere", "idbob").await,
+        d.add_member(&rid("nowhere"), &uid("idbob")).await,
         Err(StoreError::RoomNotFound)
     ));
-    let mut members = d.members_of("r1").await.unwrap();
+    let mut members = d.members_of(&rid("r1")).await.unwrap();
     members.sort();
     assert_eq!(members, ["idalice", "idbob"]);
-    assert!(d.add_member("r1", "idcarol").await.unwrap());
-    assert!(d.remove_member("r1", "idcarol").await.unwrap());
-    assert!(!d.remove_member("r1", "idcarol").await.unwrap());
-    assert!(d.rooms_of("idcarol").await.unwrap().is_empty());
+    assert!(d.add_member(&rid("r1"), &uid("idcarol")).await.unwrap());
+    assert!(d.remove_member(&rid("r1"), &uid("idcarol")).await.unwrap());
+    assert!(!d.remove_member(&rid("r1"), &uid("idcarol")).await.unwrap());
+    assert!(d.rooms_of(&uid("idcarol")).await.unwrap().is_empty());
 }
 
 async fn direct_rooms_are_one_per_pair(s: &Seams) {
@@ -248,9 +262,9 @@ async fn direct_rooms_are_one_per_pair(s: &Seams) {
     assert_eq!(created.id, "d1");
     let (existing, fresh) = d.open_direct(room_with_pair("d2")).await.unwrap();
     assert_eq!((existing.id.as_str(), fresh), ("d1", false));
-    assert!(d.is_member("d1", "idbob").await.unwrap());
-    let mut bobs: Vec<String> = d
-        .rooms_of("idbob")
+    assert!(d.is_member(&rid("d1"), &uid("idbob")).await.unwrap());
+    let mut bobs: Vec<RoomId> = d
+        .rooms_of(&uid("idbob"))
         .await
         .unwrap()
         .into_iter()
@@ -258,7 +272,7 @@ async fn direct_rooms_are_one_per_pair(s: &Seams) {
         .collect();
     bobs.sort();
     assert_eq!(bobs, ["d1", "r1"]);
-    d.delete_room("d1").await.unwrap();
+    d.delete_room(&rid("d1")).await.unwrap();
     let (recreated, fresh) = d.open_direct(room_with_pair("d3")).await.unwrap();
     assert_eq!(
         (recreated.id.as_str(), fresh),
@@ -302,7 +316,7 @@ async fn appends_get_consecutive_seqs_and_retries_are_idempotent_per_sender(s: &
         (5, true),
         "a key is the sender's own"
     );
-    let r1 = s.directory.room("r1").await.unwrap().unwrap();
+    let r1 = s.directory.room(&rid("r1")).await.unwrap().unwrap();
     assert_eq!((r1.last_seq, r1.first_seq), (5, 1));
 }
 
@@ -310,21 +324,34 @@ async fn the_log_reads_ranges_both_ways(s: &Seams) {
     five_messages(s).await;
     let log = &s.log;
     assert_eq!(
-        seqs(&log.messages_after("r1", 0, 10).await.unwrap()),
+        seqs(&log.messages_after(&rid("r1"), 0, 10).await.unwrap()),
         [1, 2, 3, 4, 5]
     );
-    assert_eq!(seqs(&log.messages_after("r1", 2, 2).await.unwrap()), [3, 4]);
-    assert!(log.messages_after("r1", 5, 10).await.unwrap().is_empty());
     assert_eq!(
-        seqs(&log.messages_before("r1", 0, 2).await.unwrap()),
+        seqs(&log.messages_after(&rid("r1"), 2, 2).await.unwrap()),
+        [3, 4]
+    );
+    assert!(
+        log.messages_after(&rid("r1"), 5, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        seqs(&log.messages_before(&rid("r1"), 0, 2).await.unwrap()),
         [4, 5]
     );
     assert_eq!(
-        seqs(&log.messages_before("r1", 3, 10).await.unwrap()),
+        seqs(&log.messages_before(&rid("r1"), 3, 10).await.unwrap()),
         [1, 2]
     );
-    assert!(log.messages_before("r1", 1, 10).await.unwrap().is_empty());
-    let stored = &log.messages_after("r1", 3, 1).await.unwrap()[0];
+    assert!(
+        log.messages_before(&rid("r1"), 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stored = &log.messages_after(&rid("r1"), 3, 1).await.unwrap()[0];
     assert_eq!(
         (
             stored.text.as_str(),
@@ -348,26 +375,38 @@ async fn appends_are_refused_for_unknown_rooms_and_non_members(s: &Seams) {
         ),
         "carol is not in r1: her append is refused in the same step"
     );
-    assert!(s.log.messages_after("r1", 0, 10).await.unwrap().is_empty());
+    assert!(
+        s.log
+            .messages_after(&rid("r1"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
     five_messages(s).await;
     let d = &s.directory;
-    let mut former = d.delete_room("r1").await.unwrap();
+    let mut former = d.delete_room(&rid("r1")).await.unwrap();
     former.sort();
     assert_eq!(former, ["idalice", "idbob"]);
-    assert!(d.room("r1").await.unwrap().is_none());
+    assert!(d.room(&rid("r1")).await.unwrap().is_none());
     assert!(d.room_by_code("CODE0001").await.unwrap().is_none());
-    assert!(!d.is_member("r1", "idbob").await.unwrap());
-    assert!(d.rooms_of("idbob").await.unwrap().is_empty());
-    assert!(s.log.messages_after("r1", 0, 10).await.unwrap().is_empty());
+    assert!(!d.is_member(&rid("r1"), &uid("idbob")).await.unwrap());
+    assert!(d.rooms_of(&uid("idbob")).await.unwrap().is_empty());
+    assert!(
+        s.log
+            .messages_after(&rid("r1"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         s.log.append(message("r1", "idalice", "x", "")).await,
         Err(StoreError::RoomNotFound)
     ));
     assert!(
-        d.delete_room("r1").await.unwrap().is_empty(),
+        d.delete_room(&rid("r1")).await.unwrap().is_empty(),
         "deleting twice is harmless"
     );
     assert!(
@@ -380,7 +419,7 @@ async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
 
 async fn appends_reach_followers_in_seq_order(s: &Seams) {
     group_room(s).await;
-    let mut follower = s.log.follow(&Topic::Room("r1".into())).await.unwrap();
+    let mut follower = s.log.follow(&Topic::Room(rid("r1"))).await.unwrap();
     for text in ["a", "b", "c"] {
         s.log
             .append(message("r1", "idalice", text, ""))
@@ -395,7 +434,7 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
         })),
     };
     s.log
-        .publish(&Topic::Room("r1".into()), typing.clone())
+        .publish(&Topic::Room(rid("r1")), typing.clone())
         .await
         .unwrap();
     let mut seen = Vec::new();

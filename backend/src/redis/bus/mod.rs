@@ -14,6 +14,7 @@
 mod listener;
 mod scripts;
 
+use crate::ids::UserId;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -78,7 +79,7 @@ pub(super) struct Inner {
     /// Times the pub/sub connection was re-established.
     pub(super) reconnects: AtomicU64,
     /// This instance's open streams per user, to re-register after being reaped.
-    local_streams: Mutex<HashMap<String, i64>>,
+    local_streams: Mutex<HashMap<UserId, i64>>,
 }
 
 impl RedisBus {
@@ -114,14 +115,14 @@ impl RedisBus {
             .max(1)
     }
 
-    async fn stream_delta(&self, user_id: &str, delta: i64) -> Result<i64, BusError> {
+    async fn stream_delta(&self, user_id: &UserId, delta: i64) -> Result<i64, BusError> {
         {
             let mut local = self
                 .inner
                 .local_streams
                 .lock()
                 .expect("presence lock poisoned");
-            let count = local.entry(user_id.to_owned()).or_default();
+            let count = local.entry(user_id.clone()).or_default();
             *count += delta;
             if *count <= 0 {
                 local.remove(user_id);
@@ -235,15 +236,15 @@ impl Inner {
 
 #[async_trait]
 impl Presence for RedisBus {
-    async fn stream_opened(&self, user_id: &str) -> Result<bool, BusError> {
+    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError> {
         Ok(self.stream_delta(user_id, 1).await? == 1)
     }
 
-    async fn stream_closed(&self, user_id: &str) -> Result<bool, BusError> {
+    async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError> {
         Ok(self.stream_delta(user_id, -1).await? <= 0)
     }
 
-    async fn online(&self, user_ids: &[String]) -> Result<HashSet<String>, BusError> {
+    async fn online(&self, user_ids: &[UserId]) -> Result<HashSet<UserId>, BusError> {
         if user_ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -263,8 +264,8 @@ impl Presence for RedisBus {
             .collect())
     }
 
-    async fn maintain_presence(&self) -> Result<Vec<String>, BusError> {
-        let mirror: Vec<(String, i64)> = self
+    async fn maintain_presence(&self) -> Result<Vec<UserId>, BusError> {
+        let mirror: Vec<(UserId, i64)> = self
             .inner
             .local_streams
             .lock()
@@ -281,7 +282,7 @@ impl Presence for RedisBus {
         for (user, count) in &mirror {
             script.arg(user).arg(count);
         }
-        let (gone, back): (Vec<String>, Vec<String>) = script
+        let (gone, back): (Vec<UserId>, Vec<UserId>) = script
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(bus_error)?;

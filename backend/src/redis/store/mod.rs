@@ -10,6 +10,7 @@
 
 mod scripts;
 
+use crate::ids::{RoomId, UserId};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -115,7 +116,7 @@ impl RedisStore {
     }
 
     /// Rooms with their current last seq and first retained seq, in the order of `ids`.
-    async fn load_rooms(&self, ids: &[String]) -> StoreResult<Vec<RoomRecord>> {
+    async fn load_rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<RoomRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -144,7 +145,7 @@ impl RedisStore {
         Ok(rooms)
     }
 
-    async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<UserRecord>> {
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -203,7 +204,7 @@ impl Directory for RedisStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        let id: Option<String> = self
+        let id: Option<UserId> = self
             .conn
             .clone()
             .get(self.schema.username(username))
@@ -215,7 +216,7 @@ impl Directory for RedisStore {
         }
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
         let json: Option<Vec<u8>> = self
             .conn
             .clone()
@@ -245,7 +246,7 @@ impl Directory for RedisStore {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Option<String>> = self
+        let ids: Vec<Option<UserId>> = self
             .conn
             .clone()
             .mget(
@@ -281,12 +282,12 @@ impl Directory for RedisStore {
         Ok(created == 1)
     }
 
-    async fn room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
-        Ok(self.load_rooms(&[id.to_owned()]).await?.pop())
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
+        Ok(self.load_rooms(std::slice::from_ref(id)).await?.pop())
     }
 
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {
-        let id: Option<String> = self
+        let id: Option<RoomId> = self
             .conn
             .clone()
             .get(self.schema.code(code))
@@ -304,7 +305,7 @@ impl Directory for RedisStore {
             .pair()
             .cloned()
             .ok_or_else(|| internal(anyhow::anyhow!("a direct room needs its pair")))?;
-        let (created, id): (i64, String) = OPEN_DIRECT
+        let (created, id): (i64, RoomId) = OPEN_DIRECT
             .key(self.schema.direct(&a, &b))
             .key(self.schema.room(&candidate.id))
             .key(self.schema.room_seq(&candidate.id))
@@ -325,7 +326,7 @@ impl Directory for RedisStore {
         Ok((room, false))
     }
 
-    async fn delete_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
+    async fn delete_room(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
         let Some(room) = self.room(room_id).await? else {
             return Ok(Vec::new());
         };
@@ -342,7 +343,7 @@ impl Directory for RedisStore {
         if let Some([a, b]) = room.kind.pair() {
             invocation.key(self.schema.direct(a, b));
         }
-        let members: Vec<String> = invocation
+        let members: Vec<UserId> = invocation
             .arg(room_id)
             .arg(self.schema.base())
             .invoke_async(&mut self.conn.clone())
@@ -351,7 +352,7 @@ impl Directory for RedisStore {
         Ok(members)
     }
 
-    async fn add_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn add_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         let added: i64 = ADD_MEMBER
             .key(self.schema.room(room_id))
             .key(self.schema.room_members(room_id))
@@ -367,7 +368,7 @@ impl Directory for RedisStore {
         }
     }
 
-    async fn remove_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn remove_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         let (removed, _): (i64, i64) = redis::pipe()
             .atomic()
             .srem(self.schema.room_members(room_id), user_id)
@@ -378,7 +379,7 @@ impl Directory for RedisStore {
         Ok(removed == 1)
     }
 
-    async fn is_member(&self, room_id: &str, user_id: &str) -> StoreResult<bool> {
+    async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
         self.conn
             .clone()
             .sismember(self.schema.room_members(room_id), user_id)
@@ -386,8 +387,8 @@ impl Directory for RedisStore {
             .map_err(store_error)
     }
 
-    async fn rooms_of(&self, user_id: &str) -> StoreResult<Vec<RoomRecord>> {
-        let ids: Vec<String> = self
+    async fn rooms_of(&self, user_id: &UserId) -> StoreResult<Vec<RoomRecord>> {
+        let ids: Vec<RoomId> = self
             .conn
             .clone()
             .smembers(self.schema.user_rooms(user_id))
@@ -396,7 +397,7 @@ impl Directory for RedisStore {
         self.load_rooms(&ids).await
     }
 
-    async fn members_of(&self, room_id: &str) -> StoreResult<Vec<String>> {
+    async fn members_of(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
         self.conn
             .clone()
             .smembers(self.schema.room_members(room_id))
@@ -460,7 +461,7 @@ impl Log for RedisStore {
 
     async fn messages_after(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>> {
@@ -480,7 +481,7 @@ impl Log for RedisStore {
 
     async fn messages_before(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         before_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>> {
