@@ -3,7 +3,9 @@
 //! an in-process fan-out, and in-memory presence. No external service.
 
 mod appender;
+mod directory;
 mod fanout;
+mod log;
 mod presence;
 mod store;
 
