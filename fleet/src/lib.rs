@@ -21,7 +21,7 @@ use anyhow::Context;
 
 pub use instance::{Instance, InstanceConfig};
 pub use nginx::{Nginx, NginxConfig, TEMPLATE, check_config};
-pub use redis::Redis;
+pub use redis::{Fsync, Redis};
 pub use tls::SelfSigned;
 
 /// Upper bound of any single wait for a process.

@@ -8,10 +8,29 @@ use tokio::process::Command;
 
 use crate::{WAIT, free_port, process::Process};
 
+/// When redis-server fsyncs its append-only file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every second: a common production setting; a kill loses up to a second of writes.
+    EverySecond,
+    /// On every write: a kill loses nothing acknowledged (what the durability tests need).
+    Always,
+}
+
+impl Fsync {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Fsync::EverySecond => "everysec",
+            Fsync::Always => "always",
+        }
+    }
+}
+
 /// A redis-server process.
 #[derive(Debug)]
 pub struct Redis {
     port: u16,
+    fsync: Fsync,
     dir: TempDir,
     log: std::path::PathBuf,
     process: Option<Process>,
@@ -21,10 +40,24 @@ impl Redis {
     /// Starts redis-server with AOF fsynced every second (a common production setting),
     /// logging into `log_dir`.
     pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(dir, log_dir.join("redis.log"), Fsync::EverySecond).await
+    }
+
+    /// Starts redis-server with the given fsync policy, keeping its log in its own data
+    /// directory (gone with it): for tests that start one per case.
+    pub async fn start_alone(fsync: Fsync) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("redis.log");
+        Self::start_in(dir, log, fsync).await
+    }
+
+    async fn start_in(dir: TempDir, log: std::path::PathBuf, fsync: Fsync) -> anyhow::Result<Self> {
         let mut redis = Self {
             port: free_port()?,
-            dir: tempfile::tempdir()?,
-            log: log_dir.join("redis.log"),
+            fsync,
+            dir,
+            log,
             process: None,
         };
         redis.spawn().await?;
@@ -46,7 +79,7 @@ impl Redis {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                self.fsync.as_arg(),
             ])
             .args(["--daemonize", "no", "--logfile", "", "--dir"])
             .arg(self.dir.path());

@@ -51,6 +51,18 @@ pub struct TestUser {
     pub chat: Chat,
 }
 
+impl TestUser {
+    /// The same user on a connection of its own to `url` (another instance, say).
+    pub fn via(&self, url: &str) -> TestUser {
+        let own_connection = Channel::from_shared(url.to_owned()).unwrap().connect_lazy();
+        TestUser {
+            user: self.user.clone(),
+            token: self.token.clone(),
+            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(self.token.clone())),
+        }
+    }
+}
+
 /// Settings every test server uses unless a test changes them.
 pub fn test_config(data_dir: &TempDir) -> Config {
     let mut config = Config::defaults();
@@ -65,13 +77,13 @@ pub const SHARED_SECRET: &str = "one-secret-shared-by-every-instance-of-the-flee
 
 /// An instance in Redis mode: instances started on the same server and prefix form one service.
 pub async fn spawn_redis_app(
-    redis: &crate::redis_server::RedisServer,
+    redis: &natter_fleet::Redis,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
     let url = redis.url();
     spawn_app_with(|c| {
         c.redis_url = Some(url);
-        c.redis_prefix = "fleet".into();
+        c.redis_prefix = "natter".into();
         c.jwt_secret = Some(SHARED_SECRET.into());
         c.presence_ttl = Duration::from_secs(3);
         adjust(c);
@@ -166,14 +178,7 @@ impl TestApp {
 
     /// The same user, connected to this instance with their token.
     pub fn connect(&self, user: &TestUser) -> TestUser {
-        let own_connection = Channel::from_shared(self.url.clone())
-            .unwrap()
-            .connect_lazy();
-        TestUser {
-            user: user.user.clone(),
-            token: user.token.clone(),
-            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(user.token.clone())),
-        }
+        user.via(&self.url)
     }
 
     /// Graceful shutdown; returns the data directory for a restart.

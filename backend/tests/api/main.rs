@@ -8,7 +8,6 @@ mod helpers;
 mod messages;
 mod persistence;
 mod probes;
-mod process;
 mod redis_server;
 mod rooms;
 mod scale;

@@ -1,13 +1,17 @@
 //! Several instances over one real Redis: one chat service.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
+use natter_fleet::{Instance, InstanceConfig};
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::{helpers::*, redis_server::RedisServer};
+use crate::{
+    helpers::*,
+    redis_server::{redis_command, start_redis},
+};
 
 fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     pb::RoomCursor {
@@ -18,7 +22,7 @@ fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
 
 #[tokio::test]
 async fn messages_cross_instances_to_subscribe_and_chat_streams() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let c = spawn_redis_app(&redis, |_| {}).await;
@@ -120,7 +124,7 @@ async fn concurrent_senders_on_three_instances_share_one_order() {
     const SENDERS_PER_INSTANCE: usize = 5;
     const MESSAGES_EACH: usize = 20;
     const TOTAL: u64 = (3 * SENDERS_PER_INSTANCE * MESSAGES_EACH) as u64;
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let fleet = [
         spawn_redis_app(&redis, |_| {}).await,
         spawn_redis_app(&redis, |_| {}).await,
@@ -175,7 +179,7 @@ async fn concurrent_senders_on_three_instances_share_one_order() {
 #[tokio::test]
 async fn a_client_resumes_on_another_instance_without_gap_or_duplicate() {
     const TOTAL: u64 = 200;
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let c = spawn_redis_app(&redis, |_| {}).await;
@@ -212,7 +216,7 @@ async fn a_client_resumes_on_another_instance_without_gap_or_duplicate() {
 
 #[tokio::test]
 async fn killed_pubsub_connections_are_repaired_from_the_log() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;
@@ -228,7 +232,7 @@ async fn killed_pubsub_connections_are_repaired_from_the_log() {
     // Cut every subscriber connection, then publish at once: the instances reconnect only
     // after a jittered backoff of at least 50 ms, so these messages are published while
     // nobody is subscribed, and only the log can deliver them.
-    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    redis_command(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
     for i in 2..=11 {
         alice.send(&room.id, &format!("during {i}")).await;
     }
@@ -246,7 +250,7 @@ async fn killed_pubsub_connections_are_repaired_from_the_log() {
 #[tokio::test]
 async fn redis_restart_loses_no_acknowledged_message() {
     const TOTAL: u64 = 60;
-    let mut redis = RedisServer::start().await;
+    let mut redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;
@@ -297,7 +301,7 @@ async fn redis_restart_loses_no_acknowledged_message() {
     let mut restarted = false;
     for i in 1..=TOTAL {
         if i == TOTAL / 2 {
-            redis.kill().await;
+            redis.kill().await.unwrap();
             let send = alice
                 .chat
                 .send_message(pb::SendMessageRequest {
@@ -314,7 +318,7 @@ async fn redis_restart_loses_no_acknowledged_message() {
             let ready = crate::probes::http_request(&a, "GET", "/readyz", None).await;
             assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
             unavailable += 1;
-            redis.restart().await;
+            redis.start_again().await.unwrap();
             restarted = true;
         }
         loop {
@@ -351,7 +355,7 @@ async fn redis_restart_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn retention_trims_history_and_says_so_on_resume() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |c| c.history_retention = 5).await;
     let mut alice = a.register("alice").await;
     let room = alice.create_room("Short memory").await;
@@ -376,9 +380,7 @@ async fn retention_trims_history_and_says_so_on_resume() {
         300
     );
     let keys: i64 = redis::from_redis_value(
-        redis
-            .command(&["HLEN", &format!("fleet:room:{}:cids", room.id)])
-            .await,
+        redis_command(&redis, &["HLEN", &format!("natter:room:{}:cids", room.id)]).await,
     )
     .unwrap();
     assert!((5..300).contains(&keys), "{keys} idempotency keys kept");
@@ -413,7 +415,7 @@ async fn retention_trims_history_and_says_so_on_resume() {
 
 #[tokio::test]
 async fn redis_mode_refuses_to_start_without_a_shared_secret() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
     config.redis_url = Some(redis.url());
@@ -429,7 +431,7 @@ async fn redis_mode_refuses_to_start_without_a_shared_secret() {
 
 #[tokio::test]
 async fn a_dead_instance_takes_its_users_offline() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;
     let bob = a.register("bob").await;
@@ -438,15 +440,27 @@ async fn a_dead_instance_takes_its_users_offline() {
     expect_ready(&mut alice_events).await;
 
     // bob's instance is a separate process, killed without any cleanup.
-    let mut process = crate::process::ServerProcess::start(&redis).await;
-    let mut bob = process.connect(&bob);
+    let logs = tempfile::tempdir().unwrap();
+    let config = InstanceConfig {
+        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
+        redis_url: redis.url(),
+        jwt_secret: SHARED_SECRET.into(),
+        static_dir: None,
+        trusted_proxies: "127.0.0.1".into(),
+        extra_args: vec!["--presence-ttl".into(), "3s".into()],
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], natter_fleet::free_port().unwrap()));
+    let mut process = Instance::start("doomed", addr, config, logs.path())
+        .await
+        .unwrap();
+    let mut bob = bob.via(&process.url());
     bob.join(&room.code).await;
     let mut bob_events = bob.subscribe(vec![]).await;
     expect_ready(&mut bob_events).await;
     let online = wait_for_presence(&mut alice_events, "bob").await.online;
     assert!(online);
 
-    process.kill().await;
+    process.kill().await.unwrap();
     let offline = wait_for_presence(&mut alice_events, "bob").await.online;
     assert!(!offline, "announced by a surviving instance");
     let members = alice.members(&room.id).await;
@@ -460,7 +474,7 @@ async fn a_dead_instance_takes_its_users_offline() {
 
 #[tokio::test]
 async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;
@@ -474,7 +488,7 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         streams.push(events);
     }
     let clients: String =
-        redis::from_redis_value(redis.command(&["CLIENT", "LIST", "TYPE", "pubsub"]).await)
+        redis::from_redis_value(redis_command(&redis, &["CLIENT", "LIST", "TYPE", "pubsub"]).await)
             .unwrap();
     assert_eq!(
         clients.lines().count(),
@@ -485,7 +499,7 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
     let reconnects = a.metric("natter_bus_reconnects_total").await
         + b.metric("natter_bus_reconnects_total").await;
 
-    let channel = format!("fleet:ch:room:{}", room.id);
+    let channel = format!("natter:ch:room:{}", room.id);
     let subscribers = |value: redis::Value| -> i64 {
         let redis::Value::Array(items) = value else {
             panic!("{value:?}")
@@ -493,13 +507,13 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
         redis::from_redis_value(items[1].clone()).unwrap()
     };
     assert_eq!(
-        subscribers(redis.command(&["PUBSUB", "NUMSUB", &channel]).await),
+        subscribers(redis_command(&redis, &["PUBSUB", "NUMSUB", &channel]).await),
         2
     );
     drop(streams);
     // Idle channels are unsubscribed by a periodic sweep (every 5 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while subscribers(redis.command(&["PUBSUB", "NUMSUB", &channel]).await) > 0 {
+    while subscribers(redis_command(&redis, &["PUBSUB", "NUMSUB", &channel]).await) > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the room channel is still subscribed"
@@ -517,7 +531,7 @@ async fn one_pubsub_connection_per_instance_and_channels_only_while_followed() {
 
 #[tokio::test]
 async fn deployments_with_different_prefixes_share_one_redis_without_meeting() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let blue = spawn_redis_app(&redis, |c| c.redis_prefix = "blue".into()).await;
     let green = spawn_redis_app(&redis, |c| c.redis_prefix = "green".into()).await;
     let mut blue_alice = blue.register("alice").await;

@@ -14,7 +14,7 @@ use natter_server::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{helpers::WAIT, redis_server::RedisServer};
+use crate::{helpers::WAIT, redis_server::start_redis};
 
 /// One implementation of the two seams, and whatever must live as long as it.
 struct Seams {
@@ -34,7 +34,7 @@ async fn embedded() -> Seams {
 }
 
 async fn redis() -> Seams {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let conn = connection_manager(&redis.url()).unwrap();
     let schema = Schema::new("contract");
     let shutdown = CancellationToken::new();
