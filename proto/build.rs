@@ -28,7 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if server {
         // The services alone, in their own directory. Messages come from `crate::v1`, except
         // `Event`, which servers send as already-encoded bytes (`crate::EncodedEvent`): an
-        // event fanned out to many streams is encoded once, not once per stream.
+        // event fanned out to many streams is encoded once, not once per stream. The codec
+        // starts each call's encode buffer small (`crate::ServerCodec`).
         let server_dir = out_dir.join("server");
         std::fs::create_dir_all(&server_dir)?;
         let mut prost_config = prost_build::Config::new();
@@ -37,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_server(true)
             .build_client(false)
             .out_dir(&server_dir)
+            .codec_path("crate::ServerCodec")
             .extern_path(".natter.v1.Event", "crate::EncodedEvent")
             .extern_path(".natter.v1", "crate::v1")
             .compile_with_config(prost_config, PROTOS, &["."])?;

@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     pub messages_delivered: AtomicU64,
     /// Times a stream found a hole in its live feed and filled it from the log.
     pub stream_repairs: AtomicU64,
+    /// Times a stream missed changes to its user's room list and read the list again.
+    pub room_list_resyncs: AtomicU64,
     /// Event streams (Subscribe and Chat) open now.
     pub streams_open: AtomicI64,
 }
@@ -56,6 +58,12 @@ impl Metrics {
             "counter",
             "Holes in a stream's live feed filled from the log.",
             self.stream_repairs.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_room_list_resyncs_total",
+            "counter",
+            "Times a stream missed changes to its user's room list and read the list again.",
+            self.room_list_resyncs.load(Ordering::Relaxed).to_string(),
         );
         line(
             "natter_bus_reconnects_total",

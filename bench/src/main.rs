@@ -6,6 +6,7 @@
 //! and for 2 instances over Redis, plus two baselines of the machine itself.
 
 mod baseline;
+mod memory;
 mod procs;
 mod scenarios;
 
@@ -35,6 +36,9 @@ struct Args {
     /// Idle streams in the memory test.
     #[arg(long, default_value_t = 5000)]
     idle_streams: usize,
+    /// Online users in the per-user memory test (one stream each, each in 10 rooms).
+    #[arg(long, default_value_t = 500)]
+    online_users: usize,
     /// Instead: the cost of the load balancer. Fan-out and latency for 2 instances over
     /// Redis, clients connected directly and through nginx (the shipped config), in one run.
     #[arg(long)]
@@ -56,7 +60,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut fanout = Vec::new();
     let mut latency = Vec::new();
-    let mut memory = Vec::new();
+    let mut per_stream = Vec::new();
+    let mut per_user = Vec::new();
     for redis in [false, true] {
         let deploy = async || match redis {
             true => Deployment::redis(2).await,
@@ -65,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
         let (f, l) = fanout_and_latency(&args, deploy).await?;
         fanout.push(f);
         latency.push(l);
-        memory.push(scenarios::idle_memory(&deploy().await?, args.idle_streams).await?);
+        per_stream.push(memory::idle_memory(&deploy().await?, args.idle_streams).await?);
+        per_user.push(memory::online_user_memory(&deploy().await?, args.online_users).await?);
     }
     row(
         &format!(
@@ -77,7 +83,15 @@ async fn main() -> anyhow::Result<()> {
     delivery_rows(&args, &fanout, &latency);
     row(
         &format!("RSS per idle stream ({} streams)", args.idle_streams),
-        &|i| format!("{:.1} KiB", memory[i] / 1024.0),
+        &|i| format!("{:.1} KiB", per_stream[i] / 1024.0),
+    );
+    row(
+        &format!(
+            "RSS per online user ({} users, one stream each, each in {} rooms)",
+            args.online_users,
+            memory::ROOMS_PER_USER
+        ),
+        &|i| format!("{:.1} KiB", per_user[i] / 1024.0),
     );
 
     eprintln!("== baselines");

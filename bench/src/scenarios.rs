@@ -22,7 +22,7 @@ use crate::procs::Server;
 /// a many-user client process would.
 const STREAMS_PER_CONNECTION: usize = 50;
 /// Users the subscriber streams belong to.
-const SUBSCRIBER_USERS: usize = 10;
+pub(crate) const SUBSCRIBER_USERS: usize = 10;
 
 /// The servers under test.
 pub(crate) struct Deployment {
@@ -86,7 +86,7 @@ impl Deployment {
     }
 
     /// Where client `i` connects: instance `i` round robin, or nginx.
-    fn url(&self, i: usize) -> String {
+    pub(crate) fn url(&self, i: usize) -> String {
         match &self.nginx {
             Some(nginx) => format!("http://{}", nginx.addr),
             None => self.servers[i % self.servers.len()].url.clone(),
@@ -108,11 +108,11 @@ impl Deployment {
 
 /// A signed-in user.
 #[derive(Clone)]
-struct User {
+pub(crate) struct User {
     token: String,
 }
 
-async fn register(url: &str, name: &str) -> anyhow::Result<User> {
+pub(crate) async fn register(url: &str, name: &str) -> anyhow::Result<User> {
     let response = client::auth_client(client::channel(url)?)
         .register(pb::RegisterRequest {
             username: name.into(),
@@ -126,12 +126,12 @@ async fn register(url: &str, name: &str) -> anyhow::Result<User> {
     })
 }
 
-fn chat(url: &str, user: &User) -> anyhow::Result<ChatClient> {
+pub(crate) fn chat(url: &str, user: &User) -> anyhow::Result<ChatClient> {
     client::chat_client(client::channel(url)?, &user.token)
 }
 
 /// A room with `members` users (`prefix0..`), created on the first instance.
-async fn room_with_members(
+pub(crate) async fn room_with_members(
     deployment: &Deployment,
     prefix: &str,
     members: usize,
@@ -161,7 +161,7 @@ async fn room_with_members(
 /// Opens `count` Subscribe streams spread over the instances, `STREAMS_PER_CONNECTION` per
 /// connection; each counts the messages it receives into `delivered`. Returns once every
 /// stream got its Ready.
-async fn open_streams(
+pub(crate) async fn open_streams(
     deployment: &Deployment,
     users: &[User],
     count: usize,
@@ -351,17 +351,6 @@ pub(crate) async fn latency(
     );
     samples.sort_by(f64::total_cmp);
     Ok(samples)
-}
-
-/// RSS growth per idle Subscribe stream, bytes, over `streams` streams.
-pub(crate) async fn idle_memory(deployment: &Deployment, streams: usize) -> anyhow::Result<f64> {
-    let (_, users) = room_with_members(deployment, "idle", SUBSCRIBER_USERS).await?;
-    let before = deployment.rss()?;
-    open_streams(deployment, &users, streams, Arc::new(AtomicU64::new(0))).await?;
-    // Let allocations settle (buffers are sized by then; this is a measurement, not a test).
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = deployment.rss()?;
-    Ok(after.saturating_sub(before) as f64 / streams as f64)
 }
 
 /// The value at quantile `q` of sorted samples.

@@ -25,6 +25,56 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("natt
 pub use encoded::EncodedEvent;
 
 #[cfg(feature = "server")]
+pub use server_codec::ServerCodec;
+
+#[cfg(feature = "server")]
+mod server_codec {
+    use std::marker::PhantomData;
+
+    use prost::Message;
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstDecoder, ProstEncoder};
+
+    /// First allocation of a call's encode and decode buffers: one event, frame or answer
+    /// fits (they are a few hundred bytes), and a burst grows them as needed. tonic's
+    /// default, 8 KiB each, is allocated up front for every call and kept while the call is
+    /// open, which for a chat server means for every idle stream.
+    const INITIAL_BUFFER: usize = 512;
+    /// Encoded bytes gathered before they go to the connection: tonic's default. Events
+    /// ready together still leave in one write.
+    const YIELD_THRESHOLD: usize = 32 * 1024;
+
+    /// The server's codec: prost, with [`INITIAL_BUFFER`] instead of tonic's 8 KiB.
+    #[derive(Debug, Clone, Copy)]
+    pub struct ServerCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for ServerCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for ServerCodec<T, U>
+    where
+        T: Message + Send + 'static,
+        U: Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstDecoder::new(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
+        }
+    }
+}
+
+#[cfg(feature = "server")]
 mod encoded {
     use bytes::{Buf, BufMut, Bytes};
     use prost::{

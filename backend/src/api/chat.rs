@@ -3,7 +3,7 @@
 use crate::ids::{RoomId, UserId};
 use std::{pin::Pin, sync::Arc};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use natter_proto::{
     EncodedEvent,
     v1::{self as pb, server::chat_service_server::ChatService},
@@ -44,7 +44,9 @@ impl ChatApi {
         let (out, events) = mpsc::channel(OUTBOX_CAPACITY);
         let session = Session::open(self.natter.clone(), caller, out).await?;
         self.natter.tasks().spawn(session.run(initial, frames));
-        Ok(Response::new(Box::pin(ReceiverStream::new(events))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(events).map(|item| item.map_err(|status| *status)),
+        )))
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 use natter_proto::v1::Event;
 use tokio::sync::broadcast;
 
-use crate::seams::{BusMessage, SharedEvent, TOPIC_CAPACITY, Topic};
+use crate::seams::{BusMessage, SharedEvent, Topic};
 
 /// The embedded store's fan-out; cheap to clone (all clones share one state).
 #[derive(Debug, Clone, Default)]
@@ -52,7 +52,7 @@ impl LocalFanout {
         drop(swept_at);
         topics
             .entry(topic.clone())
-            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
+            .or_insert_with(|| broadcast::channel(topic.capacity()).0)
             .subscribe()
     }
 }

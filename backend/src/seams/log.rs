@@ -67,9 +67,19 @@ impl BusMessage {
 /// A bus message as shared between all receivers of a topic: built once, never copied.
 pub type SharedEvent = Arc<BusMessage>;
 
-/// Capacity of each topic's local broadcast. A receiver that falls further behind gets
-/// `Lagged` and repairs from the message log, so this bounds memory, not correctness.
-pub const TOPIC_CAPACITY: usize = 1024;
+impl Topic {
+    /// Capacity of the topic's local broadcast, allocated in full when the first stream
+    /// follows it. A receiver that falls further behind gets `Lagged` and repairs from the
+    /// log (a room) or re-reads its room list (a user), so this bounds memory, not
+    /// correctness. A room's buffer absorbs bursts for all its members; a user's topic
+    /// carries only room-list changes, and there is one per online user, so it stays small.
+    pub fn capacity(&self) -> usize {
+        match self {
+            Topic::Room(_) => 256,
+            Topic::User(_) => 16,
+        }
+    }
+}
 
 /// A failure to reach the fan-out or presence broker.
 #[derive(Debug, thiserror::Error)]

@@ -241,6 +241,7 @@ impl Session {
     /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left or
     /// deleted meanwhile, telling the client about each.
     async fn resync_rooms(&mut self) -> Result<(), End> {
+        Metrics::inc(&self.natter.metrics().room_list_resyncs);
         let rooms = self.natter.rooms_of(&self.user.id).await?;
         let followed: Vec<RoomId> = self.delivered.keys().cloned().collect();
         for id in followed {

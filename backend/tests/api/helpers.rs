@@ -61,6 +61,22 @@ impl TestUser {
             chat: ChatServiceClient::with_interceptor(own_connection, Bearer(self.token.clone())),
         }
     }
+
+    /// The same user on a connection of its own with 16 KiB HTTP/2 windows, so that the
+    /// client buffers only a few events: a stream on it that is not read backs up into the
+    /// server quickly.
+    pub fn via_small_windows(&self, url: &str) -> TestUser {
+        let small_windows = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .unwrap()
+            .initial_stream_window_size(Some(16 * 1024))
+            .initial_connection_window_size(Some(16 * 1024))
+            .connect_lazy();
+        TestUser {
+            user: self.user.clone(),
+            token: self.token.clone(),
+            chat: ChatServiceClient::with_interceptor(small_windows, Bearer(self.token.clone())),
+        }
+    }
 }
 
 /// Settings every test server uses unless a test changes them.

@@ -178,8 +178,51 @@ async fn cursors_replay_what_was_missed_while_offline() {
 }
 
 #[tokio::test]
+async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
+    // The stream is stuck behind a flood it does not read while its user joins more rooms
+    // than the user's topic buffers (16): the joins are not lost, the list is read again.
+    const FLOOD: u64 = 3000;
+    const JOINS: usize = 40;
+    let app = spawn_app().await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let flood = alice.create_room("Flood").await;
+    bob.join(&flood.code).await;
+    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
+    expect_ready(&mut events).await;
+    for i in 1..=FLOOD {
+        alice.send(&flood.id, &format!("m{i}")).await;
+    }
+    let mut joined_rooms = std::collections::BTreeSet::new();
+    for i in 0..JOINS {
+        let room = alice.create_room(&format!("Room {i}")).await;
+        bob.join(&room.code).await;
+        joined_rooms.insert(room.id);
+    }
+    let mut seqs = Vec::new();
+    let mut announced = std::collections::BTreeSet::new();
+    while seqs.len() < FLOOD as usize || announced.len() < JOINS {
+        match next_event(&mut events).await {
+            Ev::Message(m) if m.room_id == flood.id => seqs.push(m.seq),
+            Ev::RoomChanged(change) if change.change == pb::RoomChange::Joined as i32 => {
+                announced.insert(change.room.unwrap().id);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, (1..=FLOOD).collect::<Vec<_>>());
+    assert_eq!(announced, joined_rooms);
+    assert!(
+        app.metric("natter_room_list_resyncs_total").await > 0,
+        "the missed-changes path was exercised"
+    );
+    alice.send(&flood.id, "after").await;
+    assert_eq!(next_message(&mut events).await.seq, FLOOD + 1);
+}
+
+#[tokio::test]
 async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
-    // More messages than the bus buffers (1024) plus the outbox (128): the unread stream's
+    // More messages than a room topic buffers (256) plus the outbox (128): the unread stream's
     // bus receiver lags, and the session must fill the hole from the log.
     const TOTAL: u64 = 3000;
     let app = spawn_app().await;
@@ -187,17 +230,7 @@ async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
     let mut bob = app.register("bob").await;
     let room = alice.create_room("Flood").await;
     bob.join(&room.code).await;
-    // Small HTTP/2 windows, so that the client side buffers only a few messages.
-    let small_windows = tonic::transport::Endpoint::from_shared(app.url.clone())
-        .unwrap()
-        .initial_stream_window_size(Some(16 * 1024))
-        .initial_connection_window_size(Some(16 * 1024))
-        .connect_lazy();
-    bob.chat = natter_proto::v1::chat_service_client::ChatServiceClient::with_interceptor(
-        small_windows,
-        Bearer(bob.token.clone()),
-    );
-    let mut events = bob.subscribe(vec![]).await;
+    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
     expect_ready(&mut events).await;
     for i in 1..=TOTAL {
         alice.send(&room.id, &format!("m{i}")).await;

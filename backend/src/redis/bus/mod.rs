@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::redis::schema::{Schema, decode_payload, encode_event};
-use crate::seams::{BusError, BusMessage, Presence, SharedEvent, TOPIC_CAPACITY, Topic};
+use crate::seams::{BusError, BusMessage, Presence, SharedEvent, Topic};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -307,7 +307,7 @@ impl RedisBus {
             let mut topics = self.inner.topics.lock().expect("bus lock poisoned");
             topics
                 .entry(topic.clone())
-                .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
+                .or_insert_with(|| broadcast::channel(topic.capacity()).0)
                 .subscribe()
         };
         // Asked even for a topic already followed here: another stream's SUBSCRIBE may still
