@@ -4,8 +4,10 @@
 
 use natter_proto::v1 as pb;
 
-use crate::domain::{ClientId, InvalidField, MessageText, Registration, SendMessage, SetTyping};
-use crate::ids::RoomId;
+use crate::{
+    domain::{ClientId, InvalidField, MessageText, Registration, SendMessage, SetTyping},
+    ids::RoomId,
+};
 
 /// `Register` (the JSON endpoint calls [`Registration::parse`] with its fields).
 impl TryFrom<&pb::RegisterRequest> for Registration {

@@ -1,6 +1,5 @@
 //! `natter.v1.ChatService`. The auth interceptor has already verified the token.
 
-use crate::ids::{RoomId, UserId};
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
@@ -18,6 +17,7 @@ use crate::{
     convert,
     domain::{Password, RoomCode, RoomName, SendMessage, SetTyping},
     error::ApiError,
+    ids::{RoomId, UserId},
     service::Natter,
     stream::{OUTBOX_CAPACITY, Session},
 };

@@ -1,6 +1,5 @@
 //! Presence of one process: a count of open streams per user.
 
-use crate::ids::UserId;
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
@@ -8,7 +7,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::seams::{BusError, Presence};
+use crate::{
+    ids::UserId,
+    seams::{BusError, Presence},
+};
 
 /// Open streams per user; a user is online while their count is above zero.
 #[derive(Debug, Default)]

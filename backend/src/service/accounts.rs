@@ -1,11 +1,11 @@
 //! Registration, sign-in, tokens and the people directory.
 
 use super::Natter;
-use crate::ids::UserId;
 use crate::{
     auth::{self, Caller, Role},
     domain::{Registration, Username},
     error::{ApiError, ApiResult},
+    ids::UserId,
     records::UserRecord,
     seams::search_users,
     views::{Grant, UsersPage},

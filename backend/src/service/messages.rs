@@ -1,6 +1,5 @@
 //! Sending, history and typing.
 
-use crate::ids::{RoomId, UserId};
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -12,6 +11,7 @@ use crate::{
     auth::{self, Caller},
     domain::{SendMessage, SetTyping, new_id},
     error::ApiResult,
+    ids::{RoomId, UserId},
     records::MessageRecord,
     seams::{NewMessage, Topic},
     views::{HistoryPage, Notice, UserView},

@@ -5,7 +5,6 @@ mod accounts;
 pub(crate) mod messages;
 mod rooms;
 
-use crate::ids::{RoomId, UserId};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -16,6 +15,7 @@ use crate::{
     config::Config,
     convert,
     error::{ApiError, ApiResult},
+    ids::{RoomId, UserId},
     records::{RoomRecord, UserRecord},
     seams::{Directory, Log, Presence, SharedEvent, Topic},
     views::{Notice, RoomChange, RoomView, UserView},

@@ -1,11 +1,11 @@
 //! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
 
 use super::Natter;
-use crate::ids::{RoomId, UserId};
 use crate::{
     auth::{self, Caller},
     domain::{Password, RoomCode, RoomName},
     error::{ApiError, ApiResult},
+    ids::{RoomId, UserId},
     records::{RoomKind, RoomRecord},
     seams::Topic,
     views::{MemberView, Notice, RoomChange, RoomView, UserView},

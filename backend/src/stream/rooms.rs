@@ -1,7 +1,6 @@
 //! The rooms a stream follows: subscribing and replaying from cursors, catching up from the
 //! log, and following rooms joined, left or deleted while the stream is open.
 
-use crate::ids::RoomId;
 use std::collections::HashMap;
 
 use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
@@ -10,6 +9,7 @@ use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamR
 use super::{CATCH_UP_BATCH, End, Session};
 use crate::{
     convert,
+    ids::RoomId,
     metrics::Metrics,
     records::RoomRecord,
     seams::{BusMessage, SharedEvent, Topic},

@@ -14,7 +14,6 @@
 mod listener;
 mod scripts;
 
-use crate::ids::UserId;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -32,7 +31,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::redis::schema::{Schema, decode_payload, encode_event};
-use crate::seams::{BusError, BusMessage, Presence, SharedEvent, Topic};
+use crate::{
+    ids::UserId,
+    seams::{BusError, BusMessage, Presence, SharedEvent, Topic},
+};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(5);

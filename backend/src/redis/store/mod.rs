@@ -12,7 +12,6 @@ mod directory;
 mod log;
 mod scripts;
 
-use crate::ids::{RoomId, UserId};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,6 +25,7 @@ use super::{
     schema::{Schema, decode_log_entry},
 };
 use crate::{
+    ids::{RoomId, UserId},
     records::{MessageRecord, RoomRecord, UserRecord},
     seams::{StoreError, StoreResult},
 };
