@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod coalesce;
 pub mod config;
 mod convert;
 mod domain;

@@ -30,6 +30,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::coalesce::Coalescing;
+
 /// How long a connection may take to show whether it starts with a PROXY header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest PROXY header accepted: v1 is at most 107 bytes; v2 with a few TLVs fits too.
@@ -58,7 +60,8 @@ impl TrustedProxies {
 /// handed to the HTTP server, and the address the client really has.
 #[derive(Debug)]
 pub(crate) struct ClientConnection {
-    stream: TcpStream,
+    /// The socket, its writes gathered per flush (see `coalesce`).
+    stream: Coalescing<TcpStream>,
     /// Bytes read past the PROXY header (or all bytes read, when there was none).
     early: Vec<u8>,
     early_read: usize,
@@ -210,7 +213,7 @@ async fn open(
         tracing::debug!(client = %client, "connection");
     }
     Ok(ClientConnection {
-        stream,
+        stream: Coalescing::new(stream),
         early,
         early_read: 0,
         info: TcpConnectInfo {
