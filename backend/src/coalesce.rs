@@ -14,6 +14,10 @@
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -34,15 +38,19 @@ pub(crate) struct Coalescing<T> {
     sent: usize,
     /// Whether this flush already gave the other tasks their pass.
     yielded: bool,
+    /// Writes that reached the inner writer, counted for `/metrics` (shared by all
+    /// connections).
+    writes: Arc<AtomicU64>,
 }
 
 impl<T> Coalescing<T> {
-    pub(crate) fn new(inner: T) -> Self {
+    pub(crate) fn new(inner: T, writes: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             gathered: Vec::new(),
             sent: 0,
             yielded: false,
+            writes,
         }
     }
 }
@@ -52,6 +60,7 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.gathered.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.sent..]))?;
+            self.writes.fetch_add(1, Ordering::Relaxed);
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -186,10 +195,14 @@ mod tests {
     #[tokio::test]
     async fn writes_queued_during_the_yield_leave_together() {
         let (near, mut far) = tokio::io::duplex(1 << 20);
-        let mut conn = Coalescing::new(Counting {
-            inner: near,
-            writes: 0,
-        });
+        let counted = Arc::new(AtomicU64::new(0));
+        let mut conn = Coalescing::new(
+            Counting {
+                inner: near,
+                writes: 0,
+            },
+            counted.clone(),
+        );
         let flag = Arc::new(Flag(false.into()));
         let waker = std::task::Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
@@ -218,6 +231,7 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert_eq!(pinned.inner.writes, 1, "one write for everything gathered");
+        assert_eq!(counted.load(Ordering::Relaxed), 1, "and it is counted");
 
         let mut received = [0u8; 13];
         far.read_exact(&mut received).await.unwrap();
@@ -229,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_gets_every_byte_in_order() {
         let (near, mut far) = tokio::io::duplex(1024);
-        let mut conn = Coalescing::new(near);
+        let mut conn = Coalescing::new(near, Arc::default());
         let reader = tokio::spawn(async move {
             let mut all = Vec::new();
             far.read_to_end(&mut all).await.unwrap();

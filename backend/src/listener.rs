@@ -13,7 +13,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::AtomicU64},
     task::{Context, Poll},
     time::Duration,
 };
@@ -135,6 +135,7 @@ pub(crate) fn incoming(
     listener: TcpListener,
     trusted: TrustedProxies,
     draining: CancellationToken,
+    socket_writes: Arc<AtomicU64>,
 ) -> impl Stream<Item = io::Result<ClientConnection>> {
     let (ready, connections) = mpsc::channel(64);
     let trusted = Arc::new(trusted);
@@ -155,8 +156,10 @@ pub(crate) fn incoming(
             };
             let ready = ready.clone();
             let trusted = trusted.clone();
+            let socket_writes = socket_writes.clone();
             tokio::spawn(async move {
-                let opened = tokio::time::timeout(HEADER_TIMEOUT, open(stream, peer, &trusted));
+                let opened = open(stream, peer, &trusted, socket_writes);
+                let opened = tokio::time::timeout(HEADER_TIMEOUT, opened);
                 match opened.await {
                     Ok(Ok(connection)) => {
                         let _ = ready.send(Ok(connection)).await;
@@ -179,6 +182,7 @@ async fn open(
     mut stream: TcpStream,
     peer: SocketAddr,
     trusted: &TrustedProxies,
+    socket_writes: Arc<AtomicU64>,
 ) -> Result<ClientConnection, String> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
@@ -213,7 +217,7 @@ async fn open(
         tracing::debug!(client = %client, "connection");
     }
     Ok(ClientConnection {
-        stream: Coalescing::new(stream),
+        stream: Coalescing::new(stream, socket_writes),
         early,
         early_read: 0,
         info: TcpConnectInfo {

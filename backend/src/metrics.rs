@@ -2,7 +2,10 @@
 //! Hand-rolled atomics: the set is small and fixed, and a metrics framework would cost more
 //! than it brings here.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, AtomicU64, Ordering},
+};
 
 /// Counters of one server instance.
 #[derive(Debug, Default)]
@@ -17,6 +20,9 @@ pub(crate) struct Metrics {
     pub stream_repairs: AtomicU64,
     /// Times a stream missed changes to its user's room list and read the list again.
     pub room_list_resyncs: AtomicU64,
+    /// Writes to client sockets (gathered per flush; see `coalesce`), shared with the
+    /// listener that wraps each connection.
+    pub socket_writes: Arc<AtomicU64>,
     /// Event streams (Subscribe and Chat) open now.
     pub streams_open: AtomicI64,
 }
@@ -64,6 +70,12 @@ impl Metrics {
             "counter",
             "Times a stream missed changes to its user's room list and read the list again.",
             self.room_list_resyncs.load(Ordering::Relaxed).to_string(),
+        );
+        line(
+            "natter_socket_writes_total",
+            "counter",
+            "Writes to client sockets (each carries whatever the connection gathered).",
+            self.socket_writes.load(Ordering::Relaxed).to_string(),
         );
         line(
             "natter_bus_reconnects_total",

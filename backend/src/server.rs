@@ -176,6 +176,7 @@ pub async fn run(
         listener,
         TrustedProxies::new(natter.config().trusted_proxies.clone()),
         token.clone(),
+        natter.metrics().socket_writes.clone(),
     );
     let server = tonic::transport::Server::builder()
         .accept_http1(true)

@@ -154,6 +154,13 @@ fn delivery_rows(args: &Args, fanout: &[scenarios::Fanout], latency: &[Vec<f64>]
             fanout[i].server_cpu_seconds * 1e6 / fanout[i].delivered.max(1) as f64
         )
     });
+    row(
+        "fan-out: socket writes per delivery",
+        &|i| match fanout[i].socket_writes {
+            Some(writes) => format!("{:.3}", writes as f64 / fanout[i].delivered.max(1) as f64),
+            None => "not counted by this server".into(),
+        },
+    );
     row("fan-out: all delivered", &|i| {
         format!(
             "{} of {}",

@@ -93,6 +93,29 @@ impl Deployment {
         }
     }
 
+    /// Writes to client sockets by all servers so far (`natter_socket_writes_total`), or
+    /// `None` for a server that does not count them (one built before the counter).
+    pub(crate) async fn socket_writes(&self) -> anyhow::Result<Option<u64>> {
+        let mut total = 0;
+        for server in &self.servers {
+            let addr = server
+                .url
+                .trim_start_matches("http://")
+                .parse()
+                .context("a server address")?;
+            let metrics = natter_fleet::http::get(addr, "/metrics", None, "").await?;
+            let counted = metrics.body.lines().find_map(|line| {
+                line.strip_prefix("natter_socket_writes_total ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
+            match counted {
+                Some(writes) => total += writes,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+
     /// CPU time of all server processes so far, seconds.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         self.servers
@@ -222,6 +245,8 @@ pub(crate) struct Fanout {
     pub(crate) seconds: f64,
     /// CPU time (user + system) the server processes spent over the run.
     pub(crate) server_cpu_seconds: f64,
+    /// Writes to client sockets over the run, if the servers count them.
+    pub(crate) socket_writes: Option<u64>,
 }
 
 /// One room, `subscribers` streams spread over the instances, `publishers` users sending as
@@ -239,6 +264,7 @@ pub(crate) async fn fanout(
 
     let sent = Arc::new(AtomicU64::new(0));
     let cpu_before = deployment.cpu_seconds()?;
+    let writes_before = deployment.socket_writes().await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
@@ -271,11 +297,17 @@ pub(crate) async fn fanout(
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
+    let socket_writes = match (writes_before, deployment.socket_writes().await?) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     Ok(Fanout {
         sent: sent.load(Ordering::Relaxed),
         delivered: delivered.load(Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
-        server_cpu_seconds: deployment.cpu_seconds()? - cpu_before,
+        server_cpu_seconds,
+        socket_writes,
     })
 }
 
