@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::domain::InvalidField;
+use crate::invalid::InvalidField;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {

@@ -17,6 +17,7 @@ pub mod embedded;
 mod error;
 mod http;
 pub mod ids;
+mod invalid;
 mod listener;
 mod metrics;
 mod passwords;

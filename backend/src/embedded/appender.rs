@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::{
     fanout::LocalFanout,
-    store::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode},
+    tables::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode},
 };
 use crate::{
     convert,

@@ -5,9 +5,12 @@ use anyhow::Context;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::store::{
-    CLIENT_IDS, CODES, DIRECTS, EmbeddedStore, MESSAGES, ROOM_SEQ, ROOM_USERS, ROOMS, USER_ROOMS,
-    USERNAMES, USERS, decode, encode, indexed_id, members_in_range, require_room, room_from,
+use super::{
+    store::{EmbeddedStore, indexed_id, members_in_range, require_room, room_from},
+    tables::{
+        CLIENT_IDS, CODES, DIRECTS, MESSAGES, ROOM_SEQ, ROOM_USERS, ROOMS, USER_ROOMS, USERNAMES,
+        USERS, decode, encode,
+    },
 };
 use crate::{
     ids::{RoomId, UserId},

@@ -7,7 +7,10 @@ use natter_proto::v1::Event;
 use redb::ReadableDatabase;
 use tokio::sync::broadcast;
 
-use super::store::{EmbeddedStore, MESSAGES, decode};
+use super::{
+    store::EmbeddedStore,
+    tables::{MESSAGES, decode},
+};
 use crate::{
     ids::RoomId,
     records::MessageRecord,

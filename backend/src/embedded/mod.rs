@@ -8,6 +8,7 @@ mod fanout;
 mod log;
 mod presence;
 mod store;
+mod tables;
 
 pub use presence::LocalPresence;
 pub use store::EmbeddedStore;

@@ -10,28 +10,19 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use redb::{Database, ReadableTable, TableDefinition};
-use serde::{Serialize, de::DeserializeOwned};
 
-use super::{appender::Appender, fanout::LocalFanout};
+use super::{
+    appender::Appender,
+    fanout::LocalFanout,
+    tables::{
+        CLIENT_IDS, CODES, DIRECTS, MESSAGES, ROOM_SEQ, ROOM_USERS, ROOMS, USER_ROOMS, USERNAMES,
+        USERS, decode, encode,
+    },
+};
 use crate::{
     records::RoomRecord,
     seams::{StoreError, StoreResult},
 };
-
-pub(super) const USERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("users");
-pub(super) const USERNAMES: TableDefinition<'_, &str, &str> = TableDefinition::new("usernames");
-pub(super) const ROOMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rooms");
-pub(super) const ROOM_SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("room_seq");
-pub(super) const CODES: TableDefinition<'_, &str, &str> = TableDefinition::new("codes");
-pub(super) const DIRECTS: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("directs");
-pub(super) const USER_ROOMS: TableDefinition<'_, (&str, &str), ()> =
-    TableDefinition::new("user_rooms");
-pub(super) const ROOM_USERS: TableDefinition<'_, (&str, &str), ()> =
-    TableDefinition::new("room_users");
-pub(super) const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> =
-    TableDefinition::new("messages");
-pub(super) const CLIENT_IDS: TableDefinition<'_, (&str, &str, &str), u64> =
-    TableDefinition::new("client_ids");
 
 /// The embedded directory and log. Appends publish on its own in-process fan-out.
 #[derive(Clone)]
@@ -93,14 +84,6 @@ pub(super) fn require_room<T: ReadableTable<&'static str, &'static [u8]>>(
         Some(_) => Ok(()),
         None => Err(Gone.into()),
     }
-}
-
-pub(super) fn encode<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
-    serde_json::to_vec(value).context("encoding a record")
-}
-
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(bytes).context("decoding a stored record")
 }
 
 impl EmbeddedStore {
