@@ -43,6 +43,11 @@ struct Args {
     /// Redis, clients connected directly and through nginx (the shipped config), in one run.
     #[arg(long)]
     nginx: bool,
+    /// Instead: delivery to clients that keep HTTP/2's default 64 KiB flow-control windows
+    /// (as Node's http2 and grpc-js do) next to tonic's 5 MiB / 2 MiB: 100 streams on 2
+    /// connections, 4 publishers for 3 s, then the time until everything is delivered.
+    #[arg(long)]
+    windows: bool,
 }
 
 fn ms(seconds: f64) -> String {
@@ -54,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.nginx {
         return through_nginx(&args).await;
+    }
+    if args.windows {
+        return with_default_windows().await;
     }
     println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
@@ -115,6 +123,35 @@ async fn main() -> anyhow::Result<()> {
         args.subscribers,
         delivered as f64 / seconds
     );
+    Ok(())
+}
+
+/// Delivery to 100 streams on 2 connections with 64 KiB windows and with tonic's, embedded.
+async fn with_default_windows() -> anyhow::Result<()> {
+    const PUBLISHING: Duration = Duration::from_secs(3);
+    println!(
+        "| client windows (stream / connection) | sends acknowledged/s | deliveries/s while publishing and draining | time to deliver the rest after the last send | all delivered |"
+    );
+    println!("|---|---|---|---|---|");
+    for (label, window) in [
+        ("64 KiB / 64 KiB (HTTP/2 default)", Some(65_535)),
+        ("2 MiB / 5 MiB (tonic)", None),
+    ] {
+        let deployment = Deployment::embedded().await?;
+        let connections = scenarios::Connections {
+            streams_each: 50,
+            window,
+        };
+        let f = scenarios::fanout_on(&deployment, 100, 4, PUBLISHING, connections).await?;
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.2} s | {} of {} |",
+            f.sent as f64 / PUBLISHING.as_secs_f64(),
+            f.delivered as f64 / f.seconds,
+            (f.seconds - PUBLISHING.as_secs_f64()).max(0.0),
+            f.delivered,
+            f.sent * 100
+        );
+    }
     Ok(())
 }
 

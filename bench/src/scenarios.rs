@@ -20,7 +20,7 @@ use crate::procs::Server;
 
 /// Streams sharing one HTTP/2 connection, as browsers' tabs would not, but as a gateway or
 /// a many-user client process would.
-const STREAMS_PER_CONNECTION: usize = 50;
+pub(crate) const STREAMS_PER_CONNECTION: usize = 50;
 /// Users the subscriber streams belong to.
 pub(crate) const SUBSCRIBER_USERS: usize = 10;
 
@@ -181,6 +181,25 @@ pub(crate) async fn room_with_members(
     Ok((room, users))
 }
 
+/// How the bench's subscriber connections are set up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Connections {
+    /// Streams multiplexed on one connection.
+    pub(crate) streams_each: usize,
+    /// HTTP/2 stream and connection windows the client advertises; `None`: tonic's (5 MiB
+    /// for the connection, 2 MiB per stream).
+    pub(crate) window: Option<u32>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            streams_each: STREAMS_PER_CONNECTION,
+            window: None,
+        }
+    }
+}
+
 /// Opens `count` Subscribe streams spread over the instances, `STREAMS_PER_CONNECTION` per
 /// connection; each counts the messages it receives into `delivered`. Returns once every
 /// stream got its Ready.
@@ -190,17 +209,30 @@ pub(crate) async fn open_streams(
     count: usize,
     delivered: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
+    open_streams_on(deployment, users, count, Connections::default(), delivered).await
+}
+
+/// [`open_streams`] over connections set up as `connections` says.
+pub(crate) async fn open_streams_on(
+    deployment: &Deployment,
+    users: &[User],
+    count: usize,
+    connections_as: Connections,
+    delivered: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicUsize::new(0));
     let mut connections: Vec<Option<tonic::transport::Channel>> =
-        vec![None; count.div_ceil(STREAMS_PER_CONNECTION)];
+        vec![None; count.div_ceil(connections_as.streams_each)];
     for k in 0..count {
-        let connection_index = k / STREAMS_PER_CONNECTION;
+        let connection_index = k / connections_as.streams_each;
         // One connection serves one instance.
         let url = deployment.url(connection_index);
         let channel = match &connections[connection_index] {
             Some(channel) => channel.clone(),
             None => {
                 let channel = tonic::transport::Endpoint::from_shared(url)?
+                    .initial_stream_window_size(connections_as.window)
+                    .initial_connection_window_size(connections_as.window)
                     .connect()
                     .await?;
                 connections[connection_index] = Some(channel.clone());
@@ -257,10 +289,35 @@ pub(crate) async fn fanout(
     publishers: usize,
     duration: Duration,
 ) -> anyhow::Result<Fanout> {
+    fanout_on(
+        deployment,
+        subscribers,
+        publishers,
+        duration,
+        Connections::default(),
+    )
+    .await
+}
+
+/// [`fanout`] with the subscribers' connections set up as `connections` says.
+pub(crate) async fn fanout_on(
+    deployment: &Deployment,
+    subscribers: usize,
+    publishers: usize,
+    duration: Duration,
+    connections: Connections,
+) -> anyhow::Result<Fanout> {
     let (room, users) = room_with_members(deployment, "fan", SUBSCRIBER_USERS + publishers).await?;
     let (watchers, senders) = users.split_at(SUBSCRIBER_USERS);
     let delivered = Arc::new(AtomicU64::new(0));
-    open_streams(deployment, watchers, subscribers, delivered.clone()).await?;
+    open_streams_on(
+        deployment,
+        watchers,
+        subscribers,
+        connections,
+        delivered.clone(),
+    )
+    .await?;
 
     let sent = Arc::new(AtomicU64::new(0));
     let cpu_before = deployment.cpu_seconds()?;
