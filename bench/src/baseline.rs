@@ -1,5 +1,7 @@
 //! The machine's own limits, measured in the same run: a raw Redis PUBLISH -> SUBSCRIBE
-//! round trip, and a minimal tonic server broadcasting one pre-encoded event.
+//! round trip, and a minimal tonic server broadcasting pre-encoded events, both open-loop
+//! in this process (the batched ceiling) and in a process of its own driven by the same
+//! clients as Natter (the same-regime ceiling: `--serve-baseline`).
 
 use std::{
     pin::Pin,
@@ -7,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures::{Stream, StreamExt};
@@ -15,7 +17,10 @@ use natter_proto::{
     EncodedEvent,
     v1::{
         self as pb,
-        server::chat_service_server::{ChatService, ChatServiceServer},
+        server::{
+            auth_service_server::{AuthService, AuthServiceServer},
+            chat_service_server::{ChatService, ChatServiceServer},
+        },
     },
 };
 use tokio::sync::broadcast;
@@ -50,9 +55,56 @@ pub(crate) async fn redis_round_trip(redis: &Redis, count: usize) -> anyhow::Res
     Ok(samples)
 }
 
-/// A server whose only working RPC is `Subscribe`, streaming whatever the broadcast carries.
+/// A server that does only what a fan-out needs: `Subscribe` streams whatever the broadcast
+/// carries; `SendMessage` numbers the message, encodes it once and broadcasts it; sign-up,
+/// room creation and joining answer without storing anything. No log, no auth, no rooms.
+#[derive(Clone)]
 struct Broadcaster {
     events: broadcast::Sender<EncodedEvent>,
+    seq: Arc<AtomicU64>,
+}
+
+impl Broadcaster {
+    fn new() -> Self {
+        Self {
+            events: broadcast::channel(1024).0,
+            seq: Arc::default(),
+        }
+    }
+}
+
+fn the_room() -> pb::Room {
+    pb::Room {
+        id: "room".into(),
+        code: "CODE2345".into(),
+        name: "baseline".into(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Broadcaster {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        Ok(Response::new(pb::AuthResponse {
+            access_token: format!("token-{}", request.get_ref().username),
+            ..Default::default()
+        }))
+    }
+    async fn login(
+        &self,
+        _: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        not_here()
+    }
+    async fn refresh_token(
+        &self,
+        _: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::AuthResponse>, Status> {
+        not_here()
+    }
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
@@ -73,13 +125,13 @@ impl ChatService for Broadcaster {
         &self,
         _: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        not_here()
+        Ok(Response::new(the_room()))
     }
     async fn join_room(
         &self,
         _: Request<pb::JoinRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        not_here()
+        Ok(Response::new(the_room()))
     }
     async fn leave_room(
         &self,
@@ -113,9 +165,30 @@ impl ChatService for Broadcaster {
     }
     async fn send_message(
         &self,
-        _: Request<pb::SendMessageRequest>,
+        request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
-        not_here()
+        let request = request.into_inner();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let sent_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        // The shape of a Natter message: ids, sender, text, time; encoded once for all.
+        let message = pb::Message {
+            id: format!("{seq:032x}"),
+            room_id: request.room_id,
+            seq,
+            sender_id: "0196f2a4c1d87e3fa5b2c9d0e1f23456".into(),
+            sender_name: "publisher".into(),
+            text: request.text,
+            sent_at,
+            client_id: request.client_id,
+        };
+        let encoded = EncodedEvent::from(&pb::Event {
+            event: Some(pb::event::Event::Message(message.clone())),
+        });
+        // No subscriber yet is not an error for a broadcast.
+        let _ = self.events.send(encoded);
+        Ok(Response::new(message))
     }
     async fn get_history(
         &self,
@@ -163,17 +236,11 @@ pub(crate) async fn tonic_broadcast(
     subscribers: usize,
     duration: Duration,
 ) -> anyhow::Result<(u64, f64)> {
-    let (events, _) = broadcast::channel(1024);
+    let broadcaster = Broadcaster::new();
+    let events = broadcaster.events.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let service = ChatServiceServer::new(Broadcaster {
-        events: events.clone(),
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    tokio::spawn(serve(listener, broadcaster));
 
     let delivered = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -231,4 +298,24 @@ pub(crate) async fn tonic_broadcast(
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok((delivered.load(Ordering::Relaxed), seconds))
+}
+
+/// Serves the minimal server on `listener`, sockets with TCP_NODELAY as Natter's.
+async fn serve(listener: tokio::net::TcpListener, broadcaster: Broadcaster) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(AuthServiceServer::new(broadcaster.clone()))
+        .add_service(ChatServiceServer::new(broadcaster))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// `natter-bench --serve-baseline`: the minimal server as a process of its own, saying where
+/// it listens the way natter-server does (`address=...` on stderr).
+pub(crate) async fn serve_baseline() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    eprintln!("listening address={}", listener.local_addr()?);
+    serve(listener, Broadcaster::new()).await
 }

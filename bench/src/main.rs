@@ -48,6 +48,10 @@ struct Args {
     /// connections, 4 publishers for 3 s, then the time until everything is delivered.
     #[arg(long)]
     windows: bool,
+    /// Internal: run the minimal tonic server as a process of its own (the same-regime
+    /// ceiling), printing `address=...` on stderr.
+    #[arg(long, hide = true)]
+    serve_baseline: bool,
 }
 
 fn ms(seconds: f64) -> String {
@@ -57,6 +61,9 @@ fn ms(seconds: f64) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.serve_baseline {
+        return baseline::serve_baseline().await;
+    }
     if args.nginx {
         return through_nginx(&args).await;
     }
@@ -115,11 +122,33 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(&rtt, q))
         );
     }
+    let same = scenarios::fanout(
+        &Deployment::baseline().await?,
+        args.subscribers,
+        args.publishers,
+        Duration::from_secs(args.fanout_seconds),
+    )
+    .await?;
+    let same_rate = same.delivered as f64 / same.seconds;
+    println!(
+        "| minimal tonic server, own process, same clients and closed-loop publishing: deliveries/s to {} streams | {same_rate:.0} |",
+        args.subscribers
+    );
+    println!(
+        "| the same: server CPU per delivery | {:.2} µs |",
+        same.server_cpu_seconds * 1e6 / same.delivered.max(1) as f64
+    );
+    for (i, column) in ["embedded", "Redis"].iter().enumerate() {
+        println!(
+            "| Natter {column} fan-out as a share of it | {:.2} |",
+            fanout[i].delivered as f64 / fanout[i].seconds / same_rate
+        );
+    }
     let (delivered, seconds) =
         baseline::tonic_broadcast(args.subscribers, Duration::from_secs(args.fanout_seconds))
             .await?;
     println!(
-        "| minimal tonic server, pre-encoded broadcast to {} streams | {:.0} deliveries/s |",
+        "| minimal tonic server, in process, open-loop pre-encoded broadcast (batched ceiling) to {} streams | {:.0} deliveries/s |",
         args.subscribers,
         delivered as f64 / seconds
     );

@@ -61,7 +61,22 @@ impl Server {
         if behind_nginx {
             command.args(["--trusted-proxies", "127.0.0.1"]);
         }
-        let mut child = command.spawn().context("starting natter-server")?;
+        Self::spawn(command, dir).await
+    }
+
+    /// Starts the minimal tonic server (`natter-bench --serve-baseline`) as its own process.
+    pub(crate) async fn start_baseline() -> anyhow::Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("--serve-baseline")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Self::spawn(command, tempfile::tempdir()?).await
+    }
+
+    /// Spawns a server that prints `address=<addr>` on stderr once it listens.
+    async fn spawn(mut command: Command, dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        let mut child = command.spawn().context("starting a server")?;
         let pid = child.id().context("pid")?;
         let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
         while let Some(line) = lines.next_line().await? {
@@ -80,7 +95,7 @@ impl Server {
                 });
             }
         }
-        bail!("natter-server exited before listening")
+        bail!("the server exited before listening")
     }
 
     /// Resident memory of the process, bytes.

@@ -85,6 +85,17 @@ impl Deployment {
         Ok(deployment)
     }
 
+    /// The minimal tonic server in a process of its own (see `baseline`).
+    pub(crate) async fn baseline() -> anyhow::Result<Self> {
+        Ok(Self {
+            label: "minimal tonic server",
+            servers: vec![Server::start_baseline().await?],
+            _redis: None,
+            logs: tempfile::tempdir()?,
+            nginx: None,
+        })
+    }
+
     /// Where client `i` connects: instance `i` round robin, or nginx.
     pub(crate) fn url(&self, i: usize) -> String {
         match &self.nginx {
@@ -94,7 +105,8 @@ impl Deployment {
     }
 
     /// Writes to client sockets by all servers so far (`natter_socket_writes_total`), or
-    /// `None` for a server that does not count them (one built before the counter).
+    /// `None` for a server that does not count them (one built before the counter, or the
+    /// minimal server).
     pub(crate) async fn socket_writes(&self) -> anyhow::Result<Option<u64>> {
         let mut total = 0;
         for server in &self.servers {
@@ -103,7 +115,10 @@ impl Deployment {
                 .trim_start_matches("http://")
                 .parse()
                 .context("a server address")?;
-            let metrics = natter_fleet::http::get(addr, "/metrics", None, "").await?;
+            // The minimal server has no /metrics (nor HTTP/1.1): not counted.
+            let Ok(metrics) = natter_fleet::http::get(addr, "/metrics", None, "").await else {
+                return Ok(None);
+            };
             let counted = metrics.body.lines().find_map(|line| {
                 line.strip_prefix("natter_socket_writes_total ")
                     .and_then(|v| v.trim().parse::<u64>().ok())
