@@ -48,6 +48,10 @@ struct Args {
     /// connections, 4 publishers for 3 s, then the time until everything is delivered.
     #[arg(long)]
     windows: bool,
+    /// Instead: the memory slope, RSS per idle stream at 1k, 10k and 50k streams on one
+    /// embedded instance (and per online user at 1k users, each in 10 rooms).
+    #[arg(long)]
+    memory_slope: bool,
     /// Internal: run the minimal tonic server as a process of its own (the same-regime
     /// ceiling), printing `address=...` on stderr.
     #[arg(long, hide = true)]
@@ -69,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.windows {
         return with_default_windows().await;
+    }
+    if args.memory_slope {
+        return memory_slope().await;
     }
     println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
@@ -152,6 +159,27 @@ async fn main() -> anyhow::Result<()> {
         args.subscribers,
         delivered as f64 / seconds
     );
+    Ok(())
+}
+
+/// RSS per idle stream at growing counts, each on a fresh embedded instance.
+async fn memory_slope() -> anyhow::Result<()> {
+    println!("| idle streams | RSS per stream | per online user in 10 rooms |");
+    println!("|---|---|---|");
+    for streams in [1_000, 10_000, 50_000] {
+        let per_stream = memory::idle_memory(&Deployment::embedded().await?, streams).await?;
+        let per_user = if streams == 1_000 {
+            let deployment = Deployment::embedded().await?;
+            let per_user = memory::online_user_memory(&deployment, streams).await?;
+            format!("{:.1} KiB ({streams} users)", per_user / 1024.0)
+        } else {
+            "not measured (registering that many users takes too long here)".into()
+        };
+        println!(
+            "| {streams} | {:.1} KiB | {per_user} |",
+            per_stream / 1024.0
+        );
+    }
     Ok(())
 }
 
