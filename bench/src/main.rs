@@ -9,6 +9,7 @@ mod baseline;
 mod memory;
 mod procs;
 mod scenarios;
+mod storm;
 
 use std::time::Duration;
 
@@ -52,6 +53,10 @@ struct Args {
     /// embedded instance (and per online user at 1k users, each in 10 rooms).
     #[arg(long)]
     memory_slope: bool,
+    /// Instead: a reconnect storm, this many streams resuming a room with a 50-message
+    /// backlog at once, while another room carries 50 messages/s (embedded and Redis).
+    #[arg(long)]
+    storm: Option<usize>,
     /// Internal: run the minimal tonic server as a process of its own (the same-regime
     /// ceiling), printing `address=...` on stderr.
     #[arg(long, hide = true)]
@@ -76,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.memory_slope {
         return memory_slope().await;
+    }
+    if let Some(streams) = args.storm {
+        return reconnect_storm(streams).await;
     }
     println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
     println!("|---|---|---|");
@@ -162,6 +170,40 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reconnect storm on the embedded mode and on 2 instances over Redis.
+async fn reconnect_storm(streams: usize) -> anyhow::Result<()> {
+    const BACKLOG: u64 = 50;
+    println!(
+        "| deployment | all {streams} Ready | all caught up ({BACKLOG} messages each) | live latency p50 / p99 / p99.9 meanwhile (50 msg/s, another room) |"
+    );
+    println!("|---|---|---|---|");
+    for redis in [false, true] {
+        let deployment = match redis {
+            true => Deployment::redis(2).await?,
+            false => Deployment::embedded().await?,
+        };
+        eprintln!("== {}", deployment.label);
+        let storm =
+            storm::storm(&deployment, streams, BACKLOG, 50, Duration::from_secs(10)).await?;
+        let live = &storm.live_latency;
+        println!(
+            "| {} | {:.2} s | {:.2} s{} | {} / {} / {} |",
+            deployment.label,
+            storm.ready_seconds,
+            storm.caught_up_seconds,
+            if storm.complete {
+                ""
+            } else {
+                " (incomplete after 120 s)"
+            },
+            ms(percentile(live, 0.5)),
+            ms(percentile(live, 0.99)),
+            ms(percentile(live, 0.999))
+        );
+    }
+    Ok(())
+}
+
 /// RSS per idle stream at growing counts, each on a fresh embedded instance.
 async fn memory_slope() -> anyhow::Result<()> {
     println!("| idle streams | RSS per stream | per online user in 10 rooms |");
@@ -198,6 +240,7 @@ async fn with_default_windows() -> anyhow::Result<()> {
         let connections = scenarios::Connections {
             streams_each: 50,
             window,
+            ..scenarios::Connections::default()
         };
         let f = scenarios::fanout_on(&deployment, 100, 4, PUBLISHING, connections).await?;
         println!(

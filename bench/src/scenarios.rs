@@ -196,14 +196,16 @@ pub(crate) async fn room_with_members(
     Ok((room, users))
 }
 
-/// How the bench's subscriber connections are set up.
-#[derive(Debug, Clone, Copy)]
+/// How the bench's subscriber connections and streams are set up.
+#[derive(Debug, Clone)]
 pub(crate) struct Connections {
     /// Streams multiplexed on one connection.
     pub(crate) streams_each: usize,
     /// HTTP/2 stream and connection windows the client advertises; `None`: tonic's (5 MiB
     /// for the connection, 2 MiB per stream).
     pub(crate) window: Option<u32>,
+    /// The cursor every stream resumes from, if any.
+    pub(crate) resume: Option<pb::RoomCursor>,
 }
 
 impl Default for Connections {
@@ -211,6 +213,7 @@ impl Default for Connections {
         Self {
             streams_each: STREAMS_PER_CONNECTION,
             window: None,
+            resume: None,
         }
     }
 }
@@ -256,8 +259,11 @@ pub(crate) async fn open_streams_on(
         };
         let mut chat = client::chat_client(channel, &users[k % users.len()].token)?;
         let (ready, delivered) = (ready.clone(), delivered.clone());
+        let request = pb::SubscribeRequest {
+            resume: connections_as.resume.clone().into_iter().collect(),
+        };
         tokio::spawn(async move {
-            let Ok(response) = chat.subscribe(pb::SubscribeRequest::default()).await else {
+            let Ok(response) = chat.subscribe(request).await else {
                 return;
             };
             let mut events = response.into_inner();
