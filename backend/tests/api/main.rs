@@ -12,4 +12,5 @@ mod redis_server;
 mod rooms;
 mod scale;
 mod store_contract;
+mod storms;
 mod streams;

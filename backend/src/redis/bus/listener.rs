@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use rand::Rng;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,16 @@ use crate::seams::Topic;
 
 /// Commands from the bus to its listener.
 type Commands = mpsc::UnboundedReceiver<Command>;
+
+/// Most subscriptions sent in one SUBSCRIBE.
+const MAX_BATCH: usize = 1024;
+
+/// A stream waiting for its topic's SUBSCRIBE to be confirmed.
+type Waiter = (Topic, oneshot::Sender<()>);
+
+/// SUBSCRIBEs sent and not answered yet. The pump keeps dispatching messages meanwhile: a
+/// storm of reconnecting streams must not stall the delivery of live events.
+type InFlight = FuturesUnordered<BoxFuture<'static, Result<Vec<Waiter>, &'static str>>>;
 
 /// How an attempt to connect went.
 enum Connect {
@@ -124,12 +134,15 @@ async fn pump(
         tokio::time::Instant::now() + keepalive_interval,
         keepalive_interval,
     );
+    let mut in_flight = InFlight::new();
     loop {
         let step = tokio::select! {
             () = shutdown.cancelled() => return Ended::Shutdown,
-            Some(Command::Subscribe { topic, confirmed }) = commands.recv() => {
-                subscribe(inner, sink, &topic, confirmed).await
+            Some(command) = commands.recv() => {
+                in_flight.push(subscribe(inner, sink.clone(), command, commands));
+                Ok(())
             }
+            Some(answered) = in_flight.next() => answered.map(|waiters| confirm(inner, waiters)),
             message = stream.next() => match message {
                 Some(message) => {
                     inner.dispatch(&message);
@@ -146,27 +159,45 @@ async fn pump(
     }
 }
 
-/// Subscribes the connection to a topic a local stream started to follow.
-async fn subscribe(
+/// Subscribes the connection to the topic of `first` and of every other subscription
+/// already queued (up to [`MAX_BATCH`]), in one SUBSCRIBE whose answer the returned future
+/// waits for.
+fn subscribe(
     inner: &Inner,
-    sink: &mut PubSubSink,
-    topic: &Topic,
-    confirmed: oneshot::Sender<()>,
-) -> Result<(), &'static str> {
-    if !inner.follows(topic) {
-        return Ok(()); // swept meanwhile: nobody waits for it any more
+    mut sink: PubSubSink,
+    first: Command,
+    commands: &mut Commands,
+) -> BoxFuture<'static, Result<Vec<Waiter>, &'static str>> {
+    let queued = std::iter::from_fn(|| commands.try_recv().ok()).take(MAX_BATCH - 1);
+    let mut waiters = Vec::new();
+    let mut channels = Vec::new();
+    for Command::Subscribe { topic, confirmed } in std::iter::once(first).chain(queued) {
+        if !inner.follows(&topic) {
+            continue; // swept meanwhile: nobody waits for it any more
+        }
+        channels.push(inner.schema.channel(&topic));
+        waiters.push((topic, confirmed));
     }
-    let channel = inner.schema.channel(topic);
-    let subscribed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await;
-    if !matches!(subscribed, Ok(Ok(()))) {
-        return Err("SUBSCRIBE failed");
+    Box::pin(async move {
+        if !channels.is_empty() {
+            let subscribed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await;
+            if !matches!(subscribed, Ok(Ok(()))) {
+                return Err("SUBSCRIBE failed");
+            }
+        }
+        Ok(waiters)
+    })
+}
+
+/// Tells the streams that waited that their topics are subscribed.
+fn confirm(inner: &Inner, waiters: Vec<Waiter>) {
+    for (topic, confirmed) in waiters {
+        if confirmed.send(()).is_err() {
+            // The subscriber stopped waiting and may have read the log before this
+            // SUBSCRIBE took effect: make it read again.
+            inner.resync(&topic);
+        }
     }
-    if confirmed.send(()).is_err() {
-        // The subscriber stopped waiting and may have read the log before this SUBSCRIBE
-        // took effect: make it read again.
-        inner.resync(topic);
-    }
-    Ok(())
 }
 
 /// Unsubscribes from channels no local stream follows any more.
