@@ -292,10 +292,7 @@ pub(crate) async fn tonic_broadcast(
         published += 1;
     }
     let expected = published * subscribers as u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::scenarios::wait_for_deliveries(&delivered, expected, Duration::from_secs(60)).await;
     let seconds = start.elapsed().as_secs_f64();
     Ok((delivered.load(Ordering::Relaxed), seconds))
 }

@@ -292,6 +292,22 @@ pub(crate) async fn open_streams_on(
     Ok(())
 }
 
+/// Waits until `delivered` reaches `expected` or `within` passed; whether it got there.
+pub(crate) async fn wait_for_deliveries(
+    delivered: &AtomicU64,
+    expected: u64,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while delivered.load(Ordering::Relaxed) < expected {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 pub(crate) struct Fanout {
     pub(crate) sent: u64,
     pub(crate) delivered: u64,
@@ -371,10 +387,7 @@ pub(crate) async fn fanout_on(
         task.await?;
     }
     let expected = sent.load(Ordering::Relaxed) * subscribers as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_deliveries(&delivered, expected, Duration::from_secs(120)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
     let socket_writes = match (writes_before, deployment.socket_writes().await?) {
         (Some(before), Some(after)) => Some(after - before),

@@ -3,10 +3,7 @@
 //! and what live messages in another room see meanwhile.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
@@ -14,6 +11,7 @@ use natter_proto::v1 as pb;
 
 use crate::scenarios::{
     Connections, Deployment, SUBSCRIBER_USERS, chat, latency, open_streams_on, room_with_members,
+    wait_for_deliveries,
 };
 
 /// What a storm measured.
@@ -62,15 +60,8 @@ pub(crate) async fn storm(
         open_streams_on(deployment, watchers, streams, resuming, delivered.clone()).await?;
         let ready_seconds = start.elapsed().as_secs_f64();
         let expected = streams as u64 * backlog;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        anyhow::Ok((
-            ready_seconds,
-            start.elapsed().as_secs_f64(),
-            delivered.load(Ordering::Relaxed) >= expected,
-        ))
+        let complete = wait_for_deliveries(&delivered, expected, Duration::from_secs(120)).await;
+        anyhow::Ok((ready_seconds, start.elapsed().as_secs_f64(), complete))
     };
     let (storm, live_latency) = tokio::join!(the_storm, latency(deployment, live_rate, live_for));
     let (ready_seconds, caught_up_seconds, complete) = storm?;

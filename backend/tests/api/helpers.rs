@@ -54,12 +54,7 @@ pub struct TestUser {
 impl TestUser {
     /// The same user on a connection of its own to `url` (another instance, say).
     pub fn via(&self, url: &str) -> TestUser {
-        let own_connection = Channel::from_shared(url.to_owned()).unwrap().connect_lazy();
-        TestUser {
-            user: self.user.clone(),
-            token: self.token.clone(),
-            chat: ChatServiceClient::with_interceptor(own_connection, Bearer(self.token.clone())),
-        }
+        self.on(Channel::from_shared(url.to_owned()).unwrap().connect_lazy())
     }
 
     /// The same user on a connection of its own with 16 KiB HTTP/2 windows, so that the
@@ -71,10 +66,15 @@ impl TestUser {
             .initial_stream_window_size(Some(16 * 1024))
             .initial_connection_window_size(Some(16 * 1024))
             .connect_lazy();
+        self.on(small_windows)
+    }
+
+    /// The same user over `channel`.
+    fn on(&self, channel: Channel) -> TestUser {
         TestUser {
             user: self.user.clone(),
             token: self.token.clone(),
-            chat: ChatServiceClient::with_interceptor(small_windows, Bearer(self.token.clone())),
+            chat: ChatServiceClient::with_interceptor(channel, Bearer(self.token.clone())),
         }
     }
 }

@@ -140,6 +140,11 @@ fn message(room_id: &str, sender: &str, text: &str, client_id: &str) -> NewMessa
     }
 }
 
+/// The first messages of a room's log.
+async fn log_of(s: &Seams, room: &str) -> Vec<MessageRecord> {
+    s.log.messages_after(&rid(room), 0, 10).await.unwrap()
+}
+
 fn seqs(messages: &[MessageRecord]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
 }
@@ -375,13 +380,7 @@ async fn appends_are_refused_for_unknown_rooms_and_non_members(s: &Seams) {
         ),
         "carol is not in r1: her append is refused in the same step"
     );
-    assert!(
-        s.log
-            .messages_after(&rid("r1"), 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(log_of(s, "r1").await.is_empty());
 }
 
 async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
@@ -394,13 +393,7 @@ async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
     assert!(d.room_by_code("CODE0001").await.unwrap().is_none());
     assert!(!d.is_member(&rid("r1"), &uid("idbob")).await.unwrap());
     assert!(d.rooms_of(&uid("idbob")).await.unwrap().is_empty());
-    assert!(
-        s.log
-            .messages_after(&rid("r1"), 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(log_of(s, "r1").await.is_empty());
     assert!(matches!(
         s.log.append(message("r1", "idalice", "x", "")).await,
         Err(StoreError::RoomNotFound)

@@ -181,18 +181,9 @@ async fn cursors_replay_what_was_missed_while_offline() {
 async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
     // The stream is stuck behind a flood it does not read while its user joins more rooms
     // than the user's topic buffers (16): the joins are not lost, the list is read again.
-    const FLOOD: u64 = 3000;
     const JOINS: usize = 40;
     let app = spawn_app().await;
-    let mut alice = app.register("alice").await;
-    let mut bob = app.register("bob").await;
-    let flood = alice.create_room("Flood").await;
-    bob.join(&flood.code).await;
-    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
-    expect_ready(&mut events).await;
-    for i in 1..=FLOOD {
-        alice.send(&flood.id, &format!("m{i}")).await;
-    }
+    let (mut alice, mut bob, flood, mut events) = flood_a_slow_reader(&app).await;
     let mut joined_rooms = std::collections::BTreeSet::new();
     for i in 0..JOINS {
         let room = alice.create_room(&format!("Room {i}")).await;
@@ -224,35 +215,39 @@ async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
 async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
     // More messages than a room topic buffers (256) plus the outbox (128): the unread stream's
     // bus receiver lags, and the session must fill the hole from the log.
-    const TOTAL: u64 = 3000;
     let app = spawn_app().await;
-    let mut alice = app.register("alice").await;
-    let mut bob = app.register("bob").await;
-    let room = alice.create_room("Flood").await;
-    bob.join(&room.code).await;
-    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
-    expect_ready(&mut events).await;
-    for i in 1..=TOTAL {
-        alice.send(&room.id, &format!("m{i}")).await;
-    }
-    let mut seen = Vec::with_capacity(TOTAL as usize);
-    while seen.len() < TOTAL as usize {
+    let (_, _, _, mut events) = flood_a_slow_reader(&app).await;
+    let mut seen = Vec::with_capacity(FLOOD as usize);
+    while seen.len() < FLOOD as usize {
         seen.push(next_message(&mut events).await.seq);
     }
-    assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>());
-    let metrics = crate::probes::http_request(&app, "GET", "/metrics", None).await;
-    let repairs: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("natter_stream_repairs_total "))
-        .expect("repair counter")
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(repairs > 0, "the lag path was exercised:\n{metrics}");
+    assert_eq!(seen, (1..=FLOOD).collect::<Vec<_>>());
     assert!(
-        metrics.contains(&format!("natter_messages_stored_total {TOTAL}")),
-        "{metrics}"
+        app.metric("natter_stream_repairs_total").await > 0,
+        "the lag path was exercised"
     );
+    assert_eq!(app.metric("natter_messages_stored_total").await, FLOOD);
+}
+
+/// Messages sent into a room while a member's stream is not read.
+const FLOOD: u64 = 3000;
+
+/// alice sends [`FLOOD`] messages into a room that bob follows on a stream he does not
+/// read, over a connection with small windows: the stream backs up into the server.
+/// Returns alice, bob (on his own connection), the room and bob's unread stream.
+async fn flood_a_slow_reader(
+    app: &TestApp,
+) -> (TestUser, TestUser, pb::Room, tonic::Streaming<pb::Event>) {
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let flood = alice.create_room("Flood").await;
+    bob.join(&flood.code).await;
+    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
+    expect_ready(&mut events).await;
+    for i in 1..=FLOOD {
+        alice.send(&flood.id, &format!("m{i}")).await;
+    }
+    (alice, bob, flood, events)
 }
 
 #[tokio::test]
