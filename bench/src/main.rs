@@ -9,6 +9,7 @@ mod baseline;
 mod memory;
 mod procs;
 mod scenarios;
+mod shape;
 mod storm;
 
 use std::time::Duration;
@@ -57,6 +58,18 @@ struct Args {
     /// backlog at once, while another room carries 50 messages/s (embedded and Redis).
     #[arg(long)]
     storm: Option<usize>,
+    /// Instead: the realistic chat shape, this many users (10000 in BENCHMARKS.md) in rooms
+    /// of 5-20, each in 5-10 rooms, one stream each (half native gRPC, half gRPC-Web over
+    /// HTTP/1.1), messages into random rooms at fixed rates: the highest sustainable rate,
+    /// then open-loop latency at 25, 50 and 75 % of it (embedded and Redis).
+    #[arg(long)]
+    shape: Option<usize>,
+    /// The first rate of the shape's ramp (messages/s); it doubles until not sustained.
+    #[arg(long, default_value_t = 250)]
+    shape_ramp_from: u32,
+    /// Seconds of each measured rate of the shape.
+    #[arg(long, default_value_t = 10)]
+    shape_seconds: u64,
     /// Internal: run the minimal tonic server as a process of its own (the same-regime
     /// ceiling), printing `address=...` on stderr.
     #[arg(long, hide = true)]
@@ -81,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.memory_slope {
         return memory_slope().await;
+    }
+    if let Some(users) = args.shape {
+        return shape::report(users, args.shape_ramp_from, args.shape_seconds).await;
     }
     if let Some(streams) = args.storm {
         return reconnect_storm(streams).await;

@@ -147,7 +147,7 @@ impl Deployment {
 /// A signed-in user.
 #[derive(Clone)]
 pub(crate) struct User {
-    token: String,
+    pub(crate) token: String,
 }
 
 pub(crate) async fn register(url: &str, name: &str) -> anyhow::Result<User> {

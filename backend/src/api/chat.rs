@@ -2,13 +2,11 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use natter_proto::{
     EncodedEvent,
     v1::{self as pb, server::chat_service_server::ChatService},
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::caller;
@@ -19,7 +17,7 @@ use crate::{
     error::ApiError,
     ids::{RoomId, UserId},
     service::Natter,
-    stream::{OUTBOX_CAPACITY, Session},
+    stream::{Outbox, Session, SessionBody},
 };
 
 /// The chat over gRPC.
@@ -34,19 +32,19 @@ impl ChatApi {
         Self { natter }
     }
 
-    /// Opens a session and runs it on a tracked task feeding the response stream.
+    /// Opens a session whose future is the response stream itself (see `stream::body`).
     async fn start_stream(
         &self,
         caller: Caller,
         initial: Option<pb::SubscribeRequest>,
         frames: Option<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<EventStream>, Status> {
-        let (out, events) = mpsc::channel(OUTBOX_CAPACITY);
-        let session = Session::open(self.natter.clone(), caller, out).await?;
-        self.natter.tasks().spawn(session.run(initial, frames));
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(events).map(|item| item.map_err(|status| *status)),
-        )))
+        let outbox = Arc::new(Outbox::default());
+        let session = Session::open(self.natter.clone(), caller, outbox.clone()).await?;
+        Ok(Response::new(Box::pin(SessionBody::new(
+            outbox,
+            session.run(initial, frames),
+        ))))
     }
 }
 

@@ -71,11 +71,11 @@ impl Log for EmbeddedStore {
     }
 
     async fn follow(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
-        Ok(self.inner.fanout.receiver(topic))
+        self.inner.publisher.follow(topic).await
     }
 
     async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
-        self.inner.fanout.publish_now(topic, event);
+        self.inner.publisher.publish(vec![(topic.clone(), event)]);
         Ok(())
     }
 

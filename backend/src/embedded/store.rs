@@ -13,7 +13,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
     appender::Appender,
-    fanout::LocalFanout,
+    fanout::{LocalFanout, PublishQueue},
     tables::{
         CLIENT_IDS, CODES, DIRECTS, MESSAGES, ROOM_SEQ, ROOM_USERS, ROOMS, USER_ROOMS, USERNAMES,
         USERS, decode, encode,
@@ -34,8 +34,8 @@ pub struct EmbeddedStore {
 pub(super) struct Inner {
     /// The group-committing writer of messages (see `appender`).
     pub(super) appender: Appender,
-    /// Followers of topics on this process.
-    pub(super) fanout: LocalFanout,
+    /// The way to the followers of topics on this process, in order (see `fanout`).
+    pub(super) publisher: PublishQueue,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -105,11 +105,14 @@ impl EmbeddedStore {
         txn.open_table(CLIENT_IDS)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let fanout = LocalFanout::default();
-        let appender = Appender::start(db.clone(), fanout.clone())?;
+        let publisher = LocalFanout::default().start_publisher()?;
+        let appender = Appender::start(db.clone(), publisher.clone())?;
         Ok(Self {
             db,
-            inner: Arc::new(Inner { appender, fanout }),
+            inner: Arc::new(Inner {
+                appender,
+                publisher,
+            }),
         })
     }
 

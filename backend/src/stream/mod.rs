@@ -7,6 +7,7 @@
 //! (a lagging receiver, a bus reconnect) triggers a read of the missing range from the log.
 //! The log, not the bus, is the source of truth; the bus only says "something new".
 
+mod body;
 mod rooms;
 
 use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
@@ -16,11 +17,12 @@ use natter_proto::{
     EncodedEvent,
     v1::{self as pb, event::Event as Ev},
 };
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::{
     StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
 };
 use tonic::Status;
+
+pub(crate) use body::{Outbox, SessionBody};
 
 use crate::{
     auth::{self, Caller},
@@ -35,23 +37,12 @@ use crate::{
 
 /// Messages read from the log per store call while catching up.
 const CATCH_UP_BATCH: usize = 256;
-/// Events buffered towards a client before the stream waits for it (and its bus receivers
-/// start to lag, which the log repairs).
-pub(crate) const OUTBOX_CAPACITY: usize = 128;
-
-/// What a stream's task hands to tonic: an encoded event, or the status that ends the call.
-/// The status is boxed: a `Status` is about 180 bytes and the channel allocates its slots in
-/// blocks of 32, so a bare one would cost every open stream about 6 KiB, used or not.
-pub(crate) type OutboxItem = Result<EncodedEvent, Box<Status>>;
-
-/// Where the stream's events go: tonic's response stream.
-pub(crate) type Outbox = mpsc::Sender<OutboxItem>;
 
 type Live = StreamMap<RoomId, BroadcastStream<SharedEvent>>;
 
 /// Why a stream stopped.
 enum End {
-    /// The client went away.
+    /// The client's half of a `Chat` call broke: the call is over.
     Closed,
     /// The server is draining: the client should reconnect at once (elsewhere) and resume.
     Draining,
@@ -70,7 +61,7 @@ pub(crate) struct Session {
     natter: Arc<Natter>,
     caller: Caller,
     user: UserRecord,
-    out: Outbox,
+    out: Arc<Outbox>,
     /// Highest seq delivered per followed room.
     delivered: HashMap<RoomId, u64>,
     /// Live receivers of followed rooms' topics.
@@ -81,7 +72,11 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session for a signed-in caller.
-    pub(crate) async fn open(natter: Arc<Natter>, caller: Caller, out: Outbox) -> ApiResult<Self> {
+    pub(crate) async fn open(
+        natter: Arc<Natter>,
+        caller: Caller,
+        out: Arc<Outbox>,
+    ) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
         Ok(Self {
             natter,
@@ -100,35 +95,22 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        let natter = self.natter.clone();
-        if let Err(e) = natter.stream_opened(&self.user).await {
-            let _ = self.out.send(Err(Box::new(e.into()))).await;
+        if let Err(e) = self.natter.stream_opened(&self.user).await {
+            self.out.push_now(Err(Box::new(e.into())));
             return;
         }
-        natter
-            .metrics()
-            .streams_open
-            .fetch_add(1, Ordering::Relaxed);
-        let end = self.serve(initial, frames).await;
-        natter
-            .metrics()
-            .streams_open
-            .fetch_sub(1, Ordering::Relaxed);
-        natter.stream_closed(&self.user).await;
-        match end {
+        let _open = OpenStream::new(self.natter.clone(), self.user.clone());
+        match self.serve(initial, frames).await {
             End::Closed => {}
-            End::Failed(e) => {
-                let _ = self.out.send(Err(Box::new(e.into()))).await;
-            }
+            End::Failed(e) => self.out.push_now(Err(Box::new(e.into()))),
             // Without waiting: a client too slow to take these is told by the stream's end.
             End::Draining => {
                 let go_away = Ev::GoAway(pb::GoAway {
                     reason: "this server is shutting down".into(),
                 });
-                let _ = self
-                    .out
-                    .try_send(Ok(EncodedEvent::from(&convert::event(go_away))));
-                let _ = self.out.try_send(Err(Box::new(Status::unavailable(
+                self.out
+                    .push_now(Ok(EncodedEvent::from(&convert::event(go_away))));
+                self.out.push_now(Err(Box::new(Status::unavailable(
                     "this server is shutting down: reconnect and resume with your cursors",
                 ))));
             }
@@ -160,13 +142,10 @@ impl Session {
         // in a list shared by every stream), which must not happen again per event.
         let shutdown = self.natter.shutdown().clone();
         let cancelled = shutdown.cancelled();
-        let outbox = self.out.clone();
-        let client_gone = outbox.closed();
-        tokio::pin!(cancelled, client_gone);
+        tokio::pin!(cancelled);
         loop {
             let step = tokio::select! {
                 () = &mut cancelled => Err(End::Draining),
-                () = &mut client_gone => Err(End::Closed),
                 _ = heartbeat.tick() => {
                     self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
                 }
@@ -200,18 +179,11 @@ impl Session {
             .await
     }
 
-    /// Queues an encoded event. Waits while the client is slow (its bus receivers lag
-    /// meanwhile and are repaired later), but never past shutdown.
+    /// Queues an encoded event. When the outbox is full this returns to the response body
+    /// until the client has taken them (its bus receivers lag meanwhile and are repaired).
     async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
-        // The common case, room in the outbox, needs no waiting and no shutdown watch.
-        match self.out.try_send(Ok(event)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(End::Closed),
-            Err(TrySendError::Full(event)) => tokio::select! {
-                sent = self.out.send(event) => sent.map_err(|_| End::Closed),
-                () = self.natter.shutdown().cancelled() => Err(End::Draining),
-            },
-        }
+        self.out.push(Ok(event)).await;
+        Ok(())
     }
 
     /// Handles one `Chat` frame. Errors are answered on the stream; it stays open.
@@ -291,5 +263,41 @@ where
             }
         },
         None => std::future::pending().await,
+    }
+}
+
+/// An open stream, counted in the metrics and in presence. Dropped when the session ends,
+/// or with the session when the client goes away (hyper drops the response body), which
+/// is why closing happens here and not at the end of `run`.
+struct OpenStream {
+    natter: Arc<Natter>,
+    user: UserRecord,
+}
+
+impl OpenStream {
+    fn new(natter: Arc<Natter>, user: UserRecord) -> Self {
+        natter
+            .metrics()
+            .streams_open
+            .fetch_add(1, Ordering::Relaxed);
+        Self { natter, user }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.natter
+            .metrics()
+            .streams_open
+            .fetch_sub(1, Ordering::Relaxed);
+        // Recording presence awaits the store, so it runs on a task of its own. Without a
+        // runtime (the process is ending) there is nobody left to tell.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let natter = self.natter.clone();
+            let user = self.user.clone();
+            self.natter
+                .tasks()
+                .spawn_on(async move { natter.stream_closed(&user).await }, &runtime);
+        }
     }
 }
