@@ -6,6 +6,7 @@
 //! and for 2 instances over Redis, plus two baselines of the machine itself.
 
 mod baseline;
+mod deployment;
 mod memory;
 mod procs;
 mod scenarios;
@@ -15,7 +16,8 @@ mod storm;
 use std::time::Duration;
 
 use clap::Parser;
-use scenarios::{Deployment, percentile};
+use deployment::Deployment;
+use scenarios::percentile;
 
 #[derive(Debug, Parser)]
 #[command(name = "natter-bench", about = "Measure Natter on this machine")]

@@ -9,9 +9,8 @@ use std::{
 
 use natter_proto::v1 as pb;
 
-use crate::scenarios::{
-    Deployment, SUBSCRIBER_USERS, chat, open_streams, register, room_with_members,
-};
+use crate::deployment::Deployment;
+use crate::scenarios::{SUBSCRIBER_USERS, chat, open_streams, register, room_with_members};
 
 /// Rooms each online user is in.
 pub(crate) const ROOMS_PER_USER: usize = 10;

@@ -9,8 +9,9 @@ use std::{
 
 use natter_proto::v1 as pb;
 
+use crate::deployment::Deployment;
 use crate::scenarios::{
-    Connections, Deployment, SUBSCRIBER_USERS, chat, latency, open_streams_on, room_with_members,
+    Connections, SUBSCRIBER_USERS, chat, latency, open_streams_on, room_with_members,
     wait_for_deliveries,
 };
 

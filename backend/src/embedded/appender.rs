@@ -5,8 +5,6 @@
 //! waiting at that moment, writes them all in ONE transaction, commits (one fsync), publishes
 //! them in seq order and answers each. Alone, a message waits for nothing; under load, many
 //! share a commit. The single writer also keeps publish order equal to seq order.
-//! Each batch is answered first, then its new messages are queued for the fan-out (see
-//! `fanout`), in commit order, which keeps publish order equal to seq order.
 
 use std::{
     sync::{Arc, mpsc},
@@ -19,7 +17,7 @@ use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::{
-    fanout::PublishQueue,
+    fanout::LocalFanout,
     tables::{CLIENT_IDS, MESSAGES, ROOM_SEQ, ROOM_USERS, decode, encode},
 };
 use crate::{
@@ -44,11 +42,11 @@ pub(super) struct Appender {
 
 impl Appender {
     /// Starts the writer thread.
-    pub(super) fn start(db: Arc<Database>, publisher: PublishQueue) -> anyhow::Result<Self> {
+    pub(super) fn start(db: Arc<Database>, fanout: LocalFanout) -> anyhow::Result<Self> {
         let (requests, incoming) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("natter-appender".into())
-            .spawn(move || write_batches(&db, &publisher, &incoming))
+            .spawn(move || write_batches(&db, &fanout, &incoming))
             .context("starting the appender thread")?;
         Ok(Self {
             requests: Some(requests),
@@ -82,9 +80,8 @@ impl Drop for Appender {
     }
 }
 
-/// The writer thread: until every sender is gone, commit whatever is waiting as one batch,
-/// answer it, then pass its new messages to the publisher.
-fn write_batches(db: &Database, publisher: &PublishQueue, incoming: &mpsc::Receiver<Request>) {
+/// The writer thread: until every sender is gone, commit whatever is waiting as one batch.
+fn write_batches(db: &Database, fanout: &LocalFanout, incoming: &mpsc::Receiver<Request>) {
     while let Ok(first) = incoming.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -95,7 +92,6 @@ fn write_batches(db: &Database, publisher: &PublishQueue, incoming: &mpsc::Recei
         }
         match commit(db, &batch) {
             Ok(outcomes) => {
-                let mut committed = Vec::with_capacity(batch.len());
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     if let Ok(appended) = &outcome
                         && appended.created
@@ -104,11 +100,10 @@ fn write_batches(db: &Database, publisher: &PublishQueue, incoming: &mpsc::Recei
                         let event = Event {
                             event: Some(event::Event::Message(convert::message(message))),
                         };
-                        committed.push((Topic::Room(message.room_id.clone()), event));
+                        fanout.publish_now(&Topic::Room(message.room_id.clone()), event);
                     }
                     let _ = request.reply.send(outcome);
                 }
-                publisher.publish(committed);
             }
             Err(e) => {
                 tracing::error!(error = ?e, "committing a batch of messages failed");

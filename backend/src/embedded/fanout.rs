@@ -1,23 +1,15 @@
 //! In-process fan-out: one `broadcast` channel per topic, created on first subscribe and
 //! dropped when its last receiver goes.
-//!
-//! Everything the embedded store publishes goes through one [`PublishQueue`], emptied by one
-//! task on the runtime. Appended messages are queued after their senders were answered, so
-//! a sender does not wait for the fan-out, and wake-ups of streams come from a runtime
-//! thread. One queue for messages, transient events and new followers keeps one order per
-//! room: an event published after an append was answered is delivered after that message,
-//! and a follower receives exactly what was published after it followed.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use anyhow::Context;
 use natter_proto::v1::Event;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
-use crate::seams::{BusError, BusMessage, SharedEvent, Topic};
+use crate::seams::{BusMessage, SharedEvent, Topic};
 
 /// The embedded store's fan-out; cheap to clone (all clones share one state).
 #[derive(Debug, Clone, Default)]
@@ -34,75 +26,10 @@ struct Inner {
     swept_at: Mutex<usize>,
 }
 
-/// What the publisher task does, in queue order.
-enum Queued {
-    /// Publish these events.
-    Publish(Vec<(Topic, Event)>),
-    /// A receiver of the topic, for a stream that starts following it.
-    Follow(Topic, oneshot::Sender<broadcast::Receiver<SharedEvent>>),
-}
-
-/// The way to the fan-out: publishes and follows, carried out in the order they are queued.
-#[derive(Debug, Clone)]
-pub(crate) struct PublishQueue(mpsc::UnboundedSender<Queued>);
-
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Queued::Publish(events) => write!(f, "Publish({} events)", events.len()),
-            Queued::Follow(topic, _) => write!(f, "Follow({topic})"),
-        }
-    }
-}
-
-impl PublishQueue {
-    /// Queues events for publishing, after everything queued before.
-    pub(crate) fn publish(&self, events: Vec<(Topic, Event)>) {
-        // Fails only once the runtime, and with it every follower, is gone.
-        let _ = self.0.send(Queued::Publish(events));
-    }
-
-    /// A receiver of the topic's events published after everything queued so far.
-    pub(crate) async fn follow(
-        &self,
-        topic: &Topic,
-    ) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
-        let gone = || BusError(anyhow::anyhow!("the embedded fan-out has stopped"));
-        let (reply, receiver) = oneshot::channel();
-        self.0
-            .send(Queued::Follow(topic.clone(), reply))
-            .map_err(|_| gone())?;
-        receiver.await.map_err(|_| gone())
-    }
-}
-
 impl LocalFanout {
-    /// Starts the task that carries out what is queued, on the current runtime. It ends
-    /// when every clone of the queue is gone.
-    pub(crate) fn start_publisher(&self) -> anyhow::Result<PublishQueue> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .context("the embedded fan-out publishes on a Tokio runtime")?;
-        let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
-        let fanout = self.clone();
-        runtime.spawn(async move {
-            while let Some(work) = queued.recv().await {
-                match work {
-                    Queued::Publish(events) => {
-                        for (topic, event) in events {
-                            fanout.publish_now(&topic, event);
-                        }
-                    }
-                    Queued::Follow(topic, reply) => {
-                        let _ = reply.send(fanout.receiver(&topic));
-                    }
-                }
-            }
-        });
-        Ok(PublishQueue(queue))
-    }
-
-    /// Publishes without awaiting. The event is encoded outside the lock, and only when the
-    /// topic has followers on this process.
+    /// Publishes without awaiting: the embedded store calls this from its writer thread,
+    /// before answering, so that publish order equals seq order. The event is encoded
+    /// outside the lock, and only when the topic has followers on this process.
     pub(crate) fn publish_now(&self, topic: &Topic, event: Event) {
         let sender = {
             let topics = self.inner.topics.lock().expect("fan-out lock poisoned");

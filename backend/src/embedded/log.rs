@@ -71,11 +71,11 @@ impl Log for EmbeddedStore {
     }
 
     async fn follow(&self, topic: &Topic) -> Result<broadcast::Receiver<SharedEvent>, BusError> {
-        self.inner.publisher.follow(topic).await
+        Ok(self.inner.fanout.receiver(topic))
     }
 
     async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
-        self.inner.publisher.publish(vec![(topic.clone(), event)]);
+        self.inner.fanout.publish_now(topic, event);
         Ok(())
     }
 

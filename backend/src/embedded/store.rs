@@ -13,7 +13,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
     appender::Appender,
-    fanout::{LocalFanout, PublishQueue},
+    fanout::LocalFanout,
     tables::{
         CLIENT_IDS, CODES, DIRECTS, MESSAGES, ROOM_SEQ, ROOM_USERS, ROOMS, USER_ROOMS, USERNAMES,
         USERS, decode, encode,
@@ -34,8 +34,8 @@ pub struct EmbeddedStore {
 pub(super) struct Inner {
     /// The group-committing writer of messages (see `appender`).
     pub(super) appender: Appender,
-    /// The way to the followers of topics on this process, in order (see `fanout`).
-    pub(super) publisher: PublishQueue,
+    /// Followers of topics on this process.
+    pub(super) fanout: LocalFanout,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -105,14 +105,11 @@ impl EmbeddedStore {
         txn.open_table(CLIENT_IDS)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let publisher = LocalFanout::default().start_publisher()?;
-        let appender = Appender::start(db.clone(), publisher.clone())?;
+        let fanout = LocalFanout::default();
+        let appender = Appender::start(db.clone(), fanout.clone())?;
         Ok(Self {
             db,
-            inner: Arc::new(Inner {
-                appender,
-                publisher,
-            }),
+            inner: Arc::new(Inner { appender, fanout }),
         })
     }
 

@@ -95,7 +95,7 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        if let Err(e) = self.natter.stream_opened(&self.user).await {
+        if let Err(e) = Box::pin(self.natter.stream_opened(&self.user)).await {
             self.out.push_now(Err(Box::new(e.into())));
             return;
         }
@@ -126,7 +126,7 @@ impl Session {
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
         if let Some(request) = initial
-            && let Err(end) = self.subscribe(request).await
+            && let Err(end) = Box::pin(self.subscribe(request)).await
         {
             return end;
         }
@@ -143,16 +143,19 @@ impl Session {
         let shutdown = self.natter.shutdown().clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        // A future is as large as its largest await, and this one lives as long as the
+        // stream: the rare paths (subscribing, client frames, room-list changes, repairs)
+        // are boxed, so an idle stream holds only the hot path's state.
         loop {
             let step = tokio::select! {
                 () = &mut cancelled => Err(End::Draining),
                 _ = heartbeat.tick() => {
                     self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
                 }
-                Some(item) = next_own(&mut self.own) => self.on_own_event(item).await,
+                Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
                 Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
                 Some(frame) = next_frame(&mut frames) => match frame {
-                    Ok(frame) => self.on_frame(frame).await,
+                    Ok(frame) => Box::pin(self.on_frame(frame)).await,
                     Err(status) => {
                         tracing::debug!(%status, "client frame stream failed");
                         Err(End::Closed)

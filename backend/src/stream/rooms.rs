@@ -100,6 +100,8 @@ impl Session {
         }
     }
 
+    /// Delivers a room's live event. The in-order message is the hot path; everything else
+    /// (repair, catch-up, a deleted room) is boxed, see `Session::serve`.
     pub(super) async fn on_room_event(
         &mut self,
         room_id: RoomId,
@@ -109,12 +111,12 @@ impl Session {
             Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => {
                 tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
-                return self.repair_room(&room_id).await;
+                return Box::pin(self.repair_room(&room_id)).await;
             }
         };
         let (event, encoded) = match shared.as_ref() {
             BusMessage::Event { event, encoded } => (event, encoded),
-            BusMessage::Resync => return self.repair_room(&room_id).await,
+            BusMessage::Resync => return Box::pin(self.repair_room(&room_id)).await,
         };
         match &event.event {
             Some(Ev::Message(message)) => {
@@ -130,7 +132,7 @@ impl Session {
                     Ok(())
                 } else {
                     Metrics::inc(&self.natter.metrics().stream_repairs);
-                    self.catch_up(&room_id).await
+                    Box::pin(self.catch_up(&room_id)).await
                 }
             }
             Some(Ev::Typing(typing))
@@ -142,7 +144,7 @@ impl Session {
                 Ok(())
             }
             Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
-                self.drop_room(&room_id, change.clone()).await
+                Box::pin(self.drop_room(&room_id, change.clone())).await
             }
             Some(_) => self.send_encoded(encoded.clone()).await,
             None => Ok(()),

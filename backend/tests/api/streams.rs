@@ -299,9 +299,13 @@ async fn presence_and_typing_reach_room_members() {
     alice.send(&room.id, "marker").await;
     assert!(matches!(next_event(&mut bob_events).await, Ev::Message(_)));
 
+    assert_eq!(app.metric("natter_streams_open").await, 2);
     drop(bob_events);
     let offline = wait_for_presence(&mut alice_events, &bob.user.id).await;
     assert!(!offline.online);
+    // Bob's session went with his stream's response body: it counted itself closed before
+    // his presence changed.
+    assert_eq!(app.metric("natter_streams_open").await, 1);
 }
 
 #[tokio::test]

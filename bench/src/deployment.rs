@@ -1,0 +1,127 @@
+//! The servers under test: 1 embedded instance, several instances over one Redis (directly
+//! or behind nginx), or the minimal tonic server; and what the benchmark reads off them.
+
+use anyhow::Context;
+use natter_fleet::Redis;
+
+use crate::procs::Server;
+
+/// The servers under test.
+pub(crate) struct Deployment {
+    pub(crate) label: &'static str,
+    pub(crate) servers: Vec<Server>,
+    _redis: Option<Redis>,
+    /// Where Redis and nginx log.
+    logs: tempfile::TempDir,
+    /// nginx in front of the servers, when clients go through it.
+    nginx: Option<natter_fleet::Nginx>,
+}
+
+impl Deployment {
+    pub(crate) async fn embedded() -> anyhow::Result<Self> {
+        Ok(Self {
+            label: "embedded (1 instance)",
+            servers: vec![Server::start(None, false).await?],
+            _redis: None,
+            logs: tempfile::tempdir()?,
+            nginx: None,
+        })
+    }
+
+    pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
+        Self::redis_with(instances, false).await
+    }
+
+    async fn redis_with(instances: usize, behind_nginx: bool) -> anyhow::Result<Self> {
+        let logs = tempfile::tempdir()?;
+        let redis = Redis::start(logs.path()).await?;
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            servers.push(Server::start(Some(&redis), behind_nginx).await?);
+        }
+        Ok(Self {
+            label: "Redis (2 instances)",
+            servers,
+            _redis: Some(redis),
+            logs,
+            nginx: None,
+        })
+    }
+
+    /// 2 instances over Redis with every client going through nginx and the shipped config
+    /// (each connection balanced to the instance with the fewest).
+    pub(crate) async fn redis_behind_nginx(instances: usize) -> anyhow::Result<Self> {
+        let mut deployment = Self::redis_with(instances, true).await?;
+        let upstreams = deployment
+            .servers
+            .iter()
+            .map(|s| s.url.trim_start_matches("http://").parse())
+            .collect::<Result<_, _>>()?;
+        let config = natter_fleet::NginxConfig {
+            listen: format!("127.0.0.1:{}", natter_fleet::free_port()?).parse()?,
+            tls: None,
+            upstreams,
+        };
+        deployment.nginx = Some(natter_fleet::Nginx::start(&config, deployment.logs.path()).await?);
+        deployment.label = "Redis (2 instances) through nginx";
+        Ok(deployment)
+    }
+
+    /// The minimal tonic server in a process of its own (see `baseline`).
+    pub(crate) async fn baseline() -> anyhow::Result<Self> {
+        Ok(Self {
+            label: "minimal tonic server",
+            servers: vec![Server::start_baseline().await?],
+            _redis: None,
+            logs: tempfile::tempdir()?,
+            nginx: None,
+        })
+    }
+
+    /// Where client `i` connects: instance `i` round robin, or nginx.
+    pub(crate) fn url(&self, i: usize) -> String {
+        match &self.nginx {
+            Some(nginx) => format!("http://{}", nginx.addr),
+            None => self.servers[i % self.servers.len()].url.clone(),
+        }
+    }
+
+    /// Writes to client sockets by all servers so far (`natter_socket_writes_total`), or
+    /// `None` for a server that does not count them (one built before the counter, or the
+    /// minimal server).
+    pub(crate) async fn socket_writes(&self) -> anyhow::Result<Option<u64>> {
+        let mut total = 0;
+        for server in &self.servers {
+            let addr = server
+                .url
+                .trim_start_matches("http://")
+                .parse()
+                .context("a server address")?;
+            // The minimal server has no /metrics (nor HTTP/1.1): not counted.
+            let Ok(metrics) = natter_fleet::http::get(addr, "/metrics", None, "").await else {
+                return Ok(None);
+            };
+            let counted = metrics.body.lines().find_map(|line| {
+                line.strip_prefix("natter_socket_writes_total ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
+            match counted {
+                Some(writes) => total += writes,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// CPU time of all server processes so far, seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.servers
+            .iter()
+            .map(|s| crate::procs::cpu_seconds_of(s.pid))
+            .sum()
+    }
+
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
+        self.servers.iter().map(Server::rss).sum()
+    }
+}

@@ -1,0 +1,130 @@
+//! One stream per user, half native gRPC, half gRPC-Web over HTTP/1.1, recording when each
+//! message arrives against when the schedule sent it.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use natter_cli::client::{self, Bearer};
+use natter_proto::v1::{self as pb, chat_service_client::ChatServiceClient, event::Event as Ev};
+use tonic::service::interceptor::InterceptedService;
+use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
+
+use super::population::Population;
+use crate::{deployment::Deployment, scenarios::STREAMS_PER_CONNECTION};
+
+/// gRPC-Web calls over an HTTP/1.1-only client: each open stream holds a connection.
+type WebService = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>;
+
+fn web_service() -> WebService {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http1_only = Client::builder(TokioExecutor::new()).build(connector);
+    tower::ServiceBuilder::new()
+        .layer(GrpcWebClientLayer::new())
+        .service(http1_only)
+}
+
+/// What the streams saw, per measured phase.
+#[derive(Default)]
+pub(super) struct Phases {
+    /// Start and period of each phase's schedule.
+    pub(super) schedules: Vec<(Instant, Duration)>,
+    /// End-to-end latency per phase, microseconds.
+    pub(super) latencies: Vec<Histogram<u64>>,
+}
+
+impl Phases {
+    /// Records a message's arrival; its text starts with "<phase> <index>".
+    fn record(&mut self, text: &str, now: Instant) {
+        let mut words = text.split(' ');
+        let (Some(Ok(phase)), Some(Ok(index))) = (
+            words.next().map(str::parse::<usize>),
+            words.next().map(str::parse::<u32>),
+        ) else {
+            return;
+        };
+        let Some(&(start, period)) = self.schedules.get(phase) else {
+            return;
+        };
+        let due = start + period * index;
+        let micros = now.saturating_duration_since(due).as_micros();
+        // Clamped to the histogram's range: a minute is "lost" for any purpose here.
+        let _ =
+            self.latencies[phase].record(u64::try_from(micros).unwrap_or(u64::MAX).min(60_000_000));
+    }
+}
+
+/// The streams of every user, open and counting.
+pub(super) struct Streams {
+    pub(super) phases: Arc<Mutex<Phases>>,
+    pub(super) delivered: Arc<AtomicU64>,
+}
+
+/// Opens one stream per user: even users native gRPC (`STREAMS_PER_CONNECTION` to a
+/// connection), odd users gRPC-Web over HTTP/1.1. Returns once all are Ready.
+pub(super) async fn open_streams(
+    deployment: &Deployment,
+    population: &Population,
+) -> anyhow::Result<Streams> {
+    let phases = Arc::new(Mutex::new(Phases::default()));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let web = web_service();
+    let mut native: Vec<tonic::transport::Channel> = Vec::new();
+    for (u, user) in population.users.iter().enumerate() {
+        let url = deployment.url(u);
+        let request = pb::SubscribeRequest::default();
+        let events = if u % 2 == 0 {
+            let connection = u / 2 / STREAMS_PER_CONNECTION;
+            if native.len() <= connection {
+                native.push(client::channel(&deployment.url(connection))?);
+            }
+            let mut chat = client::chat_client(native[connection].clone(), &user.token)?;
+            chat.subscribe(request).await?.into_inner()
+        } else {
+            let origin: http::Uri = url.parse().context("a server URL")?;
+            let service = InterceptedService::new(web.clone(), Bearer::new(&user.token)?);
+            let mut chat = ChatServiceClient::with_origin(service, origin);
+            chat.subscribe(request).await?.into_inner()
+        };
+        let (phases, delivered, ready) = (phases.clone(), delivered.clone(), ready.clone());
+        tokio::spawn(async move {
+            let mut events = events;
+            while let Ok(Some(event)) = events.message().await {
+                match event.event {
+                    Some(Ev::Ready(_)) => {
+                        ready.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ev::Message(m)) => {
+                        let now = Instant::now();
+                        phases.lock().expect("phases").record(&m.text, now);
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while ready.load(Ordering::Relaxed) < population.users.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} streams became ready",
+            ready.load(Ordering::Relaxed),
+            population.users.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Streams { phases, delivered })
+}
