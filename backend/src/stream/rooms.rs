@@ -120,13 +120,13 @@ impl Session {
         };
         match &event.event {
             Some(Ev::Message(message)) => {
-                let Some(&delivered) = self.delivered.get(&room_id) else {
+                let Some(delivered) = self.delivered.get_mut(&room_id) else {
                     return Ok(());
                 };
-                if message.seq <= delivered {
+                if message.seq <= *delivered {
                     Ok(())
-                } else if message.seq == delivered + 1 {
-                    self.delivered.insert(room_id, message.seq);
+                } else if message.seq == *delivered + 1 {
+                    *delivered = message.seq;
                     self.send_encoded(encoded.clone()).await?;
                     Metrics::inc(&self.natter.metrics().messages_delivered);
                     Ok(())
