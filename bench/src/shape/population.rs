@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use natter_proto::v1 as pb;
 
 use crate::{
@@ -90,10 +90,8 @@ pub(crate) async fn populate(deployment: &Deployment, shape: Shape) -> anyhow::R
             async move { register(&url, &format!("shape{u}")).await }
         })
         .buffered(SETUP_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+        .try_collect()
+        .await?;
     eprintln!(
         "registered {} users in {:.0} s",
         users.len(),
@@ -124,10 +122,8 @@ pub(crate) async fn populate(deployment: &Deployment, shape: Shape) -> anyhow::R
             }
         })
         .buffered(SETUP_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+        .try_collect()
+        .await?;
     eprintln!(
         "{} rooms, {} memberships, set up after {:.0} s",
         room_ids.len(),
