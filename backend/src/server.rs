@@ -184,8 +184,8 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_routes(Routes::from(app))
         .serve_with_incoming_shutdown(incoming, signal);
-    // Once draining starts, connections and stream tasks together get the drain timeout;
-    // a client that never reads cannot hold the process.
+    // Once draining starts, connections (with their streams) and tracked tasks together get
+    // the drain timeout; a client that never reads cannot hold the process.
     let tasks = natter.tasks().clone();
     let drained = async {
         let served = server.await.context("serving");

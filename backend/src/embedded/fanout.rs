@@ -29,7 +29,8 @@ struct Inner {
 impl LocalFanout {
     /// Publishes without awaiting: the embedded store calls this from its writer thread,
     /// before answering, so that publish order equals seq order. The event is encoded
-    /// outside the lock, and only when the topic has followers on this process.
+    /// outside the lock, and only when the topic has a channel (a stream on this process
+    /// followed it).
     pub(crate) fn publish_now(&self, topic: &Topic, event: Event) {
         let sender = {
             let topics = self.inner.topics.lock().expect("fan-out lock poisoned");

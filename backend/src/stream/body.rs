@@ -28,6 +28,9 @@ use tonic::Status;
 /// stream holds beyond its catch-up batch.
 pub(crate) const OUTBOX_CAPACITY: usize = 128;
 
+/// A drained outbox buffer keeps its allocation up to this many items.
+const KEPT_CAPACITY: usize = 16;
+
 /// What a session hands to tonic: an encoded event, or the status that ends the call.
 pub(crate) type OutboxItem = Result<EncodedEvent, Box<Status>>;
 
@@ -41,17 +44,28 @@ pub(crate) struct Outbox {
     queue: Mutex<VecDeque<OutboxItem>>,
 }
 
+/// How [`Outbox::push`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued, with room left.
+    AtOnce,
+    /// Queued and the outbox was full: the body has taken everything since.
+    AfterWaiting,
+}
+
 impl Outbox {
     /// Queues an item; when the outbox is full, returns to the body until it has taken them.
-    pub(crate) async fn push(&self, item: OutboxItem) {
+    pub(crate) async fn push(&self, item: OutboxItem) -> Pushed {
         let len = {
             let mut queue = self.queue.lock().expect("outbox lock poisoned");
             queue.push_back(item);
             queue.len()
         };
-        if len >= OUTBOX_CAPACITY {
-            YieldToBody { yielded: false }.await;
+        if len < OUTBOX_CAPACITY {
+            return Pushed::AtOnce;
         }
+        YieldToBody { yielded: false }.await;
+        Pushed::AfterWaiting
     }
 
     /// Queues an item without ever waiting (for the last words of a stream).
@@ -62,13 +76,14 @@ impl Outbox {
             .push_back(item);
     }
 
-    /// Moves everything queued into `ready`.
+    /// Swaps everything queued into `ready`, which the body has emptied. The two buffers
+    /// trade places; one grown by a burst is dropped, so an idle stream keeps small ones.
     fn take_into(&self, ready: &mut VecDeque<OutboxItem>) {
+        debug_assert!(ready.is_empty());
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        if ready.is_empty() {
-            std::mem::swap(&mut *queue, ready);
-        } else {
-            ready.append(&mut queue);
+        std::mem::swap(&mut *queue, ready);
+        if queue.capacity() > KEPT_CAPACITY {
+            *queue = VecDeque::new();
         }
     }
 }

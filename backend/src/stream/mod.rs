@@ -22,6 +22,7 @@ use tokio_stream::{
 };
 use tonic::Status;
 
+use body::Pushed;
 pub(crate) use body::{Outbox, SessionBody};
 
 use crate::{
@@ -95,11 +96,15 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
+        // The guard comes first: presence counts the stream in the first poll of
+        // `stream_opened`, and the client may leave (dropping this future) while the rest of
+        // it awaits. A failed open takes its count back itself.
+        let mut open = OpenStream::new(self.natter.clone(), self.user.clone());
         if let Err(e) = Box::pin(self.natter.stream_opened(&self.user)).await {
+            open.counted_in_presence = false;
             self.out.push_now(Err(Box::new(e.into())));
             return;
         }
-        let _open = OpenStream::new(self.natter.clone(), self.user.clone());
         match self.serve(initial, frames).await {
             End::Closed => {}
             End::Failed(e) => self.out.push_now(Err(Box::new(e.into()))),
@@ -138,8 +143,8 @@ impl Session {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Both futures are made once: polling them registers a waiter (for the cancellation,
-        // in a list shared by every stream), which must not happen again per event.
+        // The cancellation future is made once: polling it registers a waiter in a list
+        // shared by every stream, which must not happen again per event.
         let shutdown = self.natter.shutdown().clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
@@ -184,8 +189,15 @@ impl Session {
 
     /// Queues an encoded event. When the outbox is full this returns to the response body
     /// until the client has taken them (its bus receivers lag meanwhile and are repaired).
+    /// Draining is noticed here too, after such a wait: a long catch-up or a slow client
+    /// does not keep the stream past shutdown. (The common case, room in the outbox, reads
+    /// no shared state.)
     async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
-        self.out.push(Ok(event)).await;
+        if self.out.push(Ok(event)).await == Pushed::AfterWaiting
+            && self.natter.shutdown().is_cancelled()
+        {
+            return Err(End::Draining);
+        }
         Ok(())
     }
 
@@ -275,6 +287,9 @@ where
 struct OpenStream {
     natter: Arc<Natter>,
     user: UserRecord,
+    /// Whether presence counts this stream (false after a failed open, which took its
+    /// count back).
+    counted_in_presence: bool,
 }
 
 impl OpenStream {
@@ -283,7 +298,11 @@ impl OpenStream {
             .metrics()
             .streams_open
             .fetch_add(1, Ordering::Relaxed);
-        Self { natter, user }
+        Self {
+            natter,
+            user,
+            counted_in_presence: true,
+        }
     }
 }
 
@@ -295,6 +314,9 @@ impl Drop for OpenStream {
             .fetch_sub(1, Ordering::Relaxed);
         // Recording presence awaits the store, so it runs on a task of its own. Without a
         // runtime (the process is ending) there is nobody left to tell.
+        if !self.counted_in_presence {
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let natter = self.natter.clone();
             let user = self.user.clone();
@@ -302,5 +324,51 @@ impl Drop for OpenStream {
                 .tasks()
                 .spawn_on(async move { natter.stream_closed(&user).await }, &runtime);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, task::Context};
+
+    use super::*;
+    use crate::{
+        config::Config,
+        domain::{Registration, RoomName},
+        server,
+    };
+
+    /// The response body, and the session with it, can be dropped at any await: here while
+    /// the stream's presence is being announced, after presence counted it.
+    #[tokio::test]
+    async fn a_session_dropped_while_it_opens_is_counted_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().into();
+        let natter = server::build(config).await.unwrap();
+        let registration = Registration::parse("bob", "correct-horse-battery", "").unwrap();
+        let bob = natter.register(registration).await.unwrap().user;
+        let caller = Caller { user_id: bob.id };
+        let name = RoomName::parse("General").unwrap();
+        let room = natter.create_room(&caller, name, None).await.unwrap().room;
+        let outbox = Arc::new(Outbox::default());
+        let session = Session::open(natter.clone(), caller.clone(), outbox)
+            .await
+            .unwrap();
+        let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
+        let mut run = Box::pin(session.run(None, no_frames));
+        let waker = futures::task::noop_waker();
+        assert!(
+            run.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(run);
+
+        natter.tasks().close();
+        natter.tasks().wait().await;
+        let members = natter.list_members(&caller, &room.id).await.unwrap();
+        assert!(!members[0].user.online, "counted closed");
+        assert_eq!(natter.metrics().streams_open.load(Ordering::Relaxed), 0);
     }
 }

@@ -72,6 +72,9 @@ impl Session {
     /// Delivers everything in the log after the room's last delivered seq.
     async fn catch_up(&mut self, room_id: &RoomId) -> Result<(), End> {
         loop {
+            if self.natter.shutdown().is_cancelled() {
+                return Err(End::Draining);
+            }
             let Some(&after) = self.delivered.get(room_id) else {
                 return Ok(());
             };

@@ -115,11 +115,10 @@ async fn phase(
     rate: u32,
     duration: Duration,
 ) -> anyhow::Result<Phase> {
+    let senders = &streams.senders;
+    let rate = rate.max(1);
     let period = Duration::from_secs(1) / rate;
     let total = (f64::from(rate) * duration.as_secs_f64()) as u32;
-    let senders: Vec<tonic::transport::Channel> = (0..deployment.servers.len() * 4)
-        .map(|i| client::channel(&deployment.url(i)))
-        .collect::<anyhow::Result<_>>()?;
     let mut rng = SplitMix64(u64::from(rate));
     let start = Instant::now() + Duration::from_millis(100);
     let index = {
@@ -128,12 +127,14 @@ async fn phase(
         phases
             .latencies
             .push(Histogram::new_with_bounds(1, 60_000_000, 3)?);
+        phases.delivered.push(Arc::default());
         phases.schedules.len() - 1
     };
-    let delivered_before = streams.delivered.load(Ordering::Relaxed);
+    let delivered = streams.phases.lock().expect("phases").delivered[index].clone();
     let cpu_before = deployment.cpu_seconds()?;
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut expected = 0u64;
+    // Deliveries owed by the sends that were answered.
+    let expected = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut next = 0u32;
     let mut answers = Vec::new();
@@ -144,7 +145,6 @@ async fn phase(
             let room = rng.below(population.room_ids.len() as u64) as usize;
             let members = &population.shape.rooms[room];
             let sender = members[rng.below(members.len() as u64) as usize];
-            expected += members.len() as u64;
             let mut chat = client::chat_client(
                 senders[sender % senders.len()].clone(),
                 &population.users[sender].token,
@@ -154,12 +154,15 @@ async fn phase(
                 text: format!("{index} {next} {FILLER}"),
                 client_id: String::new(),
             };
-            let (sent, failed) = (sent.clone(), failed.clone());
+            let (sent, failed, expected) = (sent.clone(), failed.clone(), expected.clone());
+            let owed = members.len() as u64;
             answers.push(tokio::spawn(async move {
-                match chat.send_message(request).await {
-                    Ok(_) => sent.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                if chat.send_message(request).await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    expected.fetch_add(owed, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
             }));
             next += 1;
         }
@@ -168,14 +171,10 @@ async fn phase(
         answer.await?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    crate::scenarios::wait_for_deliveries(
-        &streams.delivered,
-        delivered_before + expected,
-        Duration::from_secs(5),
-    )
-    .await;
+    let expected = expected.load(Ordering::Relaxed);
+    crate::scenarios::wait_for_deliveries(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
-    let delivered = streams.delivered.load(Ordering::Relaxed) - delivered_before;
+    let delivered = delivered.load(Ordering::Relaxed);
     let latencies = streams.phases.lock().expect("phases").latencies[index].clone();
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     Ok(Phase {

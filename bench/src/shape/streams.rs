@@ -42,6 +42,8 @@ pub(super) struct Phases {
     pub(super) schedules: Vec<(Instant, Duration)>,
     /// End-to-end latency per phase, microseconds.
     pub(super) latencies: Vec<Histogram<u64>>,
+    /// Deliveries per phase (a late one counts for its own phase, not the next).
+    pub(super) delivered: Vec<Arc<AtomicU64>>,
 }
 
 impl Phases {
@@ -62,13 +64,15 @@ impl Phases {
         // Clamped to the histogram's range: a minute is "lost" for any purpose here.
         let _ =
             self.latencies[phase].record(u64::try_from(micros).unwrap_or(u64::MAX).min(60_000_000));
+        self.delivered[phase].fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// The streams of every user, open and counting.
 pub(super) struct Streams {
     pub(super) phases: Arc<Mutex<Phases>>,
-    pub(super) delivered: Arc<AtomicU64>,
+    /// Connections the senders' calls go over (4 per instance), made once.
+    pub(super) senders: Vec<tonic::transport::Channel>,
 }
 
 /// Opens one stream per user: even users native gRPC (`STREAMS_PER_CONNECTION` to a
@@ -78,7 +82,6 @@ pub(super) async fn open_streams(
     population: &Population,
 ) -> anyhow::Result<Streams> {
     let phases = Arc::new(Mutex::new(Phases::default()));
-    let delivered = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
     let web = web_service();
     let mut native: Vec<tonic::transport::Channel> = Vec::new();
@@ -98,7 +101,7 @@ pub(super) async fn open_streams(
             let mut chat = ChatServiceClient::with_origin(service, origin);
             chat.subscribe(request).await?.into_inner()
         };
-        let (phases, delivered, ready) = (phases.clone(), delivered.clone(), ready.clone());
+        let (phases, ready) = (phases.clone(), ready.clone());
         tokio::spawn(async move {
             let mut events = events;
             while let Ok(Some(event)) = events.message().await {
@@ -109,7 +112,6 @@ pub(super) async fn open_streams(
                     Some(Ev::Message(m)) => {
                         let now = Instant::now();
                         phases.lock().expect("phases").record(&m.text, now);
-                        delivered.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
                 }
@@ -126,5 +128,8 @@ pub(super) async fn open_streams(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Streams { phases, delivered })
+    let senders = (0..deployment.servers.len() * 4)
+        .map(|i| client::channel(&deployment.url(i)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Streams { phases, senders })
 }
