@@ -1,0 +1,94 @@
+//! The session's lifecycle against a real embedded server: opening, dropping, draining.
+
+use std::{future::Future, task::Context};
+
+use prost::Message;
+
+use super::*;
+use crate::{
+    config::Config,
+    domain::{Registration, RoomName},
+    server,
+};
+
+/// An embedded server (kept alive by the directory) with one user in one room.
+async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.data_dir = dir.path().into();
+    let natter = server::build(config).await.unwrap();
+    let registration = Registration::parse("bob", "correct-horse-battery", "").unwrap();
+    let bob = natter.register(registration).await.unwrap().user;
+    let caller = Caller { user_id: bob.id };
+    let name = RoomName::parse("General").unwrap();
+    let room = natter.create_room(&caller, name, None).await.unwrap().room;
+    (dir, natter, caller, room.id)
+}
+
+/// The response body, and the session with it, can be dropped at any await: here while
+/// the stream's presence is being announced, after presence counted it.
+#[tokio::test]
+async fn a_session_dropped_while_it_opens_is_counted_closed() {
+    let (_dir, natter, caller, room_id) = bob_in_a_room().await;
+    let outbox = Arc::new(Outbox::default());
+    let session = Session::open(natter.clone(), caller.clone(), outbox)
+        .await
+        .unwrap();
+    let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
+    let mut run = Box::pin(session.run(None, no_frames));
+    let waker = futures::task::noop_waker();
+    assert!(
+        run.as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    drop(run);
+
+    natter.tasks().close();
+    natter.tasks().wait().await;
+    let members = natter.list_members(&caller, &room_id).await.unwrap();
+    assert!(!members[0].user.online, "counted closed");
+    assert_eq!(natter.metrics().streams_open.load(Ordering::Relaxed), 0);
+}
+
+/// Draining ends a stream between two catch-up batches instead of after its whole
+/// backlog, so a long resume cannot outlast the drain timeout.
+#[tokio::test]
+async fn a_stream_catching_up_when_the_server_drains_is_told_at_once() {
+    let (_dir, natter, caller, room_id) = bob_in_a_room().await;
+    for n in 0..3 {
+        let send = pb::SendMessageRequest {
+            room_id: room_id.to_string(),
+            text: format!("backlog {n}"),
+            client_id: String::new(),
+        };
+        let send = crate::domain::SendMessage::try_from(&send).unwrap();
+        natter.send_message(&caller, send).await.unwrap();
+    }
+    natter.shutdown().cancel();
+    let outbox = Arc::new(Outbox::default());
+    let session = Session::open(natter.clone(), caller, outbox.clone())
+        .await
+        .unwrap();
+    let resume = pb::SubscribeRequest {
+        resume: vec![pb::RoomCursor {
+            room_id: room_id.to_string(),
+            after_seq: 0,
+        }],
+    };
+    let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
+    let body = SessionBody::new(outbox, session.run(Some(resume), no_frames));
+    let items: Vec<_> = body.collect().await;
+    let events: Vec<_> = items
+        .iter()
+        .filter_map(|item| item.as_ref().ok())
+        .map(|encoded| pb::Event::decode(encoded.0.clone()).unwrap().event.unwrap())
+        .collect();
+    assert!(matches!(events[0], Ev::Ready(_)), "{events:?}");
+    assert!(
+        matches!(events[1], Ev::GoAway(_)),
+        "no backlog first: {events:?}"
+    );
+    let status = items.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}
