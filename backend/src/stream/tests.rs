@@ -11,7 +11,8 @@ use crate::{
     server,
 };
 
-/// An embedded server (kept alive by the directory) with one user in one room.
+/// An embedded server in a fresh data directory (returned, to live as long as the test),
+/// with one user in one room.
 async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
