@@ -31,7 +31,9 @@ pub(crate) const OUTBOX_CAPACITY: usize = 128;
 /// A drained outbox buffer keeps its allocation up to this many items.
 const KEPT_CAPACITY: usize = 16;
 
-/// What a session hands to tonic: an encoded event, or the status that ends the call.
+/// What a session hands to tonic: an encoded event, or the status that ends the call. The
+/// status is boxed: a bare `Status` (about 180 bytes) would make every slot of the outbox's
+/// buffers that large, for an item that comes at most once per stream.
 pub(crate) type OutboxItem = Result<EncodedEvent, Box<Status>>;
 
 /// Events the session produced and the body has not taken yet.
