@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -243,7 +243,7 @@ pub(crate) async fn tonic_broadcast(
     tokio::spawn(serve(listener, broadcaster));
 
     let delivered = Arc::new(AtomicU64::new(0));
-    let ready = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
     let mut channel = None;
     for k in 0..subscribers {
         if k % 50 == 0 {
@@ -264,14 +264,12 @@ pub(crate) async fn tonic_broadcast(
             while let Ok(Some(event)) = stream.message().await {
                 match event.event {
                     Some(pb::event::Event::Ready(_)) => ready.fetch_add(1, Ordering::Relaxed),
-                    _ => delivered.fetch_add(1, Ordering::Relaxed) as usize,
+                    _ => delivered.fetch_add(1, Ordering::Relaxed),
                 };
             }
         });
     }
-    while ready.load(Ordering::Relaxed) < subscribers {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::scenarios::wait_until_ready(&ready, subscribers, Duration::from_secs(120)).await?;
 
     let message = pb::Message {
         text: "fan-out message 1 from publisher 0".into(),
@@ -292,7 +290,7 @@ pub(crate) async fn tonic_broadcast(
         published += 1;
     }
     let expected = published * subscribers as u64;
-    crate::scenarios::wait_for_deliveries(&delivered, expected, Duration::from_secs(60)).await;
+    crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(60)).await;
     let seconds = start.elapsed().as_secs_f64();
     Ok((delivered.load(Ordering::Relaxed), seconds))
 }

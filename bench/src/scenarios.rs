@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -116,7 +116,7 @@ pub(crate) async fn open_streams_on(
     connections_as: Connections,
     delivered: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let ready = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
     let mut connections: Vec<Option<tonic::transport::Channel>> =
         vec![None; count.div_ceil(connections_as.streams_each)];
     for k in 0..count {
@@ -158,32 +158,34 @@ pub(crate) async fn open_streams_on(
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ready.load(Ordering::Relaxed) < count {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {count} streams became ready",
-            ready.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+    wait_until_ready(&ready, count, Duration::from_secs(120)).await
 }
 
-/// Waits until `delivered` reaches `expected` or `within` passed; whether it got there.
-pub(crate) async fn wait_for_deliveries(
-    delivered: &AtomicU64,
-    expected: u64,
-    within: Duration,
-) -> bool {
+/// Waits until `counter` reaches `target` or `within` passed; whether it got there.
+pub(crate) async fn wait_for_count(counter: &AtomicU64, target: u64, within: Duration) -> bool {
     let deadline = Instant::now() + within;
-    while delivered.load(Ordering::Relaxed) < expected {
+    while counter.load(Ordering::Relaxed) < target {
         if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     true
+}
+
+/// Waits until `ready` counts `streams` Ready events, or fails after `within`.
+pub(crate) async fn wait_until_ready(
+    ready: &AtomicU64,
+    streams: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let all = streams as u64;
+    anyhow::ensure!(
+        wait_for_count(ready, all, within).await,
+        "only {} of {streams} streams became ready",
+        ready.load(Ordering::Relaxed)
+    );
+    Ok(())
 }
 
 pub(crate) struct Fanout {
@@ -265,7 +267,7 @@ pub(crate) async fn fanout_on(
         task.await?;
     }
     let expected = sent.load(Ordering::Relaxed) * subscribers as u64;
-    wait_for_deliveries(&delivered, expected, Duration::from_secs(120)).await;
+    wait_for_count(&delivered, expected, Duration::from_secs(120)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
     let socket_writes = match (writes_before, deployment.socket_writes().await?) {
         (Some(before), Some(after)) => Some(after - before),

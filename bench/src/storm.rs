@@ -12,7 +12,7 @@ use natter_proto::v1 as pb;
 use crate::deployment::Deployment;
 use crate::scenarios::{
     Connections, SUBSCRIBER_USERS, chat, latency, open_streams_on, room_with_members,
-    wait_for_deliveries,
+    wait_for_count,
 };
 
 /// What a storm measured.
@@ -61,7 +61,7 @@ pub(crate) async fn storm(
         open_streams_on(deployment, watchers, streams, resuming, delivered.clone()).await?;
         let ready_seconds = start.elapsed().as_secs_f64();
         let expected = streams as u64 * backlog;
-        let complete = wait_for_deliveries(&delivered, expected, Duration::from_secs(120)).await;
+        let complete = wait_for_count(&delivered, expected, Duration::from_secs(120)).await;
         anyhow::Ok((ready_seconds, start.elapsed().as_secs_f64(), complete))
     };
     let (storm, live_latency) = tokio::join!(the_storm, latency(deployment, live_rate, live_for));

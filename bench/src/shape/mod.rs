@@ -172,7 +172,7 @@ async fn phase(
     }
     let seconds = start.elapsed().as_secs_f64();
     let expected = expected.load(Ordering::Relaxed);
-    crate::scenarios::wait_for_deliveries(&delivered, expected, Duration::from_secs(5)).await;
+    crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
     let delivered = delivered.load(Ordering::Relaxed);
     let latencies = streams.phases.lock().expect("phases").latencies[index].clone();

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -21,7 +21,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
 use super::population::Population;
-use crate::{deployment::Deployment, scenarios::STREAMS_PER_CONNECTION};
+use crate::{
+    deployment::Deployment,
+    scenarios::{STREAMS_PER_CONNECTION, wait_until_ready},
+};
 
 /// gRPC-Web calls over an HTTP/1.1-only client: each open stream holds a connection.
 type WebService = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>;
@@ -82,7 +85,7 @@ pub(super) async fn open_streams(
     population: &Population,
 ) -> anyhow::Result<Streams> {
     let phases = Arc::new(Mutex::new(Phases::default()));
-    let ready = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
     let web = web_service();
     let mut native: Vec<tonic::transport::Channel> = Vec::new();
     for (u, user) in population.users.iter().enumerate() {
@@ -118,16 +121,7 @@ pub(super) async fn open_streams(
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while ready.load(Ordering::Relaxed) < population.users.len() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {} streams became ready",
-            ready.load(Ordering::Relaxed),
-            population.users.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(&ready, population.users.len(), Duration::from_secs(300)).await?;
     let senders = (0..deployment.servers.len() * 4)
         .map(|i| client::channel(&deployment.url(i)))
         .collect::<anyhow::Result<_>>()?;
