@@ -23,7 +23,8 @@ use natter_cli::client;
 use natter_proto::v1 as pb;
 
 use crate::deployment::Deployment;
-use population::{Population, Shape, SplitMix64, populate};
+use population::{Population, Shape, populate};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use streams::{Streams, open_streams};
 
 /// Filler that gives each message a typical chat line's length (about 60 bytes of text).
@@ -119,7 +120,7 @@ async fn phase(
     let rate = rate.max(1);
     let period = Duration::from_secs(1) / rate;
     let total = (f64::from(rate) * duration.as_secs_f64()) as u32;
-    let mut rng = SplitMix64(u64::from(rate));
+    let mut rng = StdRng::seed_from_u64(u64::from(rate));
     let start = Instant::now() + Duration::from_millis(100);
     let index = {
         let mut phases = streams.phases.lock().expect("phases");
@@ -142,9 +143,9 @@ async fn phase(
         tick.tick().await;
         let now = Instant::now();
         while next < total && start + period * next <= now {
-            let room = rng.below(population.room_ids.len() as u64) as usize;
+            let room = rng.random_range(0..population.room_ids.len());
             let members = &population.shape.rooms[room];
-            let sender = members[rng.below(members.len() as u64) as usize];
+            let sender = members[rng.random_range(0..members.len())];
             let mut chat = client::chat_client(
                 senders[sender % senders.len()].clone(),
                 &population.users[sender].token,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use natter_proto::v1 as pb;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use crate::{
     deployment::Deployment,
@@ -28,20 +29,18 @@ impl Shape {
     /// Users' room counts and room sizes are kept; the number of rooms follows from them
     /// (about 6,000 for 10,000 users).
     pub(crate) fn draw(users: usize, seed: u64) -> Self {
-        let mut rng = SplitMix64(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut seats = Vec::new();
         for user in 0..users {
-            for _ in 0..5 + rng.below(6) {
+            for _ in 0..rng.random_range(5..=10) {
                 seats.push(user);
             }
         }
-        for i in (1..seats.len()).rev() {
-            seats.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        seats.shuffle(&mut rng);
         let mut rooms = Vec::new();
         let mut seats = seats.as_slice();
         while !seats.is_empty() {
-            let size = (5 + rng.below(16) as usize).min(seats.len());
+            let size = rng.random_range(5..=20).min(seats.len());
             let (taken, rest) = seats.split_at(size);
             let mut members = taken.to_vec();
             members.sort_unstable();
@@ -54,23 +53,6 @@ impl Shape {
 
     fn memberships(&self) -> usize {
         self.rooms.iter().map(Vec::len).sum()
-    }
-}
-
-/// A small deterministic generator, so every run draws the same shape.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -135,4 +117,31 @@ pub(crate) async fn populate(deployment: &Deployment, shape: Shape) -> anyhow::R
         users,
         room_ids,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drawn_shape_has_the_asked_room_sizes_and_rooms_per_user() {
+        let shape = Shape::draw(10_000, 7);
+        let (last, full) = shape.rooms.split_last().unwrap();
+        assert!(last.len() <= 20);
+        // A user drawn twice into one room is in it once, so a room may have fewer members
+        // than seats, never more.
+        assert!(full.iter().all(|members| (3..=20).contains(&members.len())));
+        let mut rooms_of = vec![0; shape.users];
+        for member in shape.rooms.iter().flatten() {
+            rooms_of[*member] += 1;
+        }
+        assert!(rooms_of.iter().all(|rooms| (3..=10).contains(rooms)));
+        let average = shape.memberships() as f64 / shape.users as f64;
+        assert!((7.0..8.0).contains(&average), "{average} rooms per user");
+        assert!(
+            (5_500..6_500).contains(&shape.rooms.len()),
+            "{} rooms",
+            shape.rooms.len()
+        );
+    }
 }
