@@ -16,7 +16,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     pin::Pin,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -58,12 +58,7 @@ pub(crate) enum Pushed {
 impl Outbox {
     /// Queues an item; when the outbox is full, returns to the body until it has taken them.
     pub(crate) async fn push(&self, item: OutboxItem) -> Pushed {
-        let len = {
-            let mut queue = self.queue.lock().expect("outbox lock poisoned");
-            queue.push_back(item);
-            queue.len()
-        };
-        if len < OUTBOX_CAPACITY {
+        if self.enqueue(item) < OUTBOX_CAPACITY {
             return Pushed::AtOnce;
         }
         YieldToBody { yielded: false }.await;
@@ -72,10 +67,14 @@ impl Outbox {
 
     /// Queues an item without ever waiting (for the last words of a stream).
     pub(crate) fn push_now(&self, item: OutboxItem) {
-        self.queue
-            .lock()
-            .expect("outbox lock poisoned")
-            .push_back(item);
+        self.enqueue(item);
+    }
+
+    /// Queues an item; how many are queued now.
+    fn enqueue(&self, item: OutboxItem) -> usize {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        queue.push_back(item);
+        queue.len()
     }
 
     /// Swaps everything queued into `ready`, which the body has emptied. The two buffers
@@ -114,14 +113,14 @@ impl Future for YieldToBody {
 pub(crate) struct SessionBody<S> {
     /// `None` once the session has ended.
     session: Option<Pin<Box<S>>>,
-    outbox: std::sync::Arc<Outbox>,
+    outbox: Arc<Outbox>,
     /// Taken from the outbox, not yet handed to tonic.
     ready: VecDeque<OutboxItem>,
 }
 
 impl<S: Future<Output = ()>> SessionBody<S> {
     /// A body for `session`, which queues its events in `outbox`.
-    pub(crate) fn new(outbox: std::sync::Arc<Outbox>, session: S) -> Self {
+    pub(crate) fn new(outbox: Arc<Outbox>, session: S) -> Self {
         Self {
             session: Some(Box::pin(session)),
             outbox,
@@ -157,7 +156,6 @@ impl<S: Future<Output = ()>> Stream for SessionBody<S> {
 mod tests {
     use super::*;
     use futures::StreamExt;
-    use std::sync::Arc;
 
     fn event(n: u8) -> OutboxItem {
         Ok(EncodedEvent(bytes::Bytes::from(vec![n])))
