@@ -175,7 +175,14 @@ impl Session {
 
     /// Delivers the next message of a room and records it as delivered.
     async fn send_message(&mut self, message: &MessageRecord) -> Result<(), End> {
-        self.delivered.insert(message.room_id.clone(), message.seq);
+        // Updated in place: catching up follows rooms already recorded, and this runs once
+        // per replayed message.
+        match self.delivered.get_mut(&message.room_id) {
+            Some(delivered) => *delivered = message.seq,
+            None => {
+                self.delivered.insert(message.room_id.clone(), message.seq);
+            }
+        }
         self.send(Ev::Message(convert::message(message))).await?;
         Metrics::inc(&self.natter.metrics().messages_delivered);
         Ok(())
