@@ -28,6 +28,16 @@ impl Deployment {
         })
     }
 
+    /// One of the two deployments every table compares: 1 embedded instance, or (`redis`)
+    /// 2 instances over Redis.
+    pub(crate) async fn compared(redis: bool) -> anyhow::Result<Self> {
+        if redis {
+            Self::redis(2).await
+        } else {
+            Self::embedded().await
+        }
+    }
+
     pub(crate) async fn redis(instances: usize) -> anyhow::Result<Self> {
         Self::redis_with(instances, false).await
     }

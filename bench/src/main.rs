@@ -111,10 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let mut per_stream = Vec::new();
     let mut per_user = Vec::new();
     for redis in [false, true] {
-        let deploy = async || match redis {
-            true => Deployment::redis(2).await,
-            false => Deployment::embedded().await,
-        };
+        let deploy = async || Deployment::compared(redis).await;
         let (f, l) = fanout_and_latency(&args, deploy).await?;
         fanout.push(f);
         latency.push(l);
@@ -196,10 +193,7 @@ async fn reconnect_storm(streams: usize) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|");
     for redis in [false, true] {
-        let deployment = match redis {
-            true => Deployment::redis(2).await?,
-            false => Deployment::embedded().await?,
-        };
+        let deployment = Deployment::compared(redis).await?;
         eprintln!("== {}", deployment.label);
         let storm =
             storm::storm(&deployment, streams, BACKLOG, 50, Duration::from_secs(10)).await?;

@@ -199,10 +199,7 @@ async fn phase(
 pub(crate) async fn report(users: usize, ramp_from: u32, seconds: u64) -> anyhow::Result<()> {
     let mut tables = Vec::new();
     for redis in [false, true] {
-        let deployment = match redis {
-            true => Deployment::redis(2).await?,
-            false => Deployment::embedded().await?,
-        };
+        let deployment = Deployment::compared(redis).await?;
         eprintln!("== {}", deployment.label);
         let population = populate(&deployment, Shape::draw(users, 7)).await?;
         let rooms = population.room_ids.len();
