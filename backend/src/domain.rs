@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use crate::ids::RoomId;
 
 pub(crate) use crate::invalid::InvalidField;
@@ -39,7 +41,11 @@ impl fmt::Display for Username {
     }
 }
 
-/// An account password: at least 8 characters, at most 1024 (hashing cost is bounded).
+/// Longest password accepted anywhere, in bytes: argon2 reads all of it, so a megabyte
+/// password would cost the server a megabyte of hashing per guess.
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// An account password: at least 8 characters, at most [`MAX_PASSWORD_BYTES`].
 #[derive(Clone)]
 pub(crate) struct Password(String);
 
@@ -65,10 +71,20 @@ impl Password {
                 format!("must be at least {min} characters"),
             ));
         }
-        if len > 1024 {
-            return Err(InvalidField::new(field, "must be at most 1024 characters"));
-        }
+        Self::check_size(field, raw)?;
         Ok(Self(raw.to_owned()))
+    }
+
+    /// Checks only the size of a password to compare with a stored hash (a login, a room
+    /// join): it is refused before any hashing when it cannot be a valid one.
+    pub(crate) fn check_size(field: &'static str, raw: &str) -> Result<(), InvalidField> {
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return Err(InvalidField::new(
+                field,
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// The secret itself; only the hasher should call this.
@@ -83,7 +99,21 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Checks length and control characters of a single-line name.
+/// Whether a character may appear in a name someone else reads: not a control character,
+/// not a format character (bidi overrides and isolates, zero-width characters, U+FEFF,
+/// invisible tags), not a line or paragraph separator. Those render as nothing or reorder
+/// what surrounds them, so a name using them could pass for another one.
+fn shows_as_itself(c: char) -> bool {
+    !matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// Checks length and characters of a single-line name.
 fn parse_line(field: &'static str, raw: &str, max: usize) -> Result<String, InvalidField> {
     let value = raw.trim();
     let len = value.chars().count();
@@ -93,10 +123,10 @@ fn parse_line(field: &'static str, raw: &str, max: usize) -> Result<String, Inva
             format!("must be 1-{max} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if !value.chars().all(shows_as_itself) {
         return Err(InvalidField::new(
             field,
-            "must not contain control characters",
+            "must not contain control, invisible, direction-changing or line-separating characters",
         ));
     }
     Ok(value.to_owned())
@@ -330,6 +360,38 @@ mod tests {
         assert_eq!(RoomCode::parse("abcd-efgh").unwrap().as_str(), "ABCDEFGH");
         assert!(RoomCode::parse("ABCD0FGH").is_err());
         assert!(RoomCode::parse("ABC").is_err());
+    }
+
+    #[test]
+    fn names_that_could_impersonate_are_refused() {
+        let alice = Username::parse("alice").unwrap();
+        for spoof in [
+            "admin\u{202E}nimda",   // right-to-left override
+            "bob\u{2066}x\u{2069}", // isolates
+            "al\u{200B}ice",        // zero-width space
+            "\u{FEFF}alice",        // byte order mark
+            "ali\u{00AD}ce",        // soft hyphen
+            "al\u{2028}ice",        // line separator
+            "al\u{2029}ice",        // paragraph separator
+            "alice\u{E0041}",       // invisible tag character
+            "al\u{7}ice",           // bell
+        ] {
+            assert!(DisplayName::parse(spoof, &alice).is_err(), "{spoof:?}");
+            assert!(RoomName::parse(spoof).is_err(), "{spoof:?}");
+        }
+        for fine in ["Zoë", "Łukasz", "محمد", "日本語の部屋", "Ünïcödé 🎉"] {
+            assert_eq!(DisplayName::parse(fine, &alice).unwrap().as_str(), fine);
+            assert_eq!(RoomName::parse(fine).unwrap().as_str(), fine);
+        }
+    }
+
+    #[test]
+    fn passwords_are_bounded_in_bytes() {
+        let four_byte = "😀".repeat(MAX_PASSWORD_BYTES / 4);
+        assert!(Password::parse(&four_byte).is_ok());
+        assert!(Password::parse(&format!("{four_byte}😀")).is_err());
+        assert!(Password::check_size("password", &"x".repeat(MAX_PASSWORD_BYTES)).is_ok());
+        assert!(Password::check_size("password", &"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
     }
 
     #[test]

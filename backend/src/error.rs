@@ -3,7 +3,9 @@
 //! Expected outcomes carry a message written for the client. Unexpected ones are logged
 //! with their whole cause chain and reach the client only as a generic message.
 
-use tonic::{Code, Status};
+use std::time::Duration;
+
+use tonic::{Code, Status, metadata::MetadataValue};
 
 use crate::{
     domain::InvalidField,
@@ -31,6 +33,14 @@ pub enum ApiError {
     /// The call is valid but not in the stream's current state.
     #[error("{0}")]
     FailedPrecondition(&'static str),
+    /// A limit was reached; the same call may succeed after `retry_after`.
+    #[error("{what}: retry in {} s", retry_after.as_secs().max(1))]
+    ResourceExhausted {
+        /// What was exhausted, for the client.
+        what: &'static str,
+        /// When retrying makes sense; sent as `retry-after` metadata (whole seconds).
+        retry_after: Duration,
+    },
     /// A dependency is down; retrying later may work and nothing was stored.
     #[error("service temporarily unavailable, retry later")]
     Unavailable(#[source] anyhow::Error),
@@ -69,6 +79,7 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -83,9 +94,35 @@ impl From<ApiError> for Status {
             }
             _ => tracing::debug!("request rejected: {e}"),
         }
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        if let ApiError::ResourceExhausted { retry_after, .. } = &e {
+            let seconds = retry_after.as_secs().max(1);
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(seconds));
+        }
+        status
     }
 }
 
 /// Result of API logic.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhausted_limits_say_when_to_retry() {
+        let status = Status::from(ApiError::ResourceExhausted {
+            what: "too many sign-ins are being checked right now",
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "too many sign-ins are being checked right now: retry in 1 s"
+        );
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    }
+}

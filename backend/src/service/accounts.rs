@@ -3,7 +3,7 @@
 use super::Natter;
 use crate::{
     auth::{self, Caller, Role},
-    domain::{Registration, Username},
+    domain::{Password, Registration, Username},
     error::{ApiError, ApiResult},
     ids::UserId,
     records::UserRecord,
@@ -44,6 +44,7 @@ impl Natter {
     /// Signs in with username and password.
     #[tracing::instrument(name = "login", skip_all, fields(username = %username))]
     pub(crate) async fn login(&self, username: &str, password: &str) -> ApiResult<Grant> {
+        Password::check_size("password", password)?;
         // A malformed username cannot exist; answer like for any unknown one.
         let user = match Username::parse(username) {
             Ok(name) => self.directory.user_by_username(name.as_str()).await?,

@@ -64,6 +64,7 @@ impl Natter {
         code: RoomCode,
         password: &str,
     ) -> ApiResult<RoomView> {
+        Password::check_size("password", password)?;
         let user = self.account(caller).await?;
         let room = self
             .directory

@@ -5,6 +5,7 @@
 mod accounts;
 mod grpc_web;
 mod helpers;
+mod limits;
 mod messages;
 mod persistence;
 mod probes;
