@@ -66,6 +66,38 @@ pub struct Config {
     #[arg(long, env = "NATTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Largest request message accepted, in bytes (a chat message is at most 4,000
+    /// characters); larger ones are refused with OUT_OF_RANGE before they are decoded.
+    #[arg(long, env = "NATTER_MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Concurrent HTTP/2 streams (calls) one connection may open; more are refused by
+    /// HTTP/2 itself (REFUSED_STREAM) until some finish.
+    #[arg(long, env = "NATTER_MAX_STREAMS_PER_CONNECTION", default_value_t = 256)]
+    pub max_streams_per_connection: u32,
+
+    /// Event streams (Subscribe or Chat) one account may hold open, across every instance.
+    /// One Chat stream carries all of a user's rooms; a few cover several tabs and devices.
+    #[arg(long, env = "NATTER_MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub max_streams_per_user: u32,
+
+    /// Event streams this instance holds open at most (an idle one costs about 8 KiB).
+    #[arg(long, env = "NATTER_MAX_STREAMS", default_value_t = 50_000)]
+    pub max_streams: u32,
+
+    /// Rooms (direct ones included) one account may be in.
+    #[arg(long, env = "NATTER_MAX_ROOMS_PER_USER", default_value_t = 500)]
+    pub max_rooms_per_user: usize,
+
+    /// Client connections this instance holds at most; further ones are closed at once.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Deadline of a unary call (streams are not bounded by it); a client's shorter
+    /// `grpc-timeout` wins.
+    #[arg(long, env = "NATTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,

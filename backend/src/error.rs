@@ -33,13 +33,14 @@ pub enum ApiError {
     /// The call is valid but not in the stream's current state.
     #[error("{0}")]
     FailedPrecondition(&'static str),
-    /// A limit was reached; the same call may succeed after `retry_after`.
-    #[error("{what}: retry in {} s", retry_after.as_secs().max(1))]
+    /// A limit was reached. With `retry_after`, the same call may succeed after it;
+    /// without, only after the caller changed something (closed a stream, left a room).
+    #[error("{what}{}", retry_hint(*.retry_after))]
     ResourceExhausted {
         /// What was exhausted, for the client.
         what: &'static str,
         /// When retrying makes sense; sent as `retry-after` metadata (whole seconds).
-        retry_after: Duration,
+        retry_after: Option<Duration>,
     },
     /// A dependency is down; retrying later may work and nothing was stored.
     #[error("service temporarily unavailable, retry later")]
@@ -95,7 +96,11 @@ impl From<ApiError> for Status {
             _ => tracing::debug!("request rejected: {e}"),
         }
         let mut status = Status::new(e.code(), e.to_string());
-        if let ApiError::ResourceExhausted { retry_after, .. } = &e {
+        if let ApiError::ResourceExhausted {
+            retry_after: Some(retry_after),
+            ..
+        } = &e
+        {
             let seconds = retry_after.as_secs().max(1);
             status
                 .metadata_mut()
@@ -103,6 +108,13 @@ impl From<ApiError> for Status {
         }
         status
     }
+}
+
+/// The tail of a RESOURCE_EXHAUSTED message: when to retry, if waiting helps.
+fn retry_hint(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |after| {
+        format!(": retry in {} s", after.as_secs().max(1))
+    })
 }
 
 /// Result of API logic.
@@ -116,7 +128,7 @@ mod tests {
     fn exhausted_limits_say_when_to_retry() {
         let status = Status::from(ApiError::ResourceExhausted {
             what: "too many sign-ins are being checked right now",
-            retry_after: Duration::from_millis(1500),
+            retry_after: Some(Duration::from_millis(1500)),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(
@@ -124,5 +136,12 @@ mod tests {
             "too many sign-ins are being checked right now: retry in 1 s"
         );
         assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+
+        let quota = Status::from(ApiError::ResourceExhausted {
+            what: "too many rooms",
+            retry_after: None,
+        });
+        assert_eq!(quota.message(), "too many rooms");
+        assert!(quota.metadata().get("retry-after").is_none());
     }
 }

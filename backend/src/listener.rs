@@ -13,7 +13,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -66,6 +69,30 @@ pub(crate) struct ClientConnection {
     early: Vec<u8>,
     early_read: usize,
     info: TcpConnectInfo,
+    /// Counts the connection against `--max-connections` until it is dropped.
+    _slot: ConnectionSlot,
+}
+
+/// One of the instance's `--max-connections`, held from accept until the connection closes
+/// (also while its first bytes are awaited, so connections that send nothing count too).
+#[derive(Debug)]
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// A slot, unless `max` connections are open already.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connected for ClientConnection {
@@ -130,15 +157,18 @@ impl AsyncWrite for ClientConnection {
 
 /// Accepts connections until `draining` is cancelled, then closes the listening socket.
 /// Each connection's first bytes are read on a task of its own (a client that sends nothing
-/// holds up no one), bounded by [`HEADER_TIMEOUT`].
+/// holds up no one), bounded by [`HEADER_TIMEOUT`]. Beyond `max_connections` open at once,
+/// new connections are closed as soon as they are accepted.
 pub(crate) fn incoming(
     listener: TcpListener,
     trusted: TrustedProxies,
     draining: CancellationToken,
     socket_writes: Arc<AtomicU64>,
+    max_connections: usize,
 ) -> impl Stream<Item = io::Result<ClientConnection>> {
     let (ready, connections) = mpsc::channel(64);
     let trusted = Arc::new(trusted);
+    let open_connections = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -154,11 +184,15 @@ pub(crate) fn incoming(
                     continue;
                 }
             };
+            let Some(slot) = ConnectionSlot::take(&open_connections, max_connections) else {
+                tracing::debug!(peer = %peer, "connection closed: --max-connections reached");
+                continue;
+            };
             let ready = ready.clone();
             let trusted = trusted.clone();
             let socket_writes = socket_writes.clone();
             tokio::spawn(async move {
-                let opened = open(stream, peer, &trusted, socket_writes);
+                let opened = open(stream, peer, &trusted, socket_writes, slot);
                 let opened = tokio::time::timeout(HEADER_TIMEOUT, opened);
                 match opened.await {
                     Ok(Ok(connection)) => {
@@ -183,6 +217,7 @@ async fn open(
     peer: SocketAddr,
     trusted: &TrustedProxies,
     socket_writes: Arc<AtomicU64>,
+    slot: ConnectionSlot,
 ) -> Result<ClientConnection, String> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
@@ -224,6 +259,7 @@ async fn open(
             local_addr: local,
             remote_addr: Some(client),
         },
+        _slot: slot,
     })
 }
 

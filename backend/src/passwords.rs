@@ -113,7 +113,7 @@ impl Passwords {
     ) -> ApiResult<T> {
         let busy = || ApiError::ResourceExhausted {
             what: "too many sign-ins are being checked right now",
-            retry_after: RETRY_AFTER,
+            retry_after: Some(RETRY_AFTER),
         };
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => busy(),
@@ -316,7 +316,7 @@ mod tests {
                     answered += 1;
                 }
                 Err(ApiError::ResourceExhausted { retry_after, .. }) => {
-                    assert_eq!(retry_after, RETRY_AFTER);
+                    assert_eq!(retry_after, Some(RETRY_AFTER));
                     refused += 1;
                 }
                 Err(other) => panic!("unexpected error: {other:?}"),

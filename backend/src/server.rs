@@ -110,9 +110,10 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let max_request = natter.config().max_request_bytes;
     let keys = natter.keys().clone();
-    let chat = ChatServiceServer::with_interceptor(
-        ChatApi::new(natter.clone()),
+    let chat = tonic::service::interceptor::InterceptedService::new(
+        ChatServiceServer::new(ChatApi::new(natter.clone())).max_decoding_message_size(max_request),
         move |mut request: tonic::Request<()>| {
             let caller = keys.verify_metadata(request.metadata())?;
             request.extensions_mut().insert(caller);
@@ -130,9 +131,9 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
             .set_not_serving::<ChatServiceServer<ChatApi>>()
             .await;
     });
-    let grpc = Routes::new(
-        GrpcWebLayer::new().named_layer(AuthServiceServer::new(AuthApi::new(natter.clone()))),
-    )
+    let grpc = Routes::new(GrpcWebLayer::new().named_layer(
+        AuthServiceServer::new(AuthApi::new(natter.clone())).max_decoding_message_size(max_request),
+    ))
     .add_service(GrpcWebLayer::new().named_layer(chat))
     .add_service(GrpcWebLayer::new().named_layer(health))
     .add_service(reflection_v1)
@@ -177,9 +178,12 @@ pub async fn run(
         TrustedProxies::new(natter.config().trusted_proxies.clone()),
         token.clone(),
         natter.metrics().socket_writes.clone(),
+        natter.config().max_connections,
     );
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(natter.config().max_streams_per_connection)
+        .timeout(natter.config().request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_routes(Routes::from(app))

@@ -52,6 +52,14 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.path())
+            // The benchmarks play many clients with few accounts, and up to 50,000 streams
+            // and more on one instance: the abuse limits would refuse them.
+            .args([
+                "--max-streams-per-user",
+                "1000000",
+                "--max-streams",
+                "1000000",
+            ])
             .env("RUST_LOG", "warn,natter_server::server=info")
             .stderr(Stdio::piped())
             .kill_on_drop(true);

@@ -15,16 +15,16 @@ use crate::{
 /// Open streams per user; a user is online while their count is above zero.
 #[derive(Debug, Default)]
 pub struct LocalPresence {
-    streams: Mutex<HashMap<UserId, usize>>,
+    streams: Mutex<HashMap<UserId, u64>>,
 }
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError> {
+    async fn stream_opened(&self, user_id: &UserId) -> Result<u64, BusError> {
         let mut streams = self.streams.lock().expect("presence lock poisoned");
         let count = streams.entry(user_id.clone()).or_default();
         *count += 1;
-        Ok(*count == 1)
+        Ok(*count)
     }
 
     async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError> {
@@ -64,17 +64,19 @@ mod tests {
     #[tokio::test]
     async fn presence_counts_streams() {
         let presence = LocalPresence::default();
-        assert!(
+        assert_eq!(
             presence
                 .stream_opened(&UserId::from_trusted("u"))
                 .await
-                .unwrap()
+                .unwrap(),
+            1
         );
-        assert!(
-            !presence
+        assert_eq!(
+            presence
                 .stream_opened(&UserId::from_trusted("u"))
                 .await
-                .unwrap()
+                .unwrap(),
+            2
         );
         assert!(
             !presence

@@ -10,8 +10,10 @@ use crate::ids::UserId;
 /// Users' open streams, counted per instance and across the fleet.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Records one more open stream of a user; true if the user just came online.
-    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError>;
+    /// Records one more open stream of a user; how many the user has open now, across the
+    /// fleet and counting this one (1: the user just came online). Counted atomically, so
+    /// a limit checked against it cannot be passed by streams opening at once.
+    async fn stream_opened(&self, user_id: &UserId) -> Result<u64, BusError>;
     /// Records one stream of a user closing; true if the user just went offline.
     async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError>;
     /// Which of these users are online.

@@ -309,9 +309,20 @@ impl Natter {
         self.announce(topic, notice).await;
     }
 
-    /// Records a stream opening and, if the user just came online, tells their rooms.
+    /// Records a stream opening and, if the user just came online, tells their rooms. A
+    /// user over `--max-streams-per-user` (counted across the fleet) is refused, and the
+    /// stream is taken back out of the count.
     pub(crate) async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
-        if self.presence.stream_opened(&user.id).await? {
+        let open = self.presence.stream_opened(&user.id).await?;
+        if open > u64::from(self.config.max_streams_per_user) {
+            self.stream_closed(user).await;
+            return Err(ApiError::ResourceExhausted {
+                what: "this account has the most event streams open that it may (close one, \
+                       or use one Chat stream for all rooms)",
+                retry_after: None,
+            });
+        }
+        if open == 1 {
             self.announce_presence(user).await;
         }
         Ok(())

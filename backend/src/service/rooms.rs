@@ -14,7 +14,24 @@ use crate::{
 /// Attempts at drawing an unused join code; with 8.5e11 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
 
+const YOU_ARE_FULL: &str =
+    "you are in the most rooms an account may be in (--max-rooms-per-user): leave one first";
+const PEER_IS_FULL: &str = "the other user is in the most rooms an account may be in";
+
 impl Natter {
+    /// Refuses when the user is in `--max-rooms-per-user` rooms already. Two joins racing
+    /// at the limit may both pass: the limit bounds what one account can make the server
+    /// hold, and one room over it does not matter for that.
+    async fn ensure_room_quota(&self, user_id: &UserId, full: &'static str) -> ApiResult<()> {
+        if self.directory.rooms_of(user_id).await?.len() >= self.config.max_rooms_per_user {
+            return Err(ApiError::ResourceExhausted {
+                what: full,
+                retry_after: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Creates a group room owned by the caller.
     #[tracing::instrument(name = "create_room", skip_all, fields(user = %caller.user_id))]
     pub(crate) async fn create_room(
@@ -24,6 +41,8 @@ impl Natter {
         password: Option<Password>,
     ) -> ApiResult<RoomView> {
         self.account(caller).await?;
+        self.ensure_room_quota(&caller.user_id, YOU_ARE_FULL)
+            .await?;
         let password_hash = match password {
             Some(p) => Some(self.passwords.hash(p.expose().to_owned()).await?),
             None => None,
@@ -72,8 +91,12 @@ impl Natter {
             .await?
             .ok_or(ApiError::NotFound("no room has this code"))?;
         // Members are not asked again: joining twice just returns the room.
+        let member = self.directory.is_member(&room.id, &user.id).await?;
+        if !member {
+            self.ensure_room_quota(&user.id, YOU_ARE_FULL).await?;
+        }
         if let Some(hash) = room.kind.password_hash()
-            && !self.directory.is_member(&room.id, &user.id).await?
+            && !member
             && !self
                 .passwords
                 .verify(password.to_owned(), hash.to_owned())
@@ -185,6 +208,19 @@ impl Natter {
             .ok_or(ApiError::NotFound("user not found"))?;
         let mut pair = [me.id.clone(), peer.id.clone()];
         pair.sort();
+        // A direct room either side is in already costs that side nothing.
+        for (user, full) in [(&me.id, YOU_ARE_FULL), (&peer.id, PEER_IS_FULL)] {
+            let rooms = self.directory.rooms_of(user).await?;
+            let in_it = rooms
+                .iter()
+                .any(|room| matches!(&room.kind, RoomKind::Direct { pair: p } if *p == pair));
+            if !in_it && rooms.len() >= self.config.max_rooms_per_user {
+                return Err(ApiError::ResourceExhausted {
+                    what: full,
+                    retry_after: None,
+                });
+            }
+        }
         let mut names = [me.username.clone(), peer.username.clone()];
         names.sort();
         let candidate = RoomRecord {

@@ -62,6 +62,8 @@ pub(crate) struct Session {
     natter: Arc<Natter>,
     caller: Caller,
     user: UserRecord,
+    /// Counts this stream open (in the metrics, then in presence) until it is dropped.
+    open: OpenStream,
     out: Arc<Outbox>,
     /// Highest seq delivered per followed room.
     delivered: HashMap<RoomId, u64>,
@@ -79,10 +81,12 @@ impl Session {
         out: Arc<Outbox>,
     ) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
+        let open = OpenStream::admit(natter.clone(), user.clone())?;
         Ok(Self {
             natter,
             caller,
             user,
+            open,
             out,
             delivered: HashMap::new(),
             live: StreamMap::new(),
@@ -96,12 +100,12 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        // The guard comes first: presence counts the stream in the first poll of
-        // `stream_opened`, and the client may leave (dropping this future) while the rest of
-        // it awaits. A failed open takes its count back itself.
-        let mut open = OpenStream::new(self.natter.clone(), self.user.clone());
+        // The guard (`self.open`) exists already: presence counts the stream in the first
+        // poll of `stream_opened`, and the client may leave (dropping this future) while the
+        // rest of it awaits. A failed or refused open takes its count back itself.
+        self.open.counted_in_presence = true;
         if let Err(e) = Box::pin(self.natter.stream_opened(&self.user)).await {
-            open.counted_in_presence = false;
+            self.open.counted_in_presence = false;
             self.out.push_now(Err(Box::new(e.into())));
             return;
         }
@@ -294,22 +298,31 @@ where
 struct OpenStream {
     natter: Arc<Natter>,
     user: UserRecord,
-    /// Whether presence counts this stream (false after a failed open, which took its
-    /// count back).
+    /// Whether presence counts this stream: from the moment the session starts recording
+    /// it, unless that failed (a failed open takes its count back itself).
     counted_in_presence: bool,
 }
 
 impl OpenStream {
-    fn new(natter: Arc<Natter>, user: UserRecord) -> Self {
+    /// Counts a new stream, unless the instance holds `--max-streams` already (checked and
+    /// counted in one atomic step, so streams opening at once cannot pass the limit).
+    fn admit(natter: Arc<Natter>, user: UserRecord) -> ApiResult<Self> {
+        let max = i64::from(natter.config().max_streams);
         natter
             .metrics()
             .streams_open
-            .fetch_add(1, Ordering::Relaxed);
-        Self {
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .map_err(|_| ApiError::ResourceExhausted {
+                what: "this server holds the most event streams it may; try again shortly",
+                retry_after: Some(Duration::from_secs(5)),
+            })?;
+        Ok(Self {
             natter,
             user,
-            counted_in_presence: true,
-        }
+            counted_in_presence: false,
+        })
     }
 }
 

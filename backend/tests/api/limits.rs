@@ -193,3 +193,217 @@ async fn names_that_could_impersonate_are_refused() {
     );
     alice.create_room("général 🎉").await;
 }
+
+#[tokio::test]
+async fn an_account_holds_at_most_its_share_of_streams() {
+    let app = spawn_app_with(|c| c.max_streams_per_user = 2).await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let mut first = alice.subscribe(vec![]).await;
+    expect_ready(&mut first).await;
+    let mut second = alice.subscribe(vec![]).await;
+    expect_ready(&mut second).await;
+
+    let mut third = alice.subscribe(vec![]).await;
+    let refused = tokio::time::timeout(WAIT, third.message()).await.unwrap();
+    assert_status(refused, Code::ResourceExhausted, "most event streams open");
+    // Others are not affected, and a closed stream makes room again.
+    let mut bobs = bob.subscribe(vec![]).await;
+    expect_ready(&mut bobs).await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = alice.subscribe(vec![]).await;
+        match tokio::time::timeout(WAIT, again.message()).await.unwrap() {
+            Ok(Some(pb::Event {
+                event: Some(natter_proto::v1::event::Event::Ready(_)),
+            })) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                // The server has not noticed the closed stream yet.
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::task::yield_now().await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_instance_holds_at_most_its_streams() {
+    let app = spawn_app_with(|c| c.max_streams = 1).await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let mut alices = alice.subscribe(vec![]).await;
+    expect_ready(&mut alices).await;
+    let refused = bob
+        .chat
+        .subscribe(pb::SubscribeRequest { resume: vec![] })
+        .await;
+    let status = refused.expect_err("the instance is full");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("most event streams it may"),
+        "{status:?}"
+    );
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "5");
+    // Unary calls still work.
+    bob.create_room("still fine").await;
+}
+
+#[tokio::test]
+async fn an_account_is_in_at_most_its_share_of_rooms() {
+    let app = spawn_app_with(|c| c.max_rooms_per_user = 2).await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let first = alice.create_room("one").await;
+    alice.create_room("two").await;
+    let bobs = bob.create_room("bob's").await;
+    let full = "most rooms an account may be in";
+    assert_status(
+        alice
+            .chat
+            .create_room(pb::CreateRoomRequest {
+                name: "three".into(),
+                password: String::new(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        full,
+    );
+    assert_status(
+        alice
+            .chat
+            .join_room(pb::JoinRoomRequest {
+                code: bobs.code.clone(),
+                password: String::new(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        full,
+    );
+    assert_status(
+        alice
+            .chat
+            .open_direct(pb::OpenDirectRequest {
+                user_id: bob.user.id.clone(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        full,
+    );
+    // Joining a room one is in already costs nothing.
+    alice.join(&first.code).await;
+    // A direct room with someone whose rooms are full is refused too.
+    let mut carol = app.register("carol").await;
+    assert_status(
+        carol
+            .chat
+            .open_direct(pb::OpenDirectRequest {
+                user_id: alice.user.id.clone(),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "the other user is in the most rooms",
+    );
+    alice.leave(&first.id).await;
+    alice.join(&bobs.code).await;
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_server_goes_on() {
+    let app = spawn_app_with(|c| c.max_request_bytes = 16 * 1024).await;
+    let mut alice = app.register("alice").await;
+    let room = alice.create_room("big").await;
+    let refused = alice
+        .chat
+        .send_message(pb::SendMessageRequest {
+            room_id: room.id.clone(),
+            text: "x".repeat(20 * 1024),
+            client_id: String::new(),
+        })
+        .await;
+    assert_status(refused, Code::OutOfRange, "message length too large");
+    alice.send(&room.id, "a normal message").await;
+    assert_eq!(alice.history(&room.id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn unary_calls_have_a_deadline() {
+    let app = spawn_app_with(|c| c.request_timeout = std::time::Duration::from_millis(1)).await;
+    // Registering hashes a password (tens of milliseconds): past the deadline.
+    let refused = app
+        .auth()
+        .register(pb::RegisterRequest {
+            username: "slowpoke".into(),
+            password: "correct-horse".into(),
+            display_name: String::new(),
+        })
+        .await;
+    assert_status(refused, Code::Cancelled, "Timeout expired");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let _first = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, third.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the third connection should be closed, read {read:?}"
+    );
+    // A closed connection frees its place.
+    drop(second);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no place freed");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// HTTP/2 tells the client how many calls one connection may have open; the client waits
+/// for one to finish before starting another.
+#[tokio::test]
+async fn a_connection_holds_at_most_its_concurrent_calls() {
+    let app = spawn_app_with(|c| c.max_streams_per_connection = 2).await;
+    let mut alice = app.register("alice").await;
+    let mut first = alice.subscribe(vec![]).await;
+    expect_ready(&mut first).await;
+    let mut second = alice.subscribe(vec![]).await;
+    expect_ready(&mut second).await;
+
+    let mut chat = alice.chat.clone();
+    let mut third = tokio::spawn(async move {
+        chat.subscribe(pb::SubscribeRequest { resume: vec![] })
+            .await
+            .map(tonic::Response::into_inner)
+    });
+    // Not started while two are open (a bounded check of non-progress).
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut third).await;
+    assert!(
+        waited.is_err(),
+        "a third call started on a connection allowing two"
+    );
+    drop(first);
+    let mut third = tokio::time::timeout(WAIT, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    expect_ready(&mut third).await;
+}

@@ -11,8 +11,10 @@ const BACKLOG: u64 = 20;
 #[tokio::test]
 async fn a_storm_of_resumes_over_redis_is_gap_free_and_does_not_stall_live_events() {
     let redis = start_redis().await;
-    let a = spawn_redis_app(&redis, |_| {}).await;
-    let b = spawn_redis_app(&redis, |_| {}).await;
+    // One account plays the many clients of the storm: allow it that many streams.
+    let many = |c: &mut natter_server::Config| c.max_streams_per_user = STREAMS as u32 + 1;
+    let a = spawn_redis_app(&redis, many).await;
+    let b = spawn_redis_app(&redis, many).await;
     let mut alice = a.register("alice").await;
     let bob = a.register("bob").await;
     let room = alice.create_room("Storm").await;

@@ -238,8 +238,8 @@ impl Inner {
 
 #[async_trait]
 impl Presence for RedisBus {
-    async fn stream_opened(&self, user_id: &UserId) -> Result<bool, BusError> {
-        Ok(self.stream_delta(user_id, 1).await? == 1)
+    async fn stream_opened(&self, user_id: &UserId) -> Result<u64, BusError> {
+        Ok(u64::try_from(self.stream_delta(user_id, 1).await?).unwrap_or(0))
     }
 
     async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError> {
