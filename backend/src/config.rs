@@ -98,6 +98,17 @@ pub struct Config {
     #[arg(long, env = "NATTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// Rate limits per client address and per account (sign-ins, registrations, joins,
+    /// room creation, direct rooms, sends, typing). `false` turns them off, for
+    /// benchmarks that play many clients with few accounts.
+    #[arg(long, env = "NATTER_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+
+    /// Client addresses (IPs or CIDR blocks, comma-separated) not rate limited by address,
+    /// such as a trusted internal network. Their accounts are still limited.
+    #[arg(long, env = "NATTER_RATE_LIMIT_EXEMPT", value_delimiter = ',', value_parser = parse_net)]
+    pub rate_limit_exempt: Vec<ipnet::IpNet>,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,

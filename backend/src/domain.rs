@@ -231,22 +231,34 @@ impl ClientId {
 
 /// Alphabet of join codes: no 0/O, 1/I/L, so a code read aloud or copied by hand survives.
 pub(crate) const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
-/// Characters in a join code: 31^8 ≈ 8.5e11 codes.
-pub(crate) const CODE_LEN: usize = 8;
+/// Characters in a new join code: 31^12 ≈ 7.9e17 codes.
+///
+/// Why 12: joins are rate limited to 10 a minute per account and instance. An attacker with
+/// 1,000 accounts on each of 10 instances makes at most 10 x 1,000 x 14,400 ≈ 1.4e8 guesses
+/// a day, 5.3e10 a year. Against a million rooms, each guess hits with probability
+/// 1e6 / 7.9e17 ≈ 1.3e-12, so a year of that finds about 0.07 rooms. With the earlier 8
+/// characters (8.5e11 codes) the same attacker would find about 170 a day.
+pub(crate) const CODE_LEN: usize = 12;
+
+/// Length of the join codes made before codes grew to [`CODE_LEN`]; they still work (their
+/// owners can rotate them).
+const LEGACY_CODE_LEN: usize = 8;
 
 /// A room join code, normalised to upper case without separators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RoomCode(String);
 
 impl RoomCode {
-    /// Accepts any case and ignores spaces and dashes, so `abcd-efgh` finds `ABCDEFGH`.
+    /// Accepts any case and ignores spaces and dashes, so `abcd-efgh-jkmn` finds
+    /// `ABCDEFGHJKMN`.
     pub(crate) fn parse(raw: &str) -> Result<Self, InvalidField> {
         let code: String = raw
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
             .map(|c| c.to_ascii_uppercase())
             .collect();
-        if code.len() != CODE_LEN || !code.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
+        let length_ok = code.len() == CODE_LEN || code.len() == LEGACY_CODE_LEN;
+        if !length_ok || !code.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
             return Err(InvalidField::new(
                 "code",
                 format!("must be a {CODE_LEN}-character join code"),
@@ -357,7 +369,13 @@ mod tests {
             RoomCode::parse(&code.as_str().to_lowercase()).unwrap(),
             code
         );
+        assert_eq!(code.as_str().len(), CODE_LEN);
+        assert_eq!(
+            RoomCode::parse("abcd-efgh-jkmn").unwrap().as_str(),
+            "ABCDEFGHJKMN"
+        );
         assert_eq!(RoomCode::parse("abcd-efgh").unwrap().as_str(), "ABCDEFGH");
+        assert!(RoomCode::parse("ABCDEFGHJK").is_err());
         assert!(RoomCode::parse("ABCD0FGH").is_err());
         assert!(RoomCode::parse("ABC").is_err());
     }

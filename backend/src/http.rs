@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -17,6 +17,7 @@ use axum::{
     extract::rejection::JsonRejection,
     http::{HeaderValue, header},
 };
+use tonic::transport::server::TcpConnectInfo;
 use tower::{ServiceBuilder, util::MapResponseLayer};
 use tower_http::{
     compression::CompressionLayer,
@@ -205,19 +206,36 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn register(
     State(natter): State<Arc<Natter>>,
+    client: Option<Extension<TcpConnectInfo>>,
     body: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<Json<AuthJson>, ApiError> {
     let body = json_body(body)?;
     let registration = Registration::parse(&body.username, &body.password, &body.display_name)?;
-    Ok(Json(natter.register(registration).await?.into()))
+    Ok(Json(
+        natter
+            .register(registration, client_ip(client.as_ref()))
+            .await?
+            .into(),
+    ))
+}
+
+/// The client's address as the listener established it (from a trusted PROXY header, or
+/// the socket's peer).
+fn client_ip(info: Option<&Extension<TcpConnectInfo>>) -> Option<std::net::IpAddr> {
+    info.and_then(|Extension(info)| info.remote_addr())
+        .map(|addr| addr.ip())
 }
 
 async fn login(
     State(natter): State<Arc<Natter>>,
+    client: Option<Extension<TcpConnectInfo>>,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<AuthJson>, ApiError> {
     let body = json_body(body)?;
     Ok(Json(
-        natter.login(&body.username, &body.password).await?.into(),
+        natter
+            .login(&body.username, &body.password, client_ip(client.as_ref()))
+            .await?
+            .into(),
     ))
 }

@@ -21,6 +21,7 @@ mod invalid;
 mod listener;
 mod metrics;
 mod passwords;
+mod rate_limits;
 pub mod records;
 pub mod redis;
 pub mod seams;

@@ -26,10 +26,11 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
+        let client = request.remote_addr().map(|addr| addr.ip());
         let registration =
             Registration::try_from(request.get_ref()).map_err(crate::error::ApiError::from)?;
         Ok(Response::new(convert::grant(
-            &self.natter.register(registration).await?,
+            &self.natter.register(registration, client).await?,
         )))
     }
 
@@ -37,9 +38,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::AuthResponse>, Status> {
+        let client = request.remote_addr().map(|addr| addr.ip());
         let r = request.into_inner();
         Ok(Response::new(convert::grant(
-            &self.natter.login(&r.username, &r.password).await?,
+            &self.natter.login(&r.username, &r.password, client).await?,
         )))
     }
 

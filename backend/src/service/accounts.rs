@@ -1,5 +1,7 @@
 //! Registration, sign-in, tokens and the people directory.
 
+use std::net::IpAddr;
+
 use super::Natter;
 use crate::{
     auth::{self, Caller, Role},
@@ -20,7 +22,12 @@ const MAX_PAGE: usize = 200;
 impl Natter {
     /// Creates an account and signs it in.
     #[tracing::instrument(name = "register", skip_all, fields(username = %registration.username))]
-    pub(crate) async fn register(&self, registration: Registration) -> ApiResult<Grant> {
+    pub(crate) async fn register(
+        &self,
+        registration: Registration,
+        client: Option<IpAddr>,
+    ) -> ApiResult<Grant> {
+        self.limits.register(client)?;
         let Registration {
             username,
             password,
@@ -43,8 +50,14 @@ impl Natter {
 
     /// Signs in with username and password.
     #[tracing::instrument(name = "login", skip_all, fields(username = %username))]
-    pub(crate) async fn login(&self, username: &str, password: &str) -> ApiResult<Grant> {
+    pub(crate) async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> ApiResult<Grant> {
         Password::check_size("password", password)?;
+        self.limits.sign_in(client, username)?;
         // A malformed username cannot exist; answer like for any unknown one.
         let user = match Username::parse(username) {
             Ok(name) => self.directory.user_by_username(name.as_str()).await?,

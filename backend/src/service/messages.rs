@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::Natter;
+use crate::rate_limits::Action;
 use crate::{
     auth::{self, Caller},
     domain::{SendMessage, SetTyping, new_id},
@@ -70,6 +71,7 @@ impl Natter {
             client_id,
         } = send;
         let room_id = &room_id;
+        self.limits.account(Action::Send, &caller.user_id)?;
         let sender = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         let appended = self
@@ -125,6 +127,7 @@ impl Natter {
     pub(crate) async fn set_typing(&self, caller: &Caller, typing: SetTyping) -> ApiResult<()> {
         let SetTyping { room_id, typing } = typing;
         let room_id = &room_id;
+        self.limits.account(Action::Typing, &caller.user_id)?;
         let user = self.account(caller).await?;
         self.member_room(caller, room_id).await?;
         if !self.typing.admit(&user.id, room_id) {

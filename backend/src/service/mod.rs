@@ -45,6 +45,8 @@ pub struct Natter {
     metrics: crate::metrics::Metrics,
     /// Rate limit of typing events.
     typing: messages::TypingThrottle,
+    /// Rate limits per client address and per account.
+    limits: crate::rate_limits::RateLimits,
 }
 
 /// The seams an instance runs on.
@@ -67,7 +69,12 @@ impl Natter {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let limits = crate::rate_limits::RateLimits::new(
+            config.rate_limits,
+            config.rate_limit_exempt.clone(),
+        );
         Self {
+            limits,
             directory: seams.directory,
             log: seams.log,
             presence: seams.presence,
@@ -137,6 +144,7 @@ impl Natter {
                 }
                 Err(e) => tracing::warn!(error = ?e, "presence maintenance failed"),
             }
+            self.limits.forget_quiet();
         }
     }
 

@@ -1,6 +1,7 @@
 //! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
 
 use super::Natter;
+use crate::rate_limits::Action;
 use crate::{
     auth::{self, Caller},
     domain::{Password, RoomCode, RoomName},
@@ -11,7 +12,7 @@ use crate::{
     views::{MemberView, Notice, RoomChange, RoomView, UserView},
 };
 
-/// Attempts at drawing an unused join code; with 8.5e11 codes, a second one is rare.
+/// Attempts at drawing an unused join code; with 7.9e17 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
 
 const YOU_ARE_FULL: &str =
@@ -40,6 +41,7 @@ impl Natter {
         name: RoomName,
         password: Option<Password>,
     ) -> ApiResult<RoomView> {
+        self.limits.account(Action::CreateRoom, &caller.user_id)?;
         self.account(caller).await?;
         self.ensure_room_quota(&caller.user_id, YOU_ARE_FULL)
             .await?;
@@ -84,6 +86,7 @@ impl Natter {
         password: &str,
     ) -> ApiResult<RoomView> {
         Password::check_size("password", password)?;
+        self.limits.account(Action::Join, &caller.user_id)?;
         let user = self.account(caller).await?;
         let room = self
             .directory
@@ -197,6 +200,7 @@ impl Natter {
         caller: &Caller,
         peer_id: &UserId,
     ) -> ApiResult<RoomView> {
+        self.limits.account(Action::OpenDirect, &caller.user_id)?;
         let me = self.account(caller).await?;
         if *peer_id == me.id {
             return Err(crate::domain::InvalidField::new("user_id", "must be another user").into());

@@ -19,7 +19,7 @@ async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
     config.data_dir = dir.path().into();
     let natter = server::build(config).await.unwrap();
     let registration = Registration::parse("bob", "correct-horse-battery", "").unwrap();
-    let bob = natter.register(registration).await.unwrap().user;
+    let bob = natter.register(registration, None).await.unwrap().user;
     let caller = Caller { user_id: bob.id };
     let name = RoomName::parse("General").unwrap();
     let room = natter.create_room(&caller, name, None).await.unwrap().room;

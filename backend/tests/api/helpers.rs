@@ -85,6 +85,9 @@ pub fn test_config(data_dir: &TempDir) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data_dir.path().to_path_buf();
     config.static_dir = data_dir.path().join("no-web-client");
+    // Most tests play many clients with few accounts from one address; the rate-limit
+    // tests turn the limits back on.
+    config.rate_limits = false;
     config
 }
 

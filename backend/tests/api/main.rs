@@ -9,6 +9,7 @@ mod limits;
 mod messages;
 mod persistence;
 mod probes;
+mod rate_limits;
 mod redis_server;
 mod rooms;
 mod scale;

@@ -13,7 +13,7 @@ async fn create_join_list_and_members() {
     assert_eq!(room.name, "General");
     assert_eq!(room.owner_id, alice.user.id);
     assert_eq!(room.kind, pb::RoomKind::Group as i32);
-    assert_eq!(room.code.len(), 8);
+    assert_eq!(room.code.len(), 12);
     assert!(!room.has_password);
     assert_eq!(room.last_seq, 0);
 

@@ -48,7 +48,7 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
 
     // Alice creates a room; Bob joins with its code.
     let code = create_room(&alice, "Lobby", "").await?;
-    assert_eq!(code.len(), 8, "{code}");
+    assert_eq!(code.len(), 12, "{code}");
     alice.click("[data-testid=dialog-done]").await?;
     bob.click("[data-testid=join-room-open]").await?;
     bob.fill("[data-testid=join-code]", &code.to_lowercase())
