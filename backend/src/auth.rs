@@ -174,8 +174,17 @@ pub(crate) fn load_or_create_secret(
         return Ok(secret.as_bytes().to_vec());
     }
     let path = data_dir.join("jwt-secret");
-    match std::fs::read_to_string(&path) {
-        Ok(secret) => return Ok(secret.trim().as_bytes().to_vec()),
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => anyhow::bail!(
+            "{} is a symbolic link: refusing to read the token secret through it",
+            path.display()
+        ),
+        Ok(_) => {
+            make_private(&path)?;
+            let secret = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            return Ok(secret.trim().as_bytes().to_vec());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -190,13 +199,36 @@ pub(crate) fn load_or_create_secret(
     Ok(secret.into_bytes())
 }
 
+/// Reads `--jwt-secret-file`, without its surrounding whitespace (a trailing newline).
+pub(crate) fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token secret from {}", path.display()))?;
+    Ok(secret.trim().to_owned())
+}
+
+/// Sets a secret file readable by its owner only (on every start, not only at creation).
+fn make_private(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes a file readable by its owner only, via a synced temporary file renamed into place:
-/// a crash leaves either no file or the whole one, never an empty secret.
+/// a crash leaves either no file or the whole one, never an empty secret. The temporary
+/// file is created new (`O_EXCL`), so a link planted in its place is never followed.
 fn write_private_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&temporary)?;
@@ -256,5 +288,52 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert!(TokenKeys::new(b"short", Duration::from_secs(1)).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_kept_secret_is_private_on_every_start_and_never_read_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_secret(None, dir.path()).unwrap();
+        let path = dir.path().join("jwt-secret");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // Loosened by hand: private again, and the same secret.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create_secret(None, dir.path()).unwrap(), first);
+        assert_eq!(mode(&path), 0o600);
+        // A link in its place is refused, not followed.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::rename(&path, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let refused = load_or_create_secret(None, dir.path()).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("symbolic link"),
+            "{refused:#}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_temporary_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("jwt-secret.tmp")).unwrap();
+        load_or_create_secret(None, dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_secret_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "a-secret-of-at-least-32-bytes-long!!\n").unwrap();
+        assert_eq!(
+            read_secret_file(&file).unwrap(),
+            "a-secret-of-at-least-32-bytes-long!!"
+        );
+        assert!(read_secret_file(&dir.path().join("missing")).is_err());
     }
 }

@@ -7,7 +7,7 @@ use clap::Parser;
 /// natter-server: a real-time chat server speaking native gRPC, gRPC-Web and HTTP on one port.
 ///
 /// With no arguments it runs the embedded default: data in ./data, no external services.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "natter-server", version, about)]
 pub struct Config {
     /// Address to listen on for gRPC, gRPC-Web and HTTP alike.
@@ -19,9 +19,15 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Secret for signing access tokens (HS256). When unset, a random one is generated
-    /// once and kept in the data directory.
+    /// once and kept in the data directory. Prefer --jwt-secret-file: a flag's value shows
+    /// in `ps` to every user of the machine.
     #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// File holding the secret for signing access tokens (surrounding whitespace ignored),
+    /// instead of --jwt-secret.
+    #[arg(long, env = "NATTER_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Lifetime of access tokens, e.g. 900s, 30m, 12h, 7d (plain numbers are seconds).
     #[arg(long, env = "NATTER_TOKEN_TTL", default_value = "12h", value_parser = parse_duration)]
@@ -114,6 +120,41 @@ pub struct Config {
     pub static_dir: PathBuf,
 }
 
+/// Secrets are redacted: a configuration may be logged or printed in an error.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("token_ttl", &self.token_ttl)
+            .field("admins", &self.admins)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("redis_url", &redacted(self.redis_url.is_some()))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("history_retention", &self.history_retention)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
+            .field("max_streams_per_user", &self.max_streams_per_user)
+            .field("max_streams", &self.max_streams)
+            .field("max_rooms_per_user", &self.max_rooms_per_user)
+            .field("max_connections", &self.max_connections)
+            .field("request_timeout", &self.request_timeout)
+            .field("rate_limits", &self.rate_limits)
+            .field("rate_limit_exempt", &self.rate_limit_exempt)
+            .field("static_dir", &self.static_dir)
+            .finish()
+    }
+}
+
 impl Config {
     /// The defaults, as if started with no flags and no environment.
     pub fn defaults() -> Self {
@@ -188,6 +229,33 @@ mod tests {
         assert!(parse_net("nginx").is_err());
         assert!(Config::defaults().trusted_proxies.is_empty());
         assert_eq!(Config::defaults().drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = Config::parse_from([
+            "natter-server",
+            "--jwt-secret",
+            "very-secret-signing-key-of-32-bytes",
+            "--redis-url",
+            "redis://:hunter2@cache:6379/0",
+        ]);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("jwt_secret: \"<redacted>\""), "{shown}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_a_flag_or_a_file_not_both() {
+        let both = Config::try_parse_from([
+            "natter-server",
+            "--jwt-secret",
+            "x",
+            "--jwt-secret-file",
+            "/run/secrets/jwt",
+        ]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tower_http::{
 
 use crate::{
     domain::InvalidField, domain::Registration, error::ApiError, service::Natter, views::Grant,
+    web_headers,
 };
 
 /// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
@@ -36,6 +37,7 @@ pub(crate) fn routes(natter: Arc<Natter>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/register", post(register))
         .route("/api/v1/login", post(login))
+        .layer(MapResponseLayer::new(web_headers::secure))
         .with_state(natter)
 }
 
@@ -46,7 +48,7 @@ pub(crate) fn assets(dir: &Path) -> Router {
     Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(MapResponseLayer::new(|response| {
-                cache(response, "public, max-age=31536000, immutable")
+                web_headers::secure(cache(response, "public, max-age=31536000, immutable"))
             }))
             .layer(CompressionLayer::new())
             .service(ServeDir::new(dir).precompressed_gzip()),
@@ -56,10 +58,11 @@ pub(crate) fn assets(dir: &Path) -> Router {
 /// The web client's pages: `index.html` for `/` and for any path the app routes itself
 /// (SPA fallback), revalidated on every load so a new build is picked up at once.
 pub(crate) fn pages(dir: &Path) -> Router {
+    let static_dir = dir.to_path_buf();
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(MapResponseLayer::new(|response| {
-                cache(response, "no-cache")
+            .layer(MapResponseLayer::new(move |response| {
+                web_headers::secure_page(cache(response, "no-cache"), &static_dir)
             }))
             .layer(CompressionLayer::new())
             .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),

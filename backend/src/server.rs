@@ -28,14 +28,20 @@ use crate::{
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     create_private_dir(&config.data_dir)?;
     let passwords = Passwords::new().await?;
-    if config.redis_url.is_some() && config.jwt_secret.is_none() {
+    let configured = match (&config.jwt_secret, &config.jwt_secret_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(file)) => Some(auth::read_secret_file(file)?),
+        (None, None) => None,
+    };
+    if config.redis_url.is_some() && configured.is_none() {
         anyhow::bail!(
-            "Redis mode needs an explicit --jwt-secret (or NATTER_JWT_SECRET) of at least {} bytes, \
-             the same on every instance, so that a token issued by one instance is valid on all",
+            "Redis mode needs an explicit --jwt-secret-file or --jwt-secret (or \
+             NATTER_JWT_SECRET_FILE, NATTER_JWT_SECRET) of at least {} bytes, the same on every \
+             instance, so that a token issued by one instance is valid on all",
             auth::MIN_SECRET_BYTES
         );
     }
-    let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+    let secret = load_or_create_secret(configured.as_deref(), &config.data_dir)?;
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -80,7 +86,8 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
 }
 
 /// Creates the data directory readable by its owner only: it holds password hashes,
-/// messages and the token secret.
+/// messages and the token secret. The mode is set again on every start, so a directory
+/// made or loosened by hand (or restored from a backup) is private again.
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -88,7 +95,14 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making the data directory {} private", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The whole HTTP surface as one router. gRPC-Web is enabled per gRPC service: a
@@ -236,5 +250,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_data_directory_is_made_private_on_every_start() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        create_private_dir(&dir).unwrap();
+        let mode = || std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(), 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(), 0o700);
     }
 }

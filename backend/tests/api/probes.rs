@@ -193,14 +193,27 @@ async fn the_web_client_is_served_with_caching_compression_and_spa_fallback() {
     // restart: files are read from disk on each request.
     std::fs::write(
         site.path().join("index.html"),
-        "<!doctype html><title>Natter, rebuilt</title>",
+        "<!doctype html><title>Natter, rebuilt</title><script type=\"module\">init();</script>",
     )
     .unwrap();
     let rebuilt = http_request(&app, "GET", "/", None).await;
     assert!(rebuilt.contains("Natter, rebuilt"), "{rebuilt}");
+    // Its security headers: the policy allows the new page's inline script by its hash
+    // (base64 of sha256("init();")), WebAssembly, and no framing.
+    for header in [
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+        "x-frame-options: DENY",
+        "content-security-policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval' \
+         'sha256-GEnM5q1nYY/iACnyMTdov+tNp9OFcBnnDgNXUXaVNXc=';",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(rebuilt.contains(header), "{header} missing: {rebuilt}");
+    }
 
     let wasm = http_request(&app, "GET", "/assets/natter-0123.wasm", None).await;
     assert!(wasm.contains("content-type: application/wasm"), "{wasm}");
+    assert!(wasm.contains("x-content-type-options: nosniff"), "{wasm}");
     assert!(
         wasm.contains("cache-control: public, max-age=31536000, immutable"),
         "{wasm}"
