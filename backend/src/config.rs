@@ -10,6 +10,11 @@ use clap::Parser;
 #[derive(Clone, Parser)]
 #[command(name = "natter-server", version, about)]
 pub struct Config {
+    /// An operator task instead of serving (run with the server's own flags or
+    /// environment, so it finds the same data).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on for gRPC, gRPC-Web and HTTP alike.
     #[arg(long, env = "NATTER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -33,8 +38,9 @@ pub struct Config {
     #[arg(long, env = "NATTER_TOKEN_TTL", default_value = "12h", value_parser = parse_duration)]
     pub token_ttl: Duration,
 
-    /// Comma-separated usernames that get the admin role (may delete any room).
-    #[arg(long, env = "NATTER_ADMINS", value_delimiter = ',', default_value = "")]
+    /// Removed: admin by username could be taken by whoever registered a listed name
+    /// first. Starting with it fails and says what to use instead.
+    #[arg(long, env = "NATTER_ADMINS", value_delimiter = ',', hide = true)]
     pub admins: Vec<String>,
 
     /// Interval between Heartbeat events on idle streams; keep it below proxies' idle timeouts.
@@ -120,11 +126,38 @@ pub struct Config {
     pub static_dir: PathBuf,
 }
 
+/// Operator tasks.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Manage the admin role (admins may delete any room).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// What `natter-server admin` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminAction {
+    /// Makes an existing account an admin.
+    Grant {
+        /// The account's username.
+        username: String,
+    },
+    /// Takes the admin role back.
+    Revoke {
+        /// The account's username.
+        username: String,
+    },
+}
+
 /// Secrets are redacted: a configuration may be logged or printed in an error.
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let redacted = |set: bool| if set { "<redacted>" } else { "<unset>" };
         f.debug_struct("Config")
+            .field("command", &self.command)
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
@@ -159,13 +192,6 @@ impl Config {
     /// The defaults, as if started with no flags and no environment.
     pub fn defaults() -> Self {
         Self::parse_from(["natter-server"])
-    }
-
-    /// Whether `username` (normalised) is listed as an admin.
-    pub fn is_admin(&self, username: &str) -> bool {
-        self.admins
-            .iter()
-            .any(|admin| admin.trim().eq_ignore_ascii_case(username))
     }
 }
 
@@ -263,6 +289,5 @@ mod tests {
         let config = Config::defaults();
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert!(!config.is_admin("alice"));
     }
 }

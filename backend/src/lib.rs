@@ -34,5 +34,5 @@ mod web_headers;
 mod wire;
 
 pub use config::Config;
-pub use server::{build, run, shutdown_signal};
+pub use server::{administer, build, run, shutdown_signal};
 pub use service::Natter;

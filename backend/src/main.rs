@@ -1,12 +1,18 @@
 //! `natter-server`: loads configuration, sets up logging, binds, runs until Ctrl-C/SIGTERM.
+//! `natter-server admin grant|revoke USERNAME` runs an operator task instead.
 
 use anyhow::Context;
 use clap::Parser;
-use natter_server::{Config, telemetry};
+use natter_server::{Config, config::Command, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    if let Some(Command::Admin { action }) = config.command.take() {
+        telemetry::init("warn");
+        println!("{}", natter_server::administer(config, action).await?);
+        return Ok(());
+    }
     telemetry::init("info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

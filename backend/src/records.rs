@@ -16,6 +16,10 @@ pub struct UserRecord {
     pub password_hash: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// May delete any room. Granted to an existing account by an operator
+    /// (`natter-server admin grant USERNAME`), never by registering a name.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// What kind of room, with what only that kind has.

@@ -15,7 +15,7 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
-    config::Config,
+    config::{AdminAction, Config},
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
@@ -26,6 +26,13 @@ use crate::{
 
 /// Opens the seams the configuration asks for (embedded, or Redis) and loads the token keys.
 pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
+    if !config.admins.is_empty() {
+        anyhow::bail!(
+            "--admins (NATTER_ADMINS) was removed: whoever registered a listed name first \
+             became admin. Grant the role to an existing account instead: \
+             natter-server admin grant USERNAME (with this server's data dir or Redis flags)"
+        );
+    }
     create_private_dir(&config.data_dir)?;
     let passwords = Passwords::new().await?;
     let configured = match (&config.jwt_secret, &config.jwt_secret_file) {
@@ -71,7 +78,13 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
             }
         }
         None => {
-            let store = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+            let store = Arc::new(EmbeddedStore::open(&config.data_dir).with_context(|| {
+                format!(
+                    "opening the embedded store in {} (one process at a time: is a server \
+                     running on it?)",
+                    config.data_dir.display()
+                )
+            })?);
             tracing::info!(data_dir = %config.data_dir.display(), "embedded directory and log");
             Seams {
                 directory: store.clone(),
@@ -223,6 +236,22 @@ pub async fn run(
         }
     };
     served
+}
+
+/// Runs an operator task (`natter-server admin ...`) on the store `config` names, and
+/// says what it did.
+pub async fn administer(config: Config, action: AdminAction) -> anyhow::Result<String> {
+    let natter = build(config).await?;
+    let (username, admin) = match &action {
+        AdminAction::Grant { username } => (username, true),
+        AdminAction::Revoke { username } => (username, false),
+    };
+    let user = natter.set_admin(username, admin).await?;
+    Ok(if admin {
+        format!("{} ({}) is an admin", user.username, user.id)
+    } else {
+        format!("{} ({}) is no longer an admin", user.username, user.id)
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

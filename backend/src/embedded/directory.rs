@@ -69,6 +69,33 @@ impl Directory for EmbeddedStore {
         .await
     }
 
+    async fn set_admin(&self, username: &str, admin: bool) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.blocking(move |s| {
+            let txn = s.db.begin_write()?;
+            let updated = {
+                let id = match txn.open_table(USERNAMES)?.get(username.as_str())? {
+                    Some(id) => id.value().to_owned(),
+                    None => return Ok(None),
+                };
+                let mut users = txn.open_table(USERS)?;
+                let Some(mut user) = users
+                    .get(id.as_str())?
+                    .map(|b| decode::<UserRecord>(b.value()))
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                user.admin = admin;
+                users.insert(id.as_str(), encode(&user)?.as_slice())?;
+                user
+            };
+            txn.commit()?;
+            Ok(Some(updated))
+        })
+        .await
+    }
+
     async fn users_after(
         &self,
         after_username: &str,

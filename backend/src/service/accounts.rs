@@ -42,6 +42,7 @@ impl Natter {
                 display_name: display_name.as_str().to_owned(),
                 password_hash,
                 created_at: auth::now_ms(),
+                admin: false,
             })
             .await?;
         tracing::info!(user = %user.id, "registered");
@@ -74,6 +75,17 @@ impl Natter {
         }
     }
 
+    /// Grants or takes back the admin role of an existing account (an operator task: see
+    /// [`crate::administer`]).
+    pub async fn set_admin(&self, username: &str, admin: bool) -> anyhow::Result<UserRecord> {
+        let name = Username::parse(username)?;
+        match self.directory.set_admin(name.as_str(), admin).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => anyhow::bail!("no account is named '{}'", name.as_str()),
+            Err(e) => Err(anyhow::Error::new(e).context("updating the account")),
+        }
+    }
+
     /// A fresh token for the holder of a valid one.
     #[tracing::instrument(name = "refresh_token", skip_all, fields(user = %caller.user_id))]
     pub(crate) async fn refresh(&self, caller: &Caller) -> ApiResult<Grant> {
@@ -82,11 +94,7 @@ impl Natter {
     }
 
     fn grant(&self, user: &UserRecord) -> ApiResult<Grant> {
-        let role = if self.config.is_admin(&user.username) {
-            Role::Admin
-        } else {
-            Role::User
-        };
+        let role = if user.admin { Role::Admin } else { Role::User };
         let issued = self.keys.issue(&user.id, role)?;
         Ok(Grant {
             token: issued.token,

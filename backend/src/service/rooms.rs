@@ -152,7 +152,7 @@ impl Natter {
             .await?
             .ok_or(ApiError::NotFound("room not found"))?;
         // Admin rights follow the configuration now, not when the token was issued.
-        if room.owner_id != caller.user_id && !self.config.is_admin(&user.username) {
+        if room.owner_id != caller.user_id && !user.admin {
             return Err(ApiError::PermissionDenied(
                 "only the room's owner or an admin may delete it",
             ));

@@ -1,4 +1,5 @@
 use natter_proto::v1 as pb;
+use natter_server::config::AdminAction;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -194,16 +195,95 @@ async fn expired_tokens_are_unauthenticated() {
         .unwrap();
 }
 
+/// Admin is granted to an existing account by an operator, on the stopped server's data;
+/// registering a name never makes anyone admin.
 #[tokio::test]
-async fn admins_come_from_config() {
-    let app = spawn_app_with(|c| c.admins = vec!["root".into()]).await;
+async fn admin_is_granted_by_an_operator_to_an_existing_account() {
+    let app = spawn_app().await;
     let response = app
         .auth()
         .register(register("Root", "correct-horse", ""))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(response.role, "admin");
+    assert_eq!(response.role, "user");
+    let data_dir = app.stop().await;
+
+    let mut config = test_config(&data_dir);
+    let unknown = natter_server::administer(
+        config.clone(),
+        AdminAction::Grant {
+            username: "nobody".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{unknown:#}").contains("no account is named 'nobody'"));
+    let said = natter_server::administer(
+        config.clone(),
+        AdminAction::Grant {
+            username: "ROOT".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        said.starts_with("root (") && said.ends_with("is an admin"),
+        "{said}"
+    );
+
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = spawn_app_in(data_dir, config).await;
+    let signed_in = app
+        .auth()
+        .login(pb::LoginRequest {
+            username: "root".into(),
+            password: "correct-horse".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(signed_in.role, "admin");
+}
+
+/// The flag that handed admin to whoever registered a listed name first is refused, with
+/// what to use instead.
+#[tokio::test]
+async fn the_removed_admins_flag_stops_the_server_with_advice() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data_dir);
+    config.admins = vec!["root".into()];
+    let Err(refused) = natter_server::build(config).await else {
+        panic!("a server started with --admins");
+    };
+    assert!(
+        format!("{refused:#}").contains("natter-server admin grant USERNAME"),
+        "{refused:#}"
+    );
+}
+
+/// The operator command as an operator runs it: the server's binary, its data dir.
+#[tokio::test]
+async fn the_admin_command_runs_on_the_data_dir() {
+    let app = spawn_app().await;
+    app.register("keeper").await;
+    let data_dir = app.stop().await;
+    let run = |action: &str, name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_natter-server"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["admin", action, name])
+            .output()
+            .unwrap()
+    };
+    let granted = run("grant", "keeper");
+    assert!(granted.status.success(), "{granted:?}");
+    assert!(String::from_utf8_lossy(&granted.stdout).contains("keeper ("));
+    let revoked = run("revoke", "keeper");
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("is no longer an admin"));
+    let missing = run("grant", "ghost");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no account is named 'ghost'"));
 }
 
 #[tokio::test]

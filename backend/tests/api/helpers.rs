@@ -25,6 +25,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub url: String,
     pub data_dir: Arc<TempDir>,
+    /// The instance itself, for operator tasks (granting admin).
+    pub natter: Arc<natter_server::Natter>,
     pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -132,7 +134,7 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let natter = natter_server::build(config).await.expect("build server");
     let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(natter_server::run(listener, natter, async {
+    let handle = tokio::spawn(natter_server::run(listener, natter.clone(), async {
         let _ = stopped.await;
     }));
     let url = format!("http://{addr}");
@@ -141,6 +143,7 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>, config: Config) -> TestApp {
         addr,
         url,
         data_dir,
+        natter,
         channel,
         stop: Some(stop),
         handle: Some(handle),

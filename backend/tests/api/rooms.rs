@@ -181,10 +181,11 @@ async fn room_errors() {
 
 #[tokio::test]
 async fn leave_and_delete() {
-    let app = spawn_app_with(|c| c.admins = vec!["admin".into()]).await;
+    let app = spawn_app().await;
     let mut alice = app.register("alice").await;
     let mut bob = app.register("bob").await;
     let mut admin = app.register("admin").await;
+    app.natter.set_admin("admin", true).await.unwrap();
     let room = alice.create_room("Temp").await;
     bob.join(&room.code).await;
 

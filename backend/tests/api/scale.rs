@@ -546,3 +546,26 @@ async fn deployments_with_different_prefixes_share_one_redis_without_meeting() {
         .await;
     assert_eq!(joined.unwrap_err().code(), Code::NotFound);
 }
+
+/// An admin granted on one instance (an operator task against the shared Redis) is an
+/// admin on every instance at once: the role is read from the account, not the token.
+#[tokio::test]
+async fn an_admin_granted_through_redis_holds_on_every_instance() {
+    let redis = start_redis().await;
+    let a = spawn_redis_app(&redis, |_| {}).await;
+    let b = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = a.register("alice").await;
+    let moderator = a.register("moderator").await;
+    let room = alice.create_room("Unruly").await;
+    let mut on_b = moderator.via(&b.url);
+    let delete = |room_id: &str| pb::DeleteRoomRequest {
+        room_id: room_id.into(),
+    };
+    assert_eq!(
+        on_b.chat.delete_room(delete(&room.id)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    a.natter.set_admin("moderator", true).await.unwrap();
+    on_b.chat.delete_room(delete(&room.id)).await.unwrap();
+    assert!(alice.rooms().await.is_empty());
+}

@@ -105,6 +105,7 @@ fn user(name: &str) -> UserRecord {
         display_name: format!("{name} shown"),
         password_hash: "hash".into(),
         created_at: 1,
+        admin: false,
     }
 }
 
@@ -207,6 +208,30 @@ async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
         user("carol")
     );
     assert!(s.directory.user(&uid("nobody")).await.unwrap().is_none());
+
+    let granted = s.directory.set_admin("bob", true).await.unwrap().unwrap();
+    assert!(granted.admin);
+    assert_eq!(
+        s.directory.user(&uid("idbob")).await.unwrap(),
+        Some(granted)
+    );
+    assert!(
+        !s.directory
+            .user(&uid("idalice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .admin
+    );
+    let revoked = s.directory.set_admin("bob", false).await.unwrap().unwrap();
+    assert_eq!(revoked, user("bob"));
+    assert!(
+        s.directory
+            .set_admin("nobody", true)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn the_directory_pages_and_matches_display_names(s: &Seams) {

@@ -59,6 +59,23 @@ impl Directory for RedisStore {
             .transpose()
     }
 
+    /// Nothing else rewrites an account's record, so a read and a write suffice; `XX`
+    /// keeps a concurrently deleted record from coming back.
+    async fn set_admin(&self, username: &str, admin: bool) -> StoreResult<Option<UserRecord>> {
+        let Some(mut user) = self.user_by_username(username).await? else {
+            return Ok(None);
+        };
+        user.admin = admin;
+        let written: Option<String> = redis::cmd("SET")
+            .arg(self.schema.user(&user.id))
+            .arg(to_json(&user)?)
+            .arg("XX")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(written.map(|_| user))
+    }
+
     async fn users_after(
         &self,
         after_username: &str,
