@@ -47,17 +47,49 @@ pub(crate) struct Claims {
     pub iat: u64,
     /// Expiry, unix seconds.
     pub exp: u64,
+    /// Session id: every token of one sign-in (its refreshes included) carries the same,
+    /// so one session can be signed out. Empty in tokens from before sessions existed.
+    #[serde(default)]
+    pub sid: String,
+    /// When the session signed in, unix milliseconds (0 in tokens from before sessions).
+    #[serde(default)]
+    pub sat: i64,
     iss: String,
     aud: String,
 }
 
+/// One sign-in, which its refreshed tokens continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// Random id.
+    pub id: String,
+    /// When it signed in, unix milliseconds.
+    pub started_ms: i64,
+}
+
+impl Session {
+    /// A new session, starting now.
+    pub(crate) fn start() -> Self {
+        use rand::Rng;
+        let bytes: [u8; 16] = rand::rng().random();
+        Self {
+            id: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            started_ms: now_ms(),
+        }
+    }
+}
+
 /// The signed-in caller of an RPC, put into request extensions by the auth interceptor.
-/// Only the id: what a caller may do (admin rights included) is read from the current
-/// configuration and records, not from when the token was issued.
+/// Who and which session only: what a caller may do (admin rights included), and whether
+/// the session still holds, is read from the current records, not from the token.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// User id.
     pub user_id: UserId,
+    /// The session the token belongs to.
+    pub session: Session,
+    /// When the token expires, unix seconds (an open stream ends then).
+    pub expires_at: u64,
 }
 
 /// A freshly issued token.
@@ -109,8 +141,13 @@ impl TokenKeys {
         })
     }
 
-    /// Signs a token for a user.
-    pub(crate) fn issue(&self, user_id: &UserId, role: Role) -> ApiResult<IssuedToken> {
+    /// Signs a token of `session` for a user.
+    pub(crate) fn issue(
+        &self,
+        user_id: &UserId,
+        role: Role,
+        session: &Session,
+    ) -> ApiResult<IssuedToken> {
         let now = unix_now().as_secs();
         let lifetime = self.ttl.as_secs().max(1);
         let claims = Claims {
@@ -118,6 +155,8 @@ impl TokenKeys {
             role,
             iat: now,
             exp: now + lifetime,
+            sid: session.id.clone(),
+            sat: session.started_ms,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
@@ -138,8 +177,20 @@ impl TokenKeys {
                 tracing::debug!(error = %e, "token rejected");
                 ApiError::Unauthenticated("invalid or expired access token")
             })?;
+        let claims = data.claims;
+        // A token from before sessions: its session started when it was issued.
+        let started_ms = if claims.sat > 0 {
+            claims.sat
+        } else {
+            i64::try_from(claims.iat.saturating_mul(1000)).unwrap_or(i64::MAX)
+        };
         Ok(Caller {
-            user_id: UserId::from_trusted(data.claims.sub),
+            user_id: UserId::from_trusted(claims.sub),
+            session: Session {
+                id: claims.sid,
+                started_ms,
+            },
+            expires_at: claims.exp,
         })
     }
 
@@ -260,11 +311,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_forgeries() {
         let keys_a = keys(&[1; 32]);
+        let session = Session::start();
         let issued = keys_a
-            .issue(&UserId::from_trusted("u1"), Role::Admin)
+            .issue(&UserId::from_trusted("u1"), Role::Admin, &session)
             .unwrap();
         let caller = keys_a.verify(&issued.token).unwrap();
         assert_eq!(caller.user_id.as_str(), "u1");
+        assert_eq!(caller.session, session);
         assert!(keys(&[2; 32]).verify(&issued.token).is_err());
         assert!(keys_a.verify("not.a.token").is_err());
     }
@@ -278,6 +331,8 @@ mod tests {
             role: Role::User,
             iat: now - 3600,
             exp: now - 600,
+            sid: String::new(),
+            sat: 0,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };

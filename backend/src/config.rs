@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "NATTER_ADMINS", value_delimiter = ',', hide = true)]
     pub admins: Vec<String>,
 
+    /// Longest a session lasts from its sign-in, however often its token is refreshed.
+    #[arg(long, env = "NATTER_MAX_SESSION_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub max_session_age: Duration,
+
     /// Interval between Heartbeat events on idle streams; keep it below proxies' idle timeouts.
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -163,6 +167,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
             .field("jwt_secret_file", &self.jwt_secret_file)
             .field("token_ttl", &self.token_ttl)
+            .field("max_session_age", &self.max_session_age)
             .field("admins", &self.admins)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("redis_url", &redacted(self.redis_url.is_some()))

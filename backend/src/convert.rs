@@ -136,5 +136,8 @@ pub(crate) fn notice(n: &Notice) -> pb::Event {
             user: Some(user_view(user)),
             typing: *typing,
         }),
+        Notice::SessionEnded { reason } => pb::event::Event::SessionEnded(pb::SessionEnded {
+            reason: (*reason).to_owned(),
+        }),
     })
 }

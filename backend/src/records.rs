@@ -20,6 +20,71 @@ pub struct UserRecord {
     /// (`natter-server admin grant USERNAME`), never by registering a name.
     #[serde(default)]
     pub admin: bool,
+    /// Disabled by an admin: no sign-in, no token works.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Sessions that signed in before this (unix milliseconds) have ended: "sign out
+    /// everywhere".
+    #[serde(default)]
+    pub sessions_after_ms: i64,
+    /// Single sessions signed out, each kept until no token of it could be refreshed any
+    /// more (then it is pruned).
+    #[serde(default)]
+    pub ended_sessions: Vec<EndedSession>,
+}
+
+/// A session that was signed out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EndedSession {
+    /// The session id.
+    pub id: String,
+    /// Unix milliseconds after which the session is past its maximum age anyway.
+    pub until_ms: i64,
+}
+
+/// A change to an account, applied atomically by the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange {
+    /// Grant or take back the admin role.
+    Admin(bool),
+    /// Disable the account (ending every session) or enable it again.
+    Disabled(bool),
+    /// Sign one session out (until it would have expired anyway).
+    EndSession(EndedSession),
+    /// Sign every session that started before this instant (unix ms) out.
+    EndSessionsBefore(i64),
+}
+
+impl UserRecord {
+    /// Applies a change at `now_ms`; ended sessions past their maximum age are pruned.
+    pub fn apply(&mut self, change: &AccountChange, now_ms: i64) {
+        match change {
+            AccountChange::Admin(admin) => self.admin = *admin,
+            AccountChange::Disabled(disabled) => {
+                self.disabled = *disabled;
+                // Enabled again, the account starts over: no session from before comes back.
+                if *disabled {
+                    self.sessions_after_ms = self.sessions_after_ms.max(now_ms.saturating_add(1));
+                    self.ended_sessions.clear();
+                }
+            }
+            AccountChange::EndSession(session) => {
+                if !self.ended_sessions.iter().any(|s| s.id == session.id) {
+                    self.ended_sessions.push(session.clone());
+                }
+            }
+            AccountChange::EndSessionsBefore(at) => {
+                self.sessions_after_ms = self.sessions_after_ms.max(*at);
+                self.ended_sessions.clear();
+            }
+        }
+        self.ended_sessions.retain(|s| s.until_ms > now_ms);
+    }
+
+    /// Whether a session (by id and sign-in time) has been signed out.
+    pub fn session_ended(&self, id: &str, started_ms: i64) -> bool {
+        started_ms < self.sessions_after_ms || self.ended_sessions.iter().any(|s| s.id == id)
+    }
 }
 
 /// What kind of room, with what only that kind has.

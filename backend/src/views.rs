@@ -101,4 +101,6 @@ pub(crate) enum Notice {
         user: UserView,
         typing: bool,
     },
+    /// Sessions of the user ended (signed out, disabled): each stream re-checks its own.
+    SessionEnded { reason: &'static str },
 }

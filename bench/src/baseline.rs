@@ -105,6 +105,12 @@ impl AuthService for Broadcaster {
     ) -> Result<Response<pb::AuthResponse>, Status> {
         not_here()
     }
+    async fn logout(
+        &self,
+        _: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        not_here()
+    }
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
@@ -119,6 +125,12 @@ impl ChatService for Broadcaster {
         &self,
         _: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        not_here()
+    }
+    async fn set_account_disabled(
+        &self,
+        _: Request<pb::SetAccountDisabledRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         not_here()
     }
     async fn create_room(

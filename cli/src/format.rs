@@ -59,6 +59,7 @@ impl RoomNames {
             Ev::SendAck(ack) => format!("* sent #{}", ack.message.as_ref().map_or(0, |m| m.seq)),
             Ev::FrameError(e) => format!("! {}", e.message),
             Ev::GoAway(g) => format!("* {}; reconnecting", g.reason),
+            Ev::SessionEnded(s) => format!("! session ended ({}): sign in again", s.reason),
             Ev::HistoryTrimmed(t) => format!(
                 "! [{}] history before #{} is no longer kept",
                 self.label(&t.room_id),

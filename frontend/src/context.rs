@@ -148,6 +148,24 @@ impl Ctx {
         }
     }
 
+    /// The user signs out: the server ends the session (its token stops working everywhere,
+    /// also if it was copied), then the tab forgets it. Signing out locally does not wait
+    /// for the server: an unreachable server must not keep a user signed in.
+    pub(crate) fn log_out(&self) {
+        if let Some(token) = self.token() {
+            spawn_local(async move {
+                let request = api::authed(
+                    &token,
+                    pb::LogoutRequest {
+                        all_sessions: false,
+                    },
+                );
+                let _ = api::auth().logout(request).await;
+            });
+        }
+        self.sign_out();
+    }
+
     /// Signs out: forgets the stored session (other tabs follow) and ends this tab's.
     pub(crate) fn sign_out(&self) {
         Session::clear();

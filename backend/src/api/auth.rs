@@ -45,6 +45,17 @@ impl AuthService for AuthApi {
         )))
     }
 
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let caller = self.natter.keys().verify_metadata(request.metadata())?;
+        self.natter
+            .logout(&caller, request.get_ref().all_sessions)
+            .await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
     async fn refresh_token(
         &self,
         request: Request<pb::RefreshTokenRequest>,

@@ -72,6 +72,21 @@ impl ChatService for ChatApi {
         )))
     }
 
+    async fn set_account_disabled(
+        &self,
+        request: Request<pb::SetAccountDisabledRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let target = UserId::parse("user_id", &r.user_id).map_err(ApiError::from)?;
+        Ok(Response::new(convert::user_view(
+            &self
+                .natter
+                .set_account_disabled(&caller, &target, r.disabled)
+                .await?,
+        )))
+    }
+
     async fn create_room(
         &self,
         request: Request<pb::CreateRoomRequest>,

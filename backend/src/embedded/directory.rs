@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     ids::{RoomId, UserId},
-    records::{RoomRecord, UserRecord},
+    records::{AccountChange, RoomRecord, UserRecord},
     seams::{Directory, StoreError, StoreResult},
 };
 
@@ -69,15 +69,16 @@ impl Directory for EmbeddedStore {
         .await
     }
 
-    async fn set_admin(&self, username: &str, admin: bool) -> StoreResult<Option<UserRecord>> {
-        let username = username.to_owned();
+    async fn change_account(
+        &self,
+        id: &UserId,
+        change: &AccountChange,
+    ) -> StoreResult<Option<UserRecord>> {
+        let id = id.to_owned();
+        let change = change.clone();
         self.blocking(move |s| {
             let txn = s.db.begin_write()?;
             let updated = {
-                let id = match txn.open_table(USERNAMES)?.get(username.as_str())? {
-                    Some(id) => id.value().to_owned(),
-                    None => return Ok(None),
-                };
                 let mut users = txn.open_table(USERS)?;
                 let Some(mut user) = users
                     .get(id.as_str())?
@@ -86,7 +87,7 @@ impl Directory for EmbeddedStore {
                 else {
                     return Ok(None);
                 };
-                user.admin = admin;
+                user.apply(&change, crate::auth::now_ms());
                 users.insert(id.as_str(), encode(&user)?.as_slice())?;
                 user
             };

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use crate::{
     ids::{RoomId, UserId},
-    records::{RoomRecord, UserRecord},
+    records::{AccountChange, RoomRecord, UserRecord},
 };
 
 /// What a store operation can fail with. Only the first variants are expected outcomes;
@@ -54,9 +54,13 @@ pub trait Directory: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks up an account by id.
     async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
-    /// Grants or takes back the admin role of an existing account; the updated account,
+    /// Changes an account atomically (no concurrent change is lost); the updated account,
     /// or `None` if there is no such account.
-    async fn set_admin(&self, username: &str, admin: bool) -> StoreResult<Option<UserRecord>>;
+    async fn change_account(
+        &self,
+        id: &UserId,
+        change: &AccountChange,
+    ) -> StoreResult<Option<UserRecord>>;
     /// Up to `count` accounts in username order, starting after `after_username` (from
     /// the first when empty). The directory search ([`search_users`]) pages through these.
     async fn users_after(&self, after_username: &str, count: usize)

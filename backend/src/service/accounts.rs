@@ -2,15 +2,17 @@
 
 use std::net::IpAddr;
 
+use anyhow::Context;
+
 use super::Natter;
 use crate::{
-    auth::{self, Caller, Role},
+    auth::{self, Caller, Role, Session},
     domain::{Password, Registration, Username},
     error::{ApiError, ApiResult},
     ids::UserId,
-    records::UserRecord,
-    seams::search_users,
-    views::{Grant, UsersPage},
+    records::{AccountChange, EndedSession, UserRecord},
+    seams::{Topic, search_users},
+    views::{Grant, Notice, UserView, UsersPage},
 };
 
 /// Same message for an unknown user and a wrong password: which usernames exist is not
@@ -43,10 +45,13 @@ impl Natter {
                 password_hash,
                 created_at: auth::now_ms(),
                 admin: false,
+                disabled: false,
+                sessions_after_ms: 0,
+                ended_sessions: Vec::new(),
             })
             .await?;
         tracing::info!(user = %user.id, "registered");
-        self.grant(&user)
+        self.grant(&user, &Session::start())
     }
 
     /// Signs in with username and password.
@@ -70,7 +75,11 @@ impl Natter {
         };
         let matches = self.passwords.verify(password.to_owned(), hash).await?;
         match user {
-            Some(user) if matches => self.grant(&user),
+            // Said only to whoever knows the password.
+            Some(user) if matches && user.disabled => {
+                Err(ApiError::PermissionDenied("this account is disabled"))
+            }
+            Some(user) if matches => self.grant(&user, &Session::start()),
             _ => Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),
         }
     }
@@ -79,23 +88,105 @@ impl Natter {
     /// [`crate::administer`]).
     pub async fn set_admin(&self, username: &str, admin: bool) -> anyhow::Result<UserRecord> {
         let name = Username::parse(username)?;
-        match self.directory.set_admin(name.as_str(), admin).await {
-            Ok(Some(user)) => Ok(user),
-            Ok(None) => anyhow::bail!("no account is named '{}'", name.as_str()),
-            Err(e) => Err(anyhow::Error::new(e).context("updating the account")),
-        }
+        let missing = || anyhow::anyhow!("no account is named '{}'", name.as_str());
+        let user = self
+            .directory
+            .user_by_username(name.as_str())
+            .await
+            .context("reading the account")?
+            .ok_or_else(missing)?;
+        self.directory
+            .change_account(&user.id, &AccountChange::Admin(admin))
+            .await
+            .context("updating the account")?
+            .ok_or_else(missing)
     }
 
     /// A fresh token for the holder of a valid one.
     #[tracing::instrument(name = "refresh_token", skip_all, fields(user = %caller.user_id))]
     pub(crate) async fn refresh(&self, caller: &Caller) -> ApiResult<Grant> {
         let user = self.account(caller).await?;
-        self.grant(&user)
+        let age = auth::now_ms().saturating_sub(caller.session.started_ms);
+        if u128::try_from(age).unwrap_or(0) > self.config.max_session_age.as_millis() {
+            return Err(ApiError::Unauthenticated(
+                "this session reached its maximum age: sign in again",
+            ));
+        }
+        self.grant(&user, &caller.session)
     }
 
-    fn grant(&self, user: &UserRecord) -> ApiResult<Grant> {
+    /// Ends the caller's session, or all of the account's sessions. Tokens of an ended
+    /// session fail on every call from now on; its open streams re-check and end.
+    #[tracing::instrument(name = "logout", skip_all, fields(user = %caller.user_id, all))]
+    pub(crate) async fn logout(&self, caller: &Caller, all: bool) -> ApiResult<()> {
+        self.account(caller).await?;
+        let change = if all {
+            AccountChange::EndSessionsBefore(auth::now_ms().saturating_add(1))
+        } else {
+            let max_age =
+                i64::try_from(self.config.max_session_age.as_millis()).unwrap_or(i64::MAX);
+            AccountChange::EndSession(EndedSession {
+                id: caller.session.id.clone(),
+                until_ms: caller.session.started_ms.saturating_add(max_age),
+            })
+        };
+        self.directory
+            .change_account(&caller.user_id, &change)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "the account of this token no longer exists",
+            ))?;
+        self.end_sessions(&caller.user_id, "signed out").await;
+        Ok(())
+    }
+
+    /// Admins only: disables or enables an account. Disabling ends its streams.
+    #[tracing::instrument(name = "set_account_disabled", skip_all, fields(user = %caller.user_id, target = %target))]
+    pub(crate) async fn set_account_disabled(
+        &self,
+        caller: &Caller,
+        target: &UserId,
+        disabled: bool,
+    ) -> ApiResult<UserView> {
+        if !self.account(caller).await?.admin {
+            return Err(ApiError::PermissionDenied(
+                "only admins may disable accounts",
+            ));
+        }
+        if *target == caller.user_id {
+            return Err(crate::domain::InvalidField::new(
+                "user_id",
+                "must be another account than your own",
+            )
+            .into());
+        }
+        let user = self
+            .directory
+            .change_account(target, &AccountChange::Disabled(disabled))
+            .await?
+            .ok_or(ApiError::NotFound("user not found"))?;
+        tracing::info!(disabled, "account disabled or enabled");
+        if disabled {
+            self.end_sessions(target, "this account was disabled").await;
+        }
+        Ok(self
+            .users_view(std::slice::from_ref(&user))
+            .await?
+            .remove(0))
+    }
+
+    /// Tells the user's streams, on every instance, to check their session now.
+    async fn end_sessions(&self, user_id: &UserId, reason: &'static str) {
+        self.announce(
+            Topic::User(user_id.clone()),
+            Notice::SessionEnded { reason },
+        )
+        .await;
+    }
+
+    fn grant(&self, user: &UserRecord, session: &Session) -> ApiResult<Grant> {
         let role = if user.admin { Role::Admin } else { Role::User };
-        let issued = self.keys.issue(&user.id, role)?;
+        let issued = self.keys.issue(&user.id, role, session)?;
         Ok(Grant {
             token: issued.token,
             expires_at: issued.expires_at_ms,

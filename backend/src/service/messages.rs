@@ -109,6 +109,7 @@ impl Natter {
         before_seq: u64,
         limit: u32,
     ) -> ApiResult<HistoryPage> {
+        self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
         let limit = match limit as usize {
             0 => DEFAULT_HISTORY,

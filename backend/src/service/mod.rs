@@ -197,14 +197,26 @@ impl std::fmt::Debug for Natter {
 }
 
 impl Natter {
-    /// The caller's account; a valid token for an account that no longer exists is refused.
+    /// The caller's account. A valid token is refused when its account no longer exists,
+    /// is disabled, or its session was signed out: this runs on every call and when a
+    /// stream opens, so a revocation holds at once, on every instance.
     pub(crate) async fn account(&self, caller: &Caller) -> ApiResult<UserRecord> {
-        self.directory
+        let user = self
+            .directory
             .user(&caller.user_id)
             .await?
             .ok_or(ApiError::Unauthenticated(
                 "the account of this token no longer exists",
-            ))
+            ))?;
+        if user.disabled {
+            return Err(ApiError::Unauthenticated("this account is disabled"));
+        }
+        if user.session_ended(&caller.session.id, caller.session.started_ms) {
+            return Err(ApiError::Unauthenticated(
+                "this session was signed out: sign in again",
+            ));
+        }
+        Ok(user)
     }
 
     /// The room, if the caller is a member: NOT_FOUND for an unknown room,

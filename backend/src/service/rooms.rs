@@ -262,6 +262,7 @@ impl Natter {
         caller: &Caller,
         room_id: &RoomId,
     ) -> ApiResult<Vec<MemberView>> {
+        self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
         let mut users = Vec::new();
         for id in self.directory.members_of(room_id).await? {

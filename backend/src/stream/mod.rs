@@ -158,9 +158,7 @@ impl Session {
         loop {
             let step = tokio::select! {
                 () = &mut cancelled => Err(End::Draining),
-                _ = heartbeat.tick() => {
-                    self.send(Ev::Heartbeat(pb::Heartbeat { server_time: auth::now_ms() })).await
-                }
+                _ = heartbeat.tick() => self.on_heartbeat().await,
                 Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
                 Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
                 Some(frame) = next_frame(&mut frames) => match frame {
@@ -175,6 +173,26 @@ impl Session {
                 return end;
             }
         }
+    }
+
+    /// Sends a heartbeat, unless the stream's token has expired: then the stream ends, with
+    /// `GoAway` first (a client holding a refreshed token reconnects with it at once and
+    /// resumes) and UNAUTHENTICATED. Checked at each heartbeat, so a stream outlives its
+    /// token by at most one heartbeat interval, without a timer of its own.
+    async fn on_heartbeat(&self) -> Result<(), End> {
+        if auth::unix_now().as_secs() >= self.caller.expires_at {
+            self.send(Ev::GoAway(pb::GoAway {
+                reason: "the access token expired: resume with a fresh one".into(),
+            }))
+            .await?;
+            return Err(End::Failed(ApiError::Unauthenticated(
+                "the access token of this stream expired",
+            )));
+        }
+        self.send(Ev::Heartbeat(pb::Heartbeat {
+            server_time: auth::now_ms(),
+        }))
+        .await
     }
 
     /// Delivers the next message of a room and records it as delivered.

@@ -9,6 +9,7 @@ use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamR
 use super::{CATCH_UP_BATCH, End, Session};
 use crate::{
     convert,
+    error::ApiError,
     ids::RoomId,
     metrics::Metrics,
     records::RoomRecord,
@@ -165,6 +166,9 @@ impl Session {
         let BusMessage::Event { event, .. } = shared.as_ref() else {
             return self.resync_rooms().await;
         };
+        if let Some(Ev::SessionEnded(ended)) = &event.event {
+            return self.check_session(ended.clone()).await;
+        }
         let Some(Ev::RoomChanged(change)) = &event.event else {
             return Ok(());
         };
@@ -243,10 +247,25 @@ impl Session {
         }
     }
 
+    /// Some session of the user ended: if it is this stream's (or the account was
+    /// disabled), the client hears why and the stream ends with UNAUTHENTICATED.
+    async fn check_session(&mut self, ended: pb::SessionEnded) -> Result<(), End> {
+        match self.natter.account(&self.caller).await {
+            Ok(_) => Ok(()),
+            Err(e @ ApiError::Unauthenticated(_)) => {
+                self.send(Ev::SessionEnded(ended)).await?;
+                Err(End::Failed(e))
+            }
+            Err(e) => Err(End::Failed(e)),
+        }
+    }
+
     /// After missing own-topic events: follow rooms joined meanwhile, drop rooms left or
-    /// deleted meanwhile, telling the client about each.
+    /// deleted meanwhile, telling the client about each. A session ended meanwhile (its
+    /// event among the missed ones) ends the stream.
     async fn resync_rooms(&mut self) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics().room_list_resyncs);
+        self.natter.account(&self.caller).await?;
         let rooms = self.natter.rooms_of(&self.user.id).await?;
         let followed: Vec<RoomId> = self.delivered.keys().cloned().collect();
         for id in followed {

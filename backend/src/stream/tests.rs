@@ -19,8 +19,8 @@ async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
     config.data_dir = dir.path().into();
     let natter = server::build(config).await.unwrap();
     let registration = Registration::parse("bob", "correct-horse-battery", "").unwrap();
-    let bob = natter.register(registration, None).await.unwrap().user;
-    let caller = Caller { user_id: bob.id };
+    let grant = natter.register(registration, None).await.unwrap();
+    let caller = natter.keys().verify(&grant.token).unwrap();
     let name = RoomName::parse("General").unwrap();
     let room = natter.create_room(&caller, name, None).await.unwrap().room;
     (dir, natter, caller, room.id)

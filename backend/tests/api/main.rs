@@ -13,6 +13,7 @@ mod rate_limits;
 mod redis_server;
 mod rooms;
 mod scale;
+mod sessions;
 mod store_contract;
 mod storms;
 mod streams;

@@ -562,7 +562,11 @@ async fn an_admin_granted_through_redis_holds_on_every_instance() {
         room_id: room_id.into(),
     };
     assert_eq!(
-        on_b.chat.delete_room(delete(&room.id)).await.unwrap_err().code(),
+        on_b.chat
+            .delete_room(delete(&room.id))
+            .await
+            .unwrap_err()
+            .code(),
         Code::PermissionDenied
     );
     a.natter.set_admin("moderator", true).await.unwrap();

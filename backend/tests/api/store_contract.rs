@@ -8,7 +8,7 @@ use natter_proto::v1::{self as pb, event::Event as Ev};
 use natter_server::{
     embedded::EmbeddedStore,
     ids::{RoomId, UserId},
-    records::{MessageRecord, RoomKind, RoomRecord, UserRecord},
+    records::{AccountChange, EndedSession, MessageRecord, RoomKind, RoomRecord, UserRecord},
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     seams::{BusMessage, Directory, Log, NewMessage, StoreError, Topic, search_users},
 };
@@ -106,6 +106,9 @@ fn user(name: &str) -> UserRecord {
         password_hash: "hash".into(),
         created_at: 1,
         admin: false,
+        disabled: false,
+        sessions_after_ms: 0,
+        ended_sessions: Vec::new(),
     }
 }
 
@@ -209,7 +212,12 @@ async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
     );
     assert!(s.directory.user(&uid("nobody")).await.unwrap().is_none());
 
-    let granted = s.directory.set_admin("bob", true).await.unwrap().unwrap();
+    let change = |id: &str, change: AccountChange| {
+        let directory = s.directory.clone();
+        let id = uid(id);
+        async move { directory.change_account(&id, &change).await.unwrap() }
+    };
+    let granted = change("idbob", AccountChange::Admin(true)).await.unwrap();
     assert!(granted.admin);
     assert_eq!(
         s.directory.user(&uid("idbob")).await.unwrap(),
@@ -223,15 +231,26 @@ async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
             .unwrap()
             .admin
     );
-    let revoked = s.directory.set_admin("bob", false).await.unwrap().unwrap();
+    let revoked = change("idbob", AccountChange::Admin(false)).await.unwrap();
     assert_eq!(revoked, user("bob"));
-    assert!(
-        s.directory
-            .set_admin("nobody", true)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(change("nobody", AccountChange::Admin(true)).await.is_none());
+
+    // Concurrent changes of one account are all kept.
+    let far = i64::MAX / 2;
+    let changes = (0..8).map(|i| {
+        change(
+            "idcarol",
+            AccountChange::EndSession(EndedSession {
+                id: format!("session{i}"),
+                until_ms: far,
+            }),
+        )
+    });
+    futures::future::join_all(changes).await;
+    let carol = s.directory.user(&uid("idcarol")).await.unwrap().unwrap();
+    assert_eq!(carol.ended_sessions.len(), 8);
+    assert!(carol.session_ended("session3", 1));
+    assert!(!carol.session_ended("session9", 1));
 }
 
 async fn the_directory_pages_and_matches_display_names(s: &Seams) {

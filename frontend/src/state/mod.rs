@@ -257,7 +257,12 @@ impl ChatState {
                     .cursor
                     .max(trimmed.first_available_seq.saturating_sub(1));
             }
-            Ev::Heartbeat(_) | Ev::SendAck(_) | Ev::FrameError(_) | Ev::GoAway(_) => return false,
+            // The stream ends next; the session's end is handled where streams end.
+            Ev::Heartbeat(_)
+            | Ev::SendAck(_)
+            | Ev::FrameError(_)
+            | Ev::GoAway(_)
+            | Ev::SessionEnded(_) => return false,
         }
         true
     }

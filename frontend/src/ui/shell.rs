@@ -53,7 +53,7 @@ pub(crate) fn Shell() -> impl IntoView {
                     <span class="dot"></span>{connection}
                 </span>
                 <span class="me" data-testid="me">{me}</span>
-                <button data-testid="sign-out" on:click=move |_| ctx.sign_out()>"Sign out"</button>
+                <button data-testid="sign-out" on:click=move |_| ctx.log_out()>"Sign out"</button>
             </header>
             <nav class="sidebar" aria-label="Rooms">
                 <div class="sidebar-actions">

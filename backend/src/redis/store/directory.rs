@@ -6,12 +6,12 @@ use redis::AsyncCommands;
 
 use super::{
     RedisStore, internal,
-    scripts::{ADD_MEMBER, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT},
+    scripts::{ADD_MEMBER, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT, REPLACE_USER},
     store_error, to_json,
 };
 use crate::{
     ids::{RoomId, UserId},
-    records::{RoomRecord, UserRecord},
+    records::{AccountChange, RoomRecord, UserRecord},
     seams::{Directory, StoreError, StoreResult},
 };
 
@@ -59,21 +59,40 @@ impl Directory for RedisStore {
             .transpose()
     }
 
-    /// Nothing else rewrites an account's record, so a read and a write suffice; `XX`
-    /// keeps a concurrently deleted record from coming back.
-    async fn set_admin(&self, username: &str, admin: bool) -> StoreResult<Option<UserRecord>> {
-        let Some(mut user) = self.user_by_username(username).await? else {
-            return Ok(None);
-        };
-        user.admin = admin;
-        let written: Option<String> = redis::cmd("SET")
-            .arg(self.schema.user(&user.id))
-            .arg(to_json(&user)?)
-            .arg("XX")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        Ok(written.map(|_| user))
+    /// A compare-and-set loop: read, change, write only if nobody wrote meanwhile (a
+    /// sign-out racing an admin's change loses neither).
+    async fn change_account(
+        &self,
+        id: &UserId,
+        change: &AccountChange,
+    ) -> StoreResult<Option<UserRecord>> {
+        const ATTEMPTS: usize = 16;
+        for _ in 0..ATTEMPTS {
+            let read: Option<Vec<u8>> = self
+                .conn
+                .clone()
+                .get(self.schema.user(id))
+                .await
+                .map_err(store_error)?;
+            let Some(read) = read else {
+                return Ok(None);
+            };
+            let mut user: UserRecord = serde_json::from_slice(&read).map_err(internal)?;
+            user.apply(change, crate::auth::now_ms());
+            let replaced: i64 = REPLACE_USER
+                .key(self.schema.user(id))
+                .arg(read)
+                .arg(to_json(&user)?)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(store_error)?;
+            if replaced == 1 {
+                return Ok(Some(user));
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "account {id} changed concurrently {ATTEMPTS} times in a row"
+        )))
     }
 
     async fn users_after(

@@ -16,6 +16,19 @@ return 1",
     )
 });
 
+/// Compare-and-set of an account's record: 1 if it still was ARGV[1] and is now ARGV[2].
+pub(super) static REPLACE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: user key. ARGV: the record as read, the new record
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0",
+    )
+});
+
 pub(super) static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
