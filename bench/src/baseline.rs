@@ -127,6 +127,18 @@ impl ChatService for Broadcaster {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         not_here()
     }
+    async fn rotate_room_code(
+        &self,
+        _: Request<pb::RotateRoomCodeRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        not_here()
+    }
+    async fn remove_member(
+        &self,
+        _: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        not_here()
+    }
     async fn set_account_disabled(
         &self,
         _: Request<pb::SetAccountDisabledRequest>,

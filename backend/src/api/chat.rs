@@ -87,6 +87,31 @@ impl ChatService for ChatApi {
         )))
     }
 
+    async fn rotate_room_code(
+        &self,
+        request: Request<pb::RotateRoomCodeRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let caller = caller(&request)?;
+        let room_id = room_id(&request.get_ref().room_id)?;
+        Ok(Response::new(convert::room_view(
+            &self.natter.rotate_room_code(&caller, &room_id).await?,
+        )))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let room_id = room_id(&r.room_id)?;
+        let member = UserId::parse("user_id", &r.user_id).map_err(ApiError::from)?;
+        self.natter
+            .remove_member(&caller, &room_id, &member)
+            .await?;
+        Ok(Response::new(pb::RemoveMemberResponse {}))
+    }
+
     async fn create_room(
         &self,
         request: Request<pb::CreateRoomRequest>,

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     ids::{RoomId, UserId},
-    records::{AccountChange, RoomRecord, UserRecord},
+    records::{AccountChange, RoomKind, RoomRecord, UserRecord},
     seams::{Directory, StoreError, StoreResult},
 };
 
@@ -151,6 +151,37 @@ impl Directory for EmbeddedStore {
         let id = id.to_owned();
         self.blocking(move |s| s.read_room(&s.db.begin_read()?, id.as_str()))
             .await
+    }
+
+    async fn change_code(&self, room_id: &RoomId, new_code: &str) -> StoreResult<Option<bool>> {
+        let (room_id, new_code) = (room_id.to_owned(), new_code.to_owned());
+        self.blocking(move |s| {
+            let txn = s.db.begin_write()?;
+            {
+                let mut rooms = txn.open_table(ROOMS)?;
+                let Some(mut room) = rooms
+                    .get(room_id.as_str())?
+                    .map(|b| decode::<RoomRecord>(b.value()))
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                let RoomKind::Group { code, .. } = &mut room.kind else {
+                    return Ok(None);
+                };
+                let mut codes = txn.open_table(CODES)?;
+                if codes.get(new_code.as_str())?.is_some() {
+                    return Ok(Some(false));
+                }
+                codes.remove(code.as_str())?;
+                codes.insert(new_code.as_str(), room_id.as_str())?;
+                *code = new_code;
+                rooms.insert(room_id.as_str(), encode(&room)?.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(Some(true))
+        })
+        .await
     }
 
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {

@@ -73,6 +73,10 @@ pub trait Directory: Send + Sync + 'static {
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>>;
     /// Looks up a group room by its normalised join code.
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>>;
+    /// Replaces a group room's join code: `None` if there is no such group room,
+    /// `Some(false)` if `new_code` is taken (nothing changed), `Some(true)` once the old
+    /// code no longer finds the room and the new one does.
+    async fn change_code(&self, room_id: &RoomId, new_code: &str) -> StoreResult<Option<bool>>;
     /// Returns the direct room of this pair, creating `candidate` (with both as members)
     /// if there is none yet. The bool is true when it was created.
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)>;

@@ -12,7 +12,7 @@ use crate::{
     ids::UserId,
     records::{AccountChange, EndedSession, UserRecord},
     seams::{Topic, search_users},
-    views::{Grant, Notice, UserView, UsersPage},
+    views::{Grant, Notice, UsersPage},
 };
 
 /// Same message for an unknown user and a wrong password: which usernames exist is not
@@ -140,43 +140,8 @@ impl Natter {
         Ok(())
     }
 
-    /// Admins only: disables or enables an account. Disabling ends its streams.
-    #[tracing::instrument(name = "set_account_disabled", skip_all, fields(user = %caller.user_id, target = %target))]
-    pub(crate) async fn set_account_disabled(
-        &self,
-        caller: &Caller,
-        target: &UserId,
-        disabled: bool,
-    ) -> ApiResult<UserView> {
-        if !self.account(caller).await?.admin {
-            return Err(ApiError::PermissionDenied(
-                "only admins may disable accounts",
-            ));
-        }
-        if *target == caller.user_id {
-            return Err(crate::domain::InvalidField::new(
-                "user_id",
-                "must be another account than your own",
-            )
-            .into());
-        }
-        let user = self
-            .directory
-            .change_account(target, &AccountChange::Disabled(disabled))
-            .await?
-            .ok_or(ApiError::NotFound("user not found"))?;
-        tracing::info!(disabled, "account disabled or enabled");
-        if disabled {
-            self.end_sessions(target, "this account was disabled").await;
-        }
-        Ok(self
-            .users_view(std::slice::from_ref(&user))
-            .await?
-            .remove(0))
-    }
-
     /// Tells the user's streams, on every instance, to check their session now.
-    async fn end_sessions(&self, user_id: &UserId, reason: &'static str) {
+    pub(super) async fn end_sessions(&self, user_id: &UserId, reason: &'static str) {
         self.announce(
             Topic::User(user_id.clone()),
             Notice::SessionEnded { reason },

@@ -3,6 +3,7 @@
 
 mod accounts;
 pub(crate) mod messages;
+mod moderation;
 mod rooms;
 
 use std::sync::Arc;

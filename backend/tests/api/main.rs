@@ -7,6 +7,7 @@ mod grpc_web;
 mod helpers;
 mod limits;
 mod messages;
+mod moderation;
 mod persistence;
 mod probes;
 mod rate_limits;

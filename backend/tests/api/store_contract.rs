@@ -301,6 +301,41 @@ async fn codes_are_unique_and_membership_is_tracked(s: &Seams) {
     assert!(d.remove_member(&rid("r1"), &uid("idcarol")).await.unwrap());
     assert!(!d.remove_member(&rid("r1"), &uid("idcarol")).await.unwrap());
     assert!(d.rooms_of(&uid("idcarol")).await.unwrap().is_empty());
+
+    // A new code finds the room, the old one nothing; a taken code changes nothing.
+    let r1 = d.room_by_code("CODE0001").await.unwrap().unwrap();
+    assert_eq!(
+        s.directory.change_code(&r1.id, "FRESH1").await.unwrap(),
+        Some(true)
+    );
+    assert!(d.room_by_code("CODE0001").await.unwrap().is_none());
+    let found = s.directory.room_by_code("FRESH1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id.clone(), found.kind.code()),
+        (r1.id.clone(), Some("FRESH1"))
+    );
+    assert!(
+        d.create_room(room("r9", Some("TAKEN1"), "idalice"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.directory.change_code(&r1.id, "TAKEN1").await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        s.directory
+            .room_by_code("FRESH1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        r1.id
+    );
+    assert_eq!(
+        s.directory.change_code(&rid("nope"), "X").await.unwrap(),
+        None
+    );
 }
 
 async fn direct_rooms_are_one_per_pair(s: &Seams) {

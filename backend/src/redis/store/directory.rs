@@ -6,12 +6,14 @@ use redis::AsyncCommands;
 
 use super::{
     RedisStore, internal,
-    scripts::{ADD_MEMBER, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT, REPLACE_USER},
+    scripts::{
+        ADD_MEMBER, CHANGE_CODE, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT, REPLACE_USER,
+    },
     store_error, to_json,
 };
 use crate::{
     ids::{RoomId, UserId},
-    records::{AccountChange, RoomRecord, UserRecord},
+    records::{AccountChange, RoomKind, RoomRecord, UserRecord},
     seams::{Directory, StoreError, StoreResult},
 };
 
@@ -152,6 +154,44 @@ impl Directory for RedisStore {
 
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
         Ok(self.load_rooms(std::slice::from_ref(id)).await?.pop())
+    }
+
+    async fn change_code(&self, room_id: &RoomId, new_code: &str) -> StoreResult<Option<bool>> {
+        const ATTEMPTS: usize = 16;
+        for _ in 0..ATTEMPTS {
+            let read: Option<Vec<u8>> = self
+                .conn
+                .clone()
+                .get(self.schema.room(room_id))
+                .await
+                .map_err(store_error)?;
+            let Some(read) = read else {
+                return Ok(None);
+            };
+            let mut room: RoomRecord = serde_json::from_slice(&read).map_err(internal)?;
+            let RoomKind::Group { code, .. } = &mut room.kind else {
+                return Ok(None);
+            };
+            let old_code = std::mem::replace(code, new_code.to_owned());
+            let changed: i64 = CHANGE_CODE
+                .key(self.schema.room(room_id))
+                .key(self.schema.code(&old_code))
+                .key(self.schema.code(new_code))
+                .arg(read)
+                .arg(to_json(&room)?)
+                .arg(room_id)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(store_error)?;
+            match changed {
+                1 => return Ok(Some(true)),
+                0 => return Ok(Some(false)),
+                _ => {}
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "room {room_id} changed concurrently {ATTEMPTS} times in a row"
+        )))
     }
 
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {

@@ -29,6 +29,25 @@ return 0",
     )
 });
 
+/// A group room's new join code: -1 if the room's record changed since it was read (read
+/// again), 0 if the new code is taken, 1 when done.
+pub(super) static CHANGE_CODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: room key, old code key, new code key. ARGV: the record as read, the new record, room id
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1",
+    )
+});
+
 pub(super) static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
