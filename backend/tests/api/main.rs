@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub)]
 
+mod abuse;
 mod accounts;
 mod grpc_web;
 mod helpers;
