@@ -4,6 +4,7 @@
 
 mod abuse;
 mod accounts;
+mod bad_input;
 mod grpc_web;
 mod helpers;
 mod limits;
