@@ -57,6 +57,33 @@ impl TypingThrottle {
 const DEFAULT_HISTORY: usize = 50;
 const MAX_HISTORY: usize = 200;
 
+/// Largest page of history, in bytes of message text and metadata: 200 messages of 4,000
+/// characters would make a 3 MB answer, and an answer the client does not read stays in
+/// the server's memory (HTTP/2 holds what does not fit the client's window). The client
+/// pages on with `before_seq`.
+const MAX_HISTORY_BYTES: usize = 256 * 1024;
+
+/// What a message costs a page besides its text (ids, names, numbers), roughly.
+const MESSAGE_OVERHEAD_BYTES: usize = 128;
+
+/// Drops the oldest messages of a page (oldest first) until it fits `budget`, keeping at
+/// least the newest; whether any were dropped.
+fn keep_newest_within(page: &mut Vec<MessageRecord>, budget: usize) -> bool {
+    let mut total = 0;
+    let over = page.iter().rposition(|message| {
+        total += message.text.len() + message.sender_name.len() + MESSAGE_OVERHEAD_BYTES;
+        total > budget
+    });
+    match over {
+        Some(index) => {
+            let keep_from = (index + 1).min(page.len() - 1);
+            page.drain(..keep_from);
+            keep_from > 0
+        }
+        None => false,
+    }
+}
+
 impl Natter {
     /// Appends a message; a retry with the same `client_id` returns the original.
     #[tracing::instrument(name = "send_message", skip_all, fields(user = %caller.user_id, room = %send.room_id))]
@@ -115,10 +142,12 @@ impl Natter {
             0 => DEFAULT_HISTORY,
             n => n.min(MAX_HISTORY),
         };
-        let messages = self.log.messages_before(room_id, before_seq, limit).await?;
-        let has_more = messages
-            .first()
-            .is_some_and(|oldest| oldest.seq > room.first_seq.max(1));
+        let mut messages = self.log.messages_before(room_id, before_seq, limit).await?;
+        let trimmed = keep_newest_within(&mut messages, MAX_HISTORY_BYTES);
+        let has_more = trimmed
+            || messages
+                .first()
+                .is_some_and(|oldest| oldest.seq > room.first_seq.max(1));
         Ok(HistoryPage { messages, has_more })
     }
 

@@ -62,8 +62,8 @@ pub(crate) struct Session {
     natter: Arc<Natter>,
     caller: Caller,
     user: UserRecord,
-    /// Counts this stream open (in the metrics, then in presence) until it is dropped.
-    open: OpenStream,
+    /// Counts this stream open (in the metrics and in presence) until it is dropped.
+    _open: OpenStream,
     out: Arc<Outbox>,
     /// Highest seq delivered per followed room.
     delivered: HashMap<RoomId, u64>,
@@ -81,12 +81,22 @@ impl Session {
         out: Arc<Outbox>,
     ) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
-        let open = OpenStream::admit(natter.clone(), user.clone())?;
+        let mut open = OpenStream::admit(natter.clone(), user.clone())?;
+        // Counted in presence from the first poll of `stream_opened`: the client may leave
+        // (dropping this future and the guard with it) while the rest of it awaits. A
+        // refused or failed open takes its count back itself. This happens before the call
+        // is answered, so a refusal (the account's stream limit) is the call's status, and
+        // a stream the client never reads cannot hold a place it was not given.
+        open.counted_in_presence = true;
+        if let Err(e) = Box::pin(natter.stream_opened(&user)).await {
+            open.counted_in_presence = false;
+            return Err(e);
+        }
         Ok(Self {
             natter,
             caller,
             user,
-            open,
+            _open: open,
             out,
             delivered: HashMap::new(),
             live: StreamMap::new(),
@@ -100,15 +110,6 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        // The guard (`self.open`) exists already: presence counts the stream in the first
-        // poll of `stream_opened`, and the client may leave (dropping this future) while the
-        // rest of it awaits. A failed or refused open takes its count back itself.
-        self.open.counted_in_presence = true;
-        if let Err(e) = Box::pin(self.natter.stream_opened(&self.user)).await {
-            self.open.counted_in_presence = false;
-            self.out.push_now(Err(Box::new(e.into())));
-            return;
-        }
         match self.serve(initial, frames).await {
             End::Closed => {}
             End::Failed(e) => self.out.push_now(Err(Box::new(e.into()))),
@@ -316,8 +317,8 @@ where
 struct OpenStream {
     natter: Arc<Natter>,
     user: UserRecord,
-    /// Whether presence counts this stream: from the moment the session starts recording
-    /// it, unless that failed (a failed open takes its count back itself).
+    /// Whether presence counts this stream: from the moment the opening session starts
+    /// recording it, unless that failed (a failed open takes its count back itself).
     counted_in_presence: bool,
 }
 

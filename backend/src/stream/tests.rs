@@ -26,24 +26,32 @@ async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
     (dir, natter, caller, room.id)
 }
 
-/// The response body, and the session with it, can be dropped at any await: here while
-/// the stream's presence is being announced, after presence counted it.
+/// The opening call can be dropped at any await (the client leaves): here once presence
+/// has counted the stream, while its coming online is being announced.
 #[tokio::test]
 async fn a_session_dropped_while_it_opens_is_counted_closed() {
     let (_dir, natter, caller, room_id) = bob_in_a_room().await;
     let outbox = Arc::new(Outbox::default());
-    let session = Session::open(natter.clone(), caller.clone(), outbox)
-        .await
-        .unwrap();
-    let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
-    let mut run = Box::pin(session.run(None, no_frames));
+    let mut open = Box::pin(Session::open(natter.clone(), caller.clone(), outbox));
     let waker = futures::task::noop_waker();
-    assert!(
-        run.as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
-    drop(run);
+    // Polled by hand until presence has counted the stream (the store's reads complete on
+    // their own threads meanwhile); then the client goes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let std::task::Poll::Ready(session) =
+            open.as_mut().poll(&mut Context::from_waker(&waker))
+        {
+            drop(session);
+            break;
+        }
+        let members = natter.list_members(&caller, &room_id).await.unwrap();
+        if members[0].user.online {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never counted");
+        tokio::task::yield_now().await;
+    }
+    drop(open);
 
     natter.tasks().close();
     natter.tasks().wait().await;

@@ -83,3 +83,167 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
     assert!(closed, "still open at 31 s: {rest}");
     assert!(!rest.contains("200 OK"), "answered: {rest}");
 }
+
+/// A page of history is bounded in bytes as well as in messages: long messages come in
+/// several pages, with no gap between them.
+#[tokio::test]
+async fn history_pages_are_bounded_in_bytes() {
+    let app = spawn_app().await;
+    let mut alice = app.register("alice").await;
+    let room = alice.create_room("Essays").await;
+    for i in 0..100 {
+        alice
+            .send(&room.id, &format!("{i:03} {}", "x".repeat(3996)))
+            .await;
+    }
+    let mut before_seq = 0;
+    let mut pages = Vec::new();
+    loop {
+        let page = alice
+            .chat
+            .get_history(natter_proto::v1::GetHistoryRequest {
+                room_id: room.id.clone(),
+                before_seq,
+                limit: 200,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let bytes: usize = page.messages.iter().map(|m| m.text.len()).sum();
+        assert!(bytes <= 256 * 1024, "a page of {bytes} bytes");
+        before_seq = page.messages.first().unwrap().seq;
+        pages.push(page.messages);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert!(pages.len() >= 2, "100 x 4 KB in one page");
+    let seqs: Vec<u64> = pages.iter().rev().flatten().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+}
+
+/// One account opens 2,000 event streams it never reads, each resuming a room of 200
+/// messages of 4,000 characters, over 8 connections. Its first 16 streams are admitted
+/// (--max-streams-per-user) and back up into the server; the rest are refused. The
+/// server's peak memory grows by at most [`UNREAD_STREAMS_BUDGET`], and two other users
+/// chat throughout.
+#[tokio::test]
+async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatting() {
+    use natter_fleet::{Instance, InstanceConfig};
+    use natter_proto::v1 as pb;
+
+    use crate::limits::{MIB, memory_of};
+
+    /// 16 admitted streams, each holding at most its outbox (128 events) and one catch-up
+    /// batch of these 4 KB messages (about 1.5 MB), plus HTTP/2's buffers for 2,000 calls.
+    /// Measured: 17 MiB. Without the account's stream limit, 2,000 such streams would hold
+    /// about 3 GB.
+    const UNREAD_STREAMS_BUDGET: u64 = 64 * MIB;
+
+    let redis = crate::redis_server::start_redis().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = InstanceConfig {
+        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
+        redis_url: redis.url(),
+        jwt_secret: SHARED_SECRET.into(),
+        static_dir: None,
+        trusted_proxies: "127.0.0.1".into(),
+        // The setup sends 200 long messages at once; the stream limits are under test. The
+        // presence TTL is the fleet's (spawn_redis_app's): instances that disagree on it
+        // take each other for dead.
+        extra_args: ["--rate-limits", "false", "--presence-ttl", "3s"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], natter_fleet::free_port().unwrap()));
+    let instance = Instance::start("abused", addr, config, logs.path())
+        .await
+        .unwrap();
+    let url = instance.url();
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut mallory = app.register("mallory").await.via(&url);
+    let hoard = mallory.create_room("Hoard").await;
+    for i in 0..200 {
+        mallory
+            .send(&hoard.id, &format!("{i:03} {}", "x".repeat(3996)))
+            .await;
+    }
+    let mut alice = app.register("alice").await.via(&url);
+    let bob = app.register("bob").await;
+    let room = alice.create_room("Meanwhile").await;
+    let mut bob = bob.via(&url);
+    bob.join(&room.code).await;
+    let mut alices_events = alice.subscribe(vec![]).await;
+    expect_ready(&mut alices_events).await;
+    let mut bobs_events = bob.subscribe(vec![]).await;
+    expect_ready(&mut bobs_events).await;
+    let pid = instance.pid().unwrap();
+    let (before, _) = memory_of(pid);
+
+    let (mut unread, mut refused, mut connections) = (Vec::new(), 0, Vec::new());
+    for _ in 0..8 {
+        // Kept: a dropped client closes its connection, and the server its streams.
+        connections.push(mallory.via_small_windows(&url));
+        let connection = connections.last_mut().unwrap();
+        for _ in 0..250 {
+            let resume = vec![pb::RoomCursor {
+                room_id: hoard.id.clone(),
+                after_seq: 0,
+            }];
+            match connection
+                .chat
+                .subscribe(pb::SubscribeRequest { resume })
+                .await
+            {
+                Ok(stream) => unread.push(stream),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((unread.len(), refused), (16, 2000 - 16));
+    for i in 0..20 {
+        let text = format!("still chatting {i}");
+        alice.send(&room.id, &text).await;
+        assert_eq!(next_message(&mut bobs_events).await.text, text);
+        assert_eq!(next_message(&mut alices_events).await.text, text);
+    }
+
+    let (_, peak) = memory_of(pid);
+    let metrics = http_get(&url, "/metrics").await;
+    let open: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("natter_streams_open "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(open, 2 + 16, "alice, bob and mallory's 16 admitted streams");
+    assert!(
+        peak.saturating_sub(before) <= UNREAD_STREAMS_BUDGET,
+        "peak RSS grew by {} MiB (from {} MiB) for {} unread streams",
+        peak.saturating_sub(before) / MIB,
+        before / MIB,
+        unread.len()
+    );
+}
+
+/// A plain HTTP/1.1 GET; the answer's text.
+async fn http_get(url: &str, path: &str) -> String {
+    let address = url.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, connection.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
