@@ -125,6 +125,16 @@ pub struct Config {
     #[arg(long, env = "NATTER_RATE_LIMIT_EXEMPT", value_delimiter = ',', value_parser = parse_net)]
     pub rate_limit_exempt: Vec<ipnet::IpNet>,
 
+    /// gRPC server reflection (service and message descriptions for tools such as grpcurl)
+    /// on the public port. `false` turns it off.
+    #[arg(long, env = "NATTER_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
+
+    /// A separate address for `/metrics` (with its own `/healthz` and `/readyz` for the
+    /// orchestrator), e.g. 127.0.0.1:9090. When set, `/metrics` leaves the public port.
+    #[arg(long, env = "NATTER_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
@@ -188,6 +198,8 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("rate_limits", &self.rate_limits)
             .field("rate_limit_exempt", &self.rate_limit_exempt)
+            .field("reflection", &self.reflection)
+            .field("admin_listen", &self.admin_listen)
             .field("static_dir", &self.static_dir)
             .finish()
     }

@@ -29,15 +29,30 @@ use crate::{
     web_headers,
 };
 
-/// `/healthz`, `/readyz` and the `/api/v1` JSON endpoints (no fallback: see `server`).
+/// `/healthz`, `/readyz`, the `/api/v1` JSON endpoints, and `/metrics` unless it has a
+/// listener of its own (no fallback: see `server`).
 pub(crate) fn routes(natter: Arc<Natter>) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/register", post(register))
+        .route("/api/v1/login", post(login));
+    let router = if natter.config().admin_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
+        .layer(MapResponseLayer::new(web_headers::secure))
+        .with_state(natter)
+}
+
+/// What the admin listener (`--admin-listen`) serves: metrics and the probes.
+pub(crate) fn admin_routes(natter: Arc<Natter>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/register", post(register))
-        .route("/api/v1/login", post(login))
-        .layer(MapResponseLayer::new(web_headers::secure))
         .with_state(natter)
 }
 
@@ -57,16 +72,47 @@ pub(crate) fn assets(dir: &Path) -> Router {
 
 /// The web client's pages: `index.html` for `/` and for any path the app routes itself
 /// (SPA fallback), revalidated on every load so a new build is picked up at once.
+///
+/// A gRPC call to a service this server does not have (say, reflection turned off) also
+/// ends up here: it is answered as gRPC, `UNIMPLEMENTED`, not with a web page.
 pub(crate) fn pages(dir: &Path) -> Router {
     let static_dir = dir.to_path_buf();
-    Router::new().fallback_service(
-        ServiceBuilder::new()
-            .layer(MapResponseLayer::new(move |response| {
-                web_headers::secure_page(cache(response, "no-cache"), &static_dir)
-            }))
-            .layer(CompressionLayer::new())
-            .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
-    )
+    Router::new()
+        .fallback_service(
+            ServiceBuilder::new()
+                .layer(MapResponseLayer::new(move |response| {
+                    web_headers::secure_page(cache(response, "no-cache"), &static_dir)
+                }))
+                .layer(CompressionLayer::new())
+                .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
+        )
+        .layer(axum::middleware::from_fn(unknown_grpc_service))
+}
+
+/// Answers gRPC calls that reached the web client's pages: no such service here.
+async fn unknown_grpc_service(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/grpc") {
+        return next.run(request).await;
+    }
+    let answer_type =
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/grpc"));
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, answer_type);
+    headers.insert("grpc-status", HeaderValue::from_static("12"));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static("no%20such%20service%20on%20this%20server"),
+    );
+    response
 }
 
 /// Sets `Cache-Control` on successful responses (an error must not be cached for a year),

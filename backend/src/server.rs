@@ -128,6 +128,7 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
     health_reporter
         .set_serving::<ChatServiceServer<ChatApi>>()
         .await;
+    let with_reflection = natter.config().reflection;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(natter_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -158,14 +159,17 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
             .set_not_serving::<ChatServiceServer<ChatApi>>()
             .await;
     });
-    let grpc = Routes::new(GrpcWebLayer::new().named_layer(
+    let mut grpc = Routes::new(GrpcWebLayer::new().named_layer(
         AuthServiceServer::new(AuthApi::new(natter.clone())).max_decoding_message_size(max_request),
     ))
     .add_service(GrpcWebLayer::new().named_layer(chat))
-    .add_service(GrpcWebLayer::new().named_layer(health))
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
-    .into_axum_router();
+    .add_service(GrpcWebLayer::new().named_layer(health));
+    if with_reflection {
+        grpc = grpc
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
+    let grpc = grpc.into_axum_router();
 
     let static_dir = natter.config().static_dir.clone();
     // Merge first, then set the fallback: merging two routers that both have one panics.
@@ -186,6 +190,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let app = router(natter.clone()).await?;
     natter.tasks().spawn(natter.clone().presence_janitor());
+    if let Some(address) = natter.config().admin_listen {
+        serve_admin(address, natter.clone()).await?;
+    }
     let token = natter.shutdown().clone();
     let signal = {
         let token = token.clone();
@@ -252,6 +259,27 @@ pub async fn administer(config: Config, action: AdminAction) -> anyhow::Result<S
     } else {
         format!("{} ({}) is no longer an admin", user.username, user.id)
     })
+}
+
+/// Serves `/metrics` and the probes on `--admin-listen`, until the server drains.
+async fn serve_admin(address: std::net::SocketAddr, natter: Arc<Natter>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the admin listener {address}"))?;
+    let bound = listener.local_addr()?;
+    natter.admin_bound(bound);
+    tracing::info!(address = %bound, "admin listener (metrics, probes)");
+    let draining = natter.shutdown().clone();
+    let admin = http::admin_routes(natter.clone());
+    natter.tasks().spawn(async move {
+        let served = axum::serve(listener, admin)
+            .with_graceful_shutdown(async move { draining.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the admin listener failed");
+        }
+    });
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -48,6 +48,8 @@ pub struct Natter {
     typing: messages::TypingThrottle,
     /// Rate limits per client address and per account.
     limits: crate::rate_limits::RateLimits,
+    /// Where the admin listener is bound, once it is (`--admin-listen` may ask for port 0).
+    admin_address: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// The seams an instance runs on.
@@ -76,6 +78,7 @@ impl Natter {
         );
         Self {
             limits,
+            admin_address: std::sync::OnceLock::new(),
             directory: seams.directory,
             log: seams.log,
             presence: seams.presence,
@@ -87,6 +90,16 @@ impl Natter {
             metrics: Default::default(),
             typing: Default::default(),
         }
+    }
+
+    /// Where the admin listener is bound, if it is.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.admin_address.get().copied()
+    }
+
+    /// Records where the admin listener is bound.
+    pub(crate) fn admin_bound(&self, address: std::net::SocketAddr) {
+        let _ = self.admin_address.set(address);
     }
 
     /// The configuration this instance runs with.

@@ -145,8 +145,18 @@ async fn http_probes_and_json_auth_share_the_port() {
 
 /// A minimal HTTP/1.1 exchange over a raw socket (the server closes after the response).
 pub async fn http_request(app: &TestApp, method: &str, path: &str, body: Option<&str>) -> String {
+    http_request_to(app.addr, method, path, body).await
+}
+
+/// [`http_request`] to any address.
+pub async fn http_request_to(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -302,4 +312,44 @@ async fn a_draining_instance_reports_not_serving_at_once() {
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     stopping.await.unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn reflection_can_be_turned_off() {
+    let app = spawn_app_with(|c| c.reflection = false).await;
+    let mut reflection = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let answer = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await;
+    assert_status(answer, tonic::Code::Unimplemented, "no such service");
+    // The API itself is there.
+    app.register("alice").await;
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_an_admin_listener() {
+    let app = spawn_app_with(|c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    // Bound as the server starts, which runs on its own task.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let admin = loop {
+        if let Some(address) = app.natter.admin_address() {
+            break address;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no admin listener");
+        tokio::task::yield_now().await;
+    };
+    let public = http_request(&app, "GET", "/metrics", None).await;
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    let metrics = http_request_to(admin, "GET", "/metrics", None).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("natter_streams_open "), "{metrics}");
+    let ready = http_request_to(admin, "GET", "/readyz", None).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // The public port still has its probes and the API.
+    let health = http_request(&app, "GET", "/healthz", None).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
