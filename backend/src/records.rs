@@ -31,6 +31,9 @@ pub struct UserRecord {
     /// more (then it is pruned).
     #[serde(default)]
     pub ended_sessions: Vec<EndedSession>,
+    /// Users who may not open a direct room with this one.
+    #[serde(default)]
+    pub blocked: Vec<UserId>,
 }
 
 /// A session that was signed out.
@@ -53,6 +56,13 @@ pub enum AccountChange {
     EndSession(EndedSession),
     /// Sign every session that started before this instant (unix ms) out.
     EndSessionsBefore(i64),
+    /// Block (or unblock) a user.
+    Block {
+        /// Who.
+        user: UserId,
+        /// False unblocks.
+        blocked: bool,
+    },
 }
 
 impl UserRecord {
@@ -71,6 +81,12 @@ impl UserRecord {
             AccountChange::EndSession(session) => {
                 if !self.ended_sessions.iter().any(|s| s.id == session.id) {
                     self.ended_sessions.push(session.clone());
+                }
+            }
+            AccountChange::Block { user, blocked } => {
+                self.blocked.retain(|b| b != user);
+                if *blocked {
+                    self.blocked.push(user.clone());
                 }
             }
             AccountChange::EndSessionsBefore(at) => {

@@ -127,6 +127,12 @@ impl ChatService for Broadcaster {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         not_here()
     }
+    async fn block_user(
+        &self,
+        _: Request<pb::BlockUserRequest>,
+    ) -> Result<Response<pb::BlockUserResponse>, Status> {
+        not_here()
+    }
     async fn rotate_room_code(
         &self,
         _: Request<pb::RotateRoomCodeRequest>,

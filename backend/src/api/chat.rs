@@ -87,6 +87,17 @@ impl ChatService for ChatApi {
         )))
     }
 
+    async fn block_user(
+        &self,
+        request: Request<pb::BlockUserRequest>,
+    ) -> Result<Response<pb::BlockUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let target = UserId::parse("user_id", &r.user_id).map_err(ApiError::from)?;
+        self.natter.block_user(&caller, &target, r.blocked).await?;
+        Ok(Response::new(pb::BlockUserResponse {}))
+    }
+
     async fn rotate_room_code(
         &self,
         request: Request<pb::RotateRoomCodeRequest>,

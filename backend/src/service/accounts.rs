@@ -48,6 +48,7 @@ impl Natter {
                 disabled: false,
                 sessions_after_ms: 0,
                 ended_sessions: Vec::new(),
+                blocked: Vec::new(),
             })
             .await?;
         tracing::info!(user = %user.id, "registered");

@@ -14,6 +14,9 @@ use crate::{
 /// Attempts at drawing an unused code; with 7.9e17 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
 
+/// Users one account may block: it bounds the account's record.
+const MAX_BLOCKED: usize = 1000;
+
 impl Natter {
     /// The group room `room_id`, if the caller is its owner or an admin.
     async fn moderated_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<RoomRecord> {
@@ -137,5 +140,40 @@ impl Natter {
             .users_view(std::slice::from_ref(&user))
             .await?
             .remove(0))
+    }
+
+    /// Blocks or unblocks another user for direct rooms.
+    #[tracing::instrument(name = "block_user", skip_all, fields(user = %caller.user_id, target = %target, blocked))]
+    pub(crate) async fn block_user(
+        &self,
+        caller: &Caller,
+        target: &UserId,
+        blocked: bool,
+    ) -> ApiResult<()> {
+        let me = self.account(caller).await?;
+        if *target == me.id {
+            return Err(InvalidField::new("user_id", "must be another user").into());
+        }
+        self.directory
+            .user(target)
+            .await?
+            .ok_or(ApiError::NotFound("user not found"))?;
+        if blocked && !me.blocked.contains(target) && me.blocked.len() >= MAX_BLOCKED {
+            return Err(ApiError::ResourceExhausted {
+                what: "you have blocked the most users an account may: unblock one first",
+                retry_after: None,
+            });
+        }
+        let change = AccountChange::Block {
+            user: target.clone(),
+            blocked,
+        };
+        self.directory
+            .change_account(&me.id, &change)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "the account of this token no longer exists",
+            ))?;
+        Ok(())
     }
 }

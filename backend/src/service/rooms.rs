@@ -193,7 +193,9 @@ impl Natter {
     }
 
     /// The direct room between the caller and another user, created on first use. Either
-    /// side gets the same room; a participant who had left is brought back.
+    /// side gets the same room. The caller comes back if they had left; the other side does
+    /// not (nobody is put back into a conversation they left), and a user who blocked the
+    /// caller is not reached at all.
     #[tracing::instrument(name = "open_direct", skip_all, fields(user = %caller.user_id, peer = %peer_id))]
     pub(crate) async fn open_direct(
         &self,
@@ -210,6 +212,16 @@ impl Natter {
             .user(peer_id)
             .await?
             .ok_or(ApiError::NotFound("user not found"))?;
+        if peer.blocked.contains(&me.id) {
+            return Err(ApiError::PermissionDenied(
+                "this user does not take direct messages from you",
+            ));
+        }
+        if me.blocked.contains(&peer.id) {
+            return Err(ApiError::FailedPrecondition(
+                "you blocked this user: unblock them first",
+            ));
+        }
         let mut pair = [me.id.clone(), peer.id.clone()];
         pair.sort();
         // A direct room either side is in already costs that side nothing.
@@ -237,17 +249,12 @@ impl Natter {
             first_seq: 1,
         };
         let (room, created) = self.directory.open_direct(candidate).await?;
-        for participant in [&me, &peer] {
-            let newly_member = if created {
-                true
-            } else {
-                self.directory.add_member(&room.id, &participant.id).await?
-            };
-            if newly_member && participant.id != me.id {
-                let view = self.room_view(&room, &participant.id).await?;
-                self.announce_to_user(&participant.id, view, RoomChange::Joined)
-                    .await;
-            }
+        if created {
+            let view = self.room_view(&room, &peer.id).await?;
+            self.announce_to_user(&peer.id, view, RoomChange::Joined)
+                .await;
+        } else {
+            self.directory.add_member(&room.id, &me.id).await?;
         }
         // As for joins: the caller's own streams hear of the room on every call.
         let view = self.room_view(&room, &me.id).await?;

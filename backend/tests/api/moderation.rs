@@ -124,3 +124,62 @@ async fn direct_rooms_have_no_code_to_rotate_and_no_one_to_remove() {
         "direct rooms",
     );
 }
+
+#[tokio::test]
+async fn a_blocked_user_cannot_open_a_direct_room_and_no_one_is_pulled_back_into_one() {
+    let app = spawn_app().await;
+    let mut bob = app.register("bob").await;
+    let mut mallory = app.register("mallory").await;
+    let direct = |user_id: &str| pb::OpenDirectRequest {
+        user_id: user_id.into(),
+    };
+    let block = |user_id: &str, blocked| pb::BlockUserRequest {
+        user_id: user_id.into(),
+        blocked,
+    };
+
+    // Bob leaves the direct room mallory opened; her opening it again does not bring him
+    // back (only he can).
+    let room = mallory.open_direct(&bob.user.id).await;
+    assert_eq!(bob.rooms().await.len(), 1);
+    bob.leave(&room.id).await;
+    assert_eq!(mallory.open_direct(&bob.user.id).await.id, room.id);
+    assert!(
+        bob.rooms().await.is_empty(),
+        "pulled back into a room he left"
+    );
+
+    bob.chat
+        .block_user(block(&mallory.user.id, true))
+        .await
+        .unwrap();
+    assert_status(
+        mallory.chat.open_direct(direct(&bob.user.id)).await,
+        Code::PermissionDenied,
+        "does not take direct messages from you",
+    );
+    assert_status(
+        bob.chat.open_direct(direct(&mallory.user.id)).await,
+        Code::FailedPrecondition,
+        "unblock them first",
+    );
+    assert_status(
+        bob.chat.block_user(block(&bob.user.id, true)).await,
+        Code::InvalidArgument,
+        "another user",
+    );
+    assert_status(
+        bob.chat
+            .block_user(block("0123456789abcdef0123456789abcdef", true))
+            .await,
+        Code::NotFound,
+        "user not found",
+    );
+
+    bob.chat
+        .block_user(block(&mallory.user.id, false))
+        .await
+        .unwrap();
+    assert_eq!(bob.open_direct(&mallory.user.id).await.id, room.id);
+    assert_eq!(bob.rooms().await.len(), 1, "back, by his own choice");
+}

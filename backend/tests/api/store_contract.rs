@@ -109,6 +109,7 @@ fn user(name: &str) -> UserRecord {
         disabled: false,
         sessions_after_ms: 0,
         ended_sessions: Vec::new(),
+        blocked: Vec::new(),
     }
 }
 
