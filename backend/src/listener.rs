@@ -33,7 +33,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::coalesce::Coalescing;
+use crate::{
+    coalesce::Coalescing,
+    metrics::{Limit, Rejections},
+};
 
 /// How long a connection may take to show whether it starts with a PROXY header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,6 +168,7 @@ pub(crate) fn incoming(
     draining: CancellationToken,
     socket_writes: Arc<AtomicU64>,
     max_connections: usize,
+    rejections: Arc<Rejections>,
 ) -> impl Stream<Item = io::Result<ClientConnection>> {
     let (ready, connections) = mpsc::channel(64);
     let trusted = Arc::new(trusted);
@@ -185,6 +189,7 @@ pub(crate) fn incoming(
                 }
             };
             let Some(slot) = ConnectionSlot::take(&open_connections, max_connections) else {
+                rejections.count(Limit::Connections);
                 tracing::debug!(peer = %peer, "connection closed: --max-connections reached");
                 continue;
             };

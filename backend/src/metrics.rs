@@ -25,6 +25,77 @@ pub(crate) struct Metrics {
     pub socket_writes: Arc<AtomicU64>,
     /// Event streams (Subscribe and Chat) open now.
     pub streams_open: AtomicI64,
+    /// Calls and connections refused by a limit, per limit.
+    pub rejections: Arc<Rejections>,
+}
+
+/// The limits that refuse calls (and connections), as counted in `natter_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    SignIn,
+    Register,
+    Join,
+    CreateRoom,
+    OpenDirect,
+    Send,
+    Typing,
+    StreamsPerUser,
+    Streams,
+    RoomsPerUser,
+    Connections,
+    PasswordHashing,
+}
+
+impl Limit {
+    const ALL: [Limit; 12] = [
+        Limit::SignIn,
+        Limit::Register,
+        Limit::Join,
+        Limit::CreateRoom,
+        Limit::OpenDirect,
+        Limit::Send,
+        Limit::Typing,
+        Limit::StreamsPerUser,
+        Limit::Streams,
+        Limit::RoomsPerUser,
+        Limit::Connections,
+        Limit::PasswordHashing,
+    ];
+
+    /// The `limit` label.
+    fn label(self) -> &'static str {
+        match self {
+            Limit::SignIn => "sign_in",
+            Limit::Register => "register",
+            Limit::Join => "join",
+            Limit::CreateRoom => "create_room",
+            Limit::OpenDirect => "open_direct",
+            Limit::Send => "send",
+            Limit::Typing => "typing",
+            Limit::StreamsPerUser => "streams_per_user",
+            Limit::Streams => "streams",
+            Limit::RoomsPerUser => "rooms_per_user",
+            Limit::Connections => "connections",
+            Limit::PasswordHashing => "password_hashing",
+        }
+    }
+}
+
+/// Refusals per limit; shared with the parts that refuse (rate limits, the listener, the
+/// password hashing queue).
+#[derive(Debug, Default)]
+pub(crate) struct Rejections([AtomicU64; Limit::ALL.len()]);
+
+impl Rejections {
+    /// Counts one refusal.
+    pub(crate) fn count(&self, limit: Limit) {
+        self.0[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals by `limit` so far.
+    pub(crate) fn of(&self, limit: Limit) -> u64 {
+        self.0[limit as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl Metrics {
@@ -89,6 +160,37 @@ impl Metrics {
             "Event streams open now.",
             self.streams_open.load(Ordering::Relaxed).to_string(),
         );
+        out.push_str(
+            "# HELP natter_rejections_total Calls and connections refused by a limit.\n\
+             # TYPE natter_rejections_total counter\n",
+        );
+        for limit in Limit::ALL {
+            out.push_str(&format!(
+                "natter_rejections_total{{limit=\"{}\"}} {}\n",
+                limit.label(),
+                self.rejections.of(limit)
+            ));
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_rendered_per_limit() {
+        let metrics = Metrics::default();
+        metrics.rejections.count(Limit::Send);
+        metrics.rejections.count(Limit::Send);
+        metrics.rejections.count(Limit::Connections);
+        let text = metrics.render(0);
+        assert!(
+            text.contains("natter_rejections_total{limit=\"send\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("natter_rejections_total{limit=\"connections\"} 1\n"));
+        assert!(text.contains("natter_rejections_total{limit=\"sign_in\"} 0\n"));
     }
 }

@@ -20,7 +20,10 @@ use argon2::{
 };
 use tokio::sync::oneshot;
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    error::{ApiError, ApiResult},
+    metrics::{Limit, Rejections},
+};
 
 /// Sign-ins that may wait for a hashing worker. With two workers hashing in about 25 ms
 /// each, a full queue drains in under a second.
@@ -36,6 +39,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Passwords {
     jobs: mpsc::SyncSender<Job>,
+    /// Where sign-ins refused for a full queue are counted.
+    rejections: Arc<Rejections>,
     /// What logins of unknown users verify against, so that an unknown username costs as
     /// much time as a wrong password and does not reveal which accounts exist.
     dummy: String,
@@ -58,7 +63,7 @@ enum Job {
 impl Passwords {
     /// Starts one hashing worker per core and computes the dummy hash: a failure stops the
     /// server instead of making unknown users distinguishable later.
-    pub(crate) async fn new() -> anyhow::Result<Self> {
+    pub(crate) async fn new(rejections: Arc<Rejections>) -> anyhow::Result<Self> {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let (jobs, queue) = mpsc::sync_channel(QUEUE_CAPACITY);
         let queue = Arc::new(Mutex::new(queue));
@@ -70,6 +75,7 @@ impl Passwords {
         }
         let mut passwords = Self {
             jobs,
+            rejections,
             dummy: String::new(),
         };
         passwords.dummy = passwords
@@ -111,9 +117,12 @@ impl Passwords {
         job: Job,
         answer: oneshot::Receiver<anyhow::Result<T>>,
     ) -> ApiResult<T> {
-        let busy = || ApiError::ResourceExhausted {
-            what: "too many sign-ins are being checked right now",
-            retry_after: Some(RETRY_AFTER),
+        let busy = || {
+            self.rejections.count(Limit::PasswordHashing);
+            ApiError::ResourceExhausted {
+                what: "too many sign-ins are being checked right now",
+                retry_after: Some(RETRY_AFTER),
+            }
         };
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => busy(),
@@ -234,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_and_verify() {
-        let passwords = Passwords::new().await.unwrap();
+        let passwords = Passwords::new(Default::default()).await.unwrap();
         let hash = passwords.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
@@ -256,7 +265,7 @@ mod tests {
     /// did) still verify, and ours verify with it: the PHC strings are the same format.
     #[tokio::test]
     async fn hashes_agree_with_the_argon2_crate() {
-        let passwords = Passwords::new().await.unwrap();
+        let passwords = Passwords::new(Default::default()).await.unwrap();
         let salt = SaltString::generate(&mut OsRng);
         let theirs = Argon2::default()
             .hash_password(b"old account", &salt)
@@ -286,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
-        let passwords = Passwords::new().await.unwrap();
+        let passwords = Passwords::new(Default::default()).await.unwrap();
         let verified = passwords
             .verify("anything".into(), "$argon2id$garbage".into())
             .await;
@@ -298,7 +307,7 @@ mod tests {
     /// again afterwards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_with_a_retry_hint() {
-        let passwords = Arc::new(Passwords::new().await.unwrap());
+        let passwords = Arc::new(Passwords::new(Default::default()).await.unwrap());
         let hash = passwords.dummy_hash().to_owned();
         let calls: Vec<_> = (0..QUEUE_CAPACITY * 3)
             .map(|_| {

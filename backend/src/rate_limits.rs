@@ -22,7 +22,11 @@ use governor::{
 };
 use ipnet::IpNet;
 
-use crate::{error::ApiError, ids::UserId};
+use crate::{
+    error::ApiError,
+    ids::UserId,
+    metrics::{Limit, Rejections},
+};
 
 /// What an account does that is limited per account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,7 @@ fn registrations_per_address() -> Quota {
 #[derive(Debug)]
 pub(crate) struct RateLimits {
     enabled: bool,
+    rejections: std::sync::Arc<Rejections>,
     exempt: Vec<IpNet>,
     sign_in_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// By the username tried (existing or not), so that guessing one account's password
@@ -92,9 +97,14 @@ impl RateLimits {
     /// Limits as configured: `enabled` false turns them all off (benchmarks and tests that
     /// play many clients with few accounts); addresses in `exempt` are not limited by
     /// address (their accounts still are).
-    pub(crate) fn new(enabled: bool, exempt: Vec<IpNet>) -> Self {
+    pub(crate) fn new(
+        enabled: bool,
+        exempt: Vec<IpNet>,
+        rejections: std::sync::Arc<Rejections>,
+    ) -> Self {
         Self {
             enabled,
+            rejections,
             exempt,
             sign_in_by_address: DefaultKeyedRateLimiter::keyed(sign_in_per_address()),
             sign_in_by_username: DefaultKeyedRateLimiter::keyed(sign_in_per_username()),
@@ -113,16 +123,18 @@ impl RateLimits {
             return Ok(());
         }
         if let Some(key) = self.address_key(client) {
-            check(
+            self.check(
                 &self.sign_in_by_address,
                 &key,
                 "too many sign-in attempts from here",
+                Limit::SignIn,
             )?;
         }
-        check(
+        self.check(
             &self.sign_in_by_username,
             &username.trim().to_lowercase(),
             "too many sign-in attempts for this username",
+            Limit::SignIn,
         )
     }
 
@@ -132,10 +144,11 @@ impl RateLimits {
             return Ok(());
         }
         match self.address_key(client) {
-            Some(key) => check(
+            Some(key) => self.check(
                 &self.register_by_address,
                 &key,
                 "too many accounts created from here",
+                Limit::Register,
             ),
             None => Ok(()),
         }
@@ -146,14 +159,22 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
-        let (limiter, what) = match action {
-            Action::Join => (&self.join, "too many room joins"),
-            Action::CreateRoom => (&self.create_room, "too many rooms created"),
-            Action::OpenDirect => (&self.open_direct, "too many direct rooms opened"),
-            Action::Send => (&self.send, "too many messages sent"),
-            Action::Typing => (&self.typing, "too many typing signals"),
+        let (limiter, what, limit) = match action {
+            Action::Join => (&self.join, "too many room joins", Limit::Join),
+            Action::CreateRoom => (
+                &self.create_room,
+                "too many rooms created",
+                Limit::CreateRoom,
+            ),
+            Action::OpenDirect => (
+                &self.open_direct,
+                "too many direct rooms opened",
+                Limit::OpenDirect,
+            ),
+            Action::Send => (&self.send, "too many messages sent", Limit::Send),
+            Action::Typing => (&self.typing, "too many typing signals", Limit::Typing),
         };
-        check(limiter, user, what)
+        self.check(limiter, user, what, limit)
     }
 
     /// Forgets buckets that are full again (their clients have been quiet long enough):
@@ -185,19 +206,25 @@ impl RateLimits {
     }
 }
 
-/// Takes one token from `key`'s bucket, or says when the next one comes.
-fn check<K: std::hash::Hash + Eq + Clone>(
-    limiter: &DefaultKeyedRateLimiter<K>,
-    key: &K,
-    what: &'static str,
-) -> Result<(), ApiError> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ApiError::ResourceExhausted {
-            what,
-            retry_after: Some(wait.max(Duration::from_secs(1))),
-        }
-    })
+impl RateLimits {
+    /// Takes one token from `key`'s bucket, or counts the refusal and says when the next
+    /// token comes.
+    fn check<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+        what: &'static str,
+        limit: Limit,
+    ) -> Result<(), ApiError> {
+        limiter.check_key(key).map_err(|not_until| {
+            self.rejections.count(limit);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::ResourceExhausted {
+                what,
+                retry_after: Some(wait.max(Duration::from_secs(1))),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -210,7 +237,7 @@ mod tests {
 
     #[test]
     fn an_account_over_its_quota_is_told_when_to_retry() {
-        let limits = RateLimits::new(true, Vec::new());
+        let limits = RateLimits::new(true, Vec::new(), Default::default());
         for _ in 0..10 {
             limits.account(Action::CreateRoom, &user("a")).unwrap();
         }
@@ -229,7 +256,7 @@ mod tests {
 
     #[test]
     fn sign_ins_are_limited_by_address_and_by_username() {
-        let limits = RateLimits::new(true, Vec::new());
+        let limits = RateLimits::new(true, Vec::new(), Default::default());
         let home: IpAddr = "192.0.2.7".parse().unwrap();
         for _ in 0..10 {
             limits.sign_in(Some(home), "alice").unwrap();
@@ -246,7 +273,11 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_a_bucket_per_64_and_exempt_addresses_are_not_limited() {
-        let limits = RateLimits::new(true, vec!["10.0.0.0/8".parse().unwrap()]);
+        let limits = RateLimits::new(
+            true,
+            vec!["10.0.0.0/8".parse().unwrap()],
+            Default::default(),
+        );
         for i in 0..20 {
             let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
             limits.register(Some(ip)).unwrap();
@@ -262,7 +293,7 @@ mod tests {
 
     #[test]
     fn disabled_limits_refuse_nothing() {
-        let limits = RateLimits::new(false, Vec::new());
+        let limits = RateLimits::new(false, Vec::new(), Default::default());
         for _ in 0..1000 {
             limits.account(Action::Send, &user("a")).unwrap();
             limits.sign_in(None, "a").unwrap();

@@ -19,6 +19,7 @@ use crate::{
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
+    metrics::Metrics,
     passwords::Passwords,
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     service::{Natter, Seams},
@@ -34,7 +35,8 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
         );
     }
     create_private_dir(&config.data_dir)?;
-    let passwords = Passwords::new().await?;
+    let metrics = Metrics::default();
+    let passwords = Passwords::new(metrics.rejections.clone()).await?;
     let configured = match (&config.jwt_secret, &config.jwt_secret_file) {
         (Some(secret), _) => Some(secret.clone()),
         (None, Some(file)) => Some(auth::read_secret_file(file)?),
@@ -94,7 +96,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
         }
     };
     Ok(Arc::new(Natter::new(
-        seams, keys, passwords, config, shutdown, tasks,
+        seams, keys, passwords, metrics, config, shutdown, tasks,
     )))
 }
 
@@ -213,6 +215,7 @@ pub async fn run(
         token.clone(),
         natter.metrics().socket_writes.clone(),
         natter.config().max_connections,
+        natter.metrics().rejections.clone(),
     );
     let server = tonic::transport::Server::builder()
         .accept_http1(true)

@@ -68,6 +68,7 @@ impl Natter {
         seams: Seams,
         keys: TokenKeys,
         passwords: crate::passwords::Passwords,
+        metrics: crate::metrics::Metrics,
         config: Config,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -75,6 +76,7 @@ impl Natter {
         let limits = crate::rate_limits::RateLimits::new(
             config.rate_limits,
             config.rate_limit_exempt.clone(),
+            metrics.rejections.clone(),
         );
         Self {
             limits,
@@ -87,7 +89,7 @@ impl Natter {
             config,
             shutdown,
             tasks,
-            metrics: Default::default(),
+            metrics,
             typing: Default::default(),
         }
     }
@@ -128,7 +130,7 @@ impl Natter {
     }
 
     /// `/metrics` in the Prometheus text format.
-    pub(crate) fn render_metrics(&self) -> String {
+    pub fn render_metrics(&self) -> String {
         self.metrics.render(self.log.reconnects())
     }
 
@@ -349,6 +351,9 @@ impl Natter {
     pub(crate) async fn stream_opened(&self, user: &UserRecord) -> ApiResult<()> {
         let open = self.presence.stream_opened(&user.id).await?;
         if open > u64::from(self.config.max_streams_per_user) {
+            self.metrics
+                .rejections
+                .count(crate::metrics::Limit::StreamsPerUser);
             self.stream_closed(user).await;
             return Err(ApiError::ResourceExhausted {
                 what: "this account has the most event streams open that it may (close one, \

@@ -1,7 +1,6 @@
 //! Rooms: creating, joining by code, leaving, deleting, direct conversations and members.
 
 use super::Natter;
-use crate::rate_limits::Action;
 use crate::{
     auth::{self, Caller},
     domain::{Password, RoomCode, RoomName},
@@ -11,6 +10,7 @@ use crate::{
     seams::Topic,
     views::{MemberView, Notice, RoomChange, RoomView, UserView},
 };
+use crate::{metrics::Limit, rate_limits::Action};
 
 /// Attempts at drawing an unused join code; with 7.9e17 codes, a second one is rare.
 const CODE_ATTEMPTS: usize = 8;
@@ -25,6 +25,7 @@ impl Natter {
     /// hold, and one room over it does not matter for that.
     async fn ensure_room_quota(&self, user_id: &UserId, full: &'static str) -> ApiResult<()> {
         if self.directory.rooms_of(user_id).await?.len() >= self.config.max_rooms_per_user {
+            self.metrics.rejections.count(Limit::RoomsPerUser);
             return Err(ApiError::ResourceExhausted {
                 what: full,
                 retry_after: None,
@@ -231,6 +232,7 @@ impl Natter {
                 .iter()
                 .any(|room| matches!(&room.kind, RoomKind::Direct { pair: p } if *p == pair));
             if !in_it && rooms.len() >= self.config.max_rooms_per_user {
+                self.metrics.rejections.count(Limit::RoomsPerUser);
                 return Err(ApiError::ResourceExhausted {
                     what: full,
                     retry_after: None,

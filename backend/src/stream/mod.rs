@@ -333,9 +333,15 @@ impl OpenStream {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
                 (open < max).then_some(open + 1)
             })
-            .map_err(|_| ApiError::ResourceExhausted {
-                what: "this server holds the most event streams it may; try again shortly",
-                retry_after: Some(Duration::from_secs(5)),
+            .map_err(|_| {
+                natter
+                    .metrics()
+                    .rejections
+                    .count(crate::metrics::Limit::Streams);
+                ApiError::ResourceExhausted {
+                    what: "this server holds the most event streams it may; try again shortly",
+                    retry_after: Some(Duration::from_secs(5)),
+                }
             })?;
         Ok(Self {
             natter,

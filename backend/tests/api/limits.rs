@@ -209,6 +209,11 @@ async fn an_account_holds_at_most_its_share_of_streams() {
     let open = || pb::SubscribeRequest { resume: vec![] };
     let refused = alice.chat.subscribe(open()).await;
     assert_status(refused, Code::ResourceExhausted, "most event streams open");
+    assert_eq!(
+        app.metric(r#"natter_rejections_total{limit="streams_per_user"}"#)
+            .await,
+        1
+    );
     // Others are not affected, and a closed stream makes room again.
     let mut bobs = bob.subscribe(vec![]).await;
     expect_ready(&mut bobs).await;
@@ -248,6 +253,11 @@ async fn an_instance_holds_at_most_its_streams() {
         "{status:?}"
     );
     assert_eq!(status.metadata().get("retry-after").unwrap(), "5");
+    assert_eq!(
+        app.metric(r#"natter_rejections_total{limit="streams"}"#)
+            .await,
+        1
+    );
     // Unary calls still work.
     bob.create_room("still fine").await;
 }
@@ -309,6 +319,11 @@ async fn an_account_is_in_at_most_its_share_of_rooms() {
     );
     alice.leave(&first.id).await;
     alice.join(&bobs.code).await;
+    assert_eq!(
+        app.metric(r#"natter_rejections_total{limit="rooms_per_user"}"#)
+            .await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -359,6 +374,11 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "the third connection should be closed, read {read:?}"
+    );
+    assert_eq!(
+        app.metric(r#"natter_rejections_total{limit="connections"}"#)
+            .await,
+        1
     );
     // A closed connection frees its place.
     drop(second);

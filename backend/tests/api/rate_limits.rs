@@ -133,6 +133,10 @@ async fn a_flooding_account_is_slowed_and_others_are_not() {
         "limited after {sent}, before the burst was used"
     );
     assert_limited(limited, "too many messages sent");
+    assert_eq!(
+        app.metric(r#"natter_rejections_total{limit="send"}"#).await,
+        1
+    );
     bob.send(&room.id, "I can still talk").await;
     // Nothing refused was stored, and nothing acknowledged was lost.
     let history = alice.history(&room.id).await;
