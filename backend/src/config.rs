@@ -135,6 +135,10 @@ pub struct Config {
     #[arg(long, env = "NATTER_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Log lines as text, or as JSON objects (one per line) for log collectors.
+    #[arg(long, env = "NATTER_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
@@ -200,6 +204,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_exempt", &self.rate_limit_exempt)
             .field("reflection", &self.reflection)
             .field("admin_listen", &self.admin_listen)
+            .field("log_format", &self.log_format)
             .field("static_dir", &self.static_dir)
             .finish()
     }

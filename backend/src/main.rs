@@ -9,11 +9,11 @@ use natter_server::{Config, config::Command, telemetry};
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
     if let Some(Command::Admin { action }) = config.command.take() {
-        telemetry::init("warn");
+        telemetry::init_as("warn", config.log_format);
         println!("{}", natter_server::administer(config, action).await?);
         return Ok(());
     }
-    telemetry::init("info");
+    telemetry::init_as("info", config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -218,6 +218,7 @@ pub async fn run(
         natter.metrics().rejections.clone(),
     );
     let server = tonic::transport::Server::builder()
+        .layer(crate::telemetry::CallSpanLayer)
         .accept_http1(true)
         .max_concurrent_streams(natter.config().max_streams_per_connection)
         .timeout(natter.config().request_timeout)

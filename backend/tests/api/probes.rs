@@ -353,3 +353,72 @@ async fn metrics_can_move_to_an_admin_listener() {
     let health = http_request(&app, "GET", "/healthz", None).await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
+
+/// `--log-format json`: one JSON object per line, each with its spans: the call's request
+/// id (the client's own here) and the RPC's fields.
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_user() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let data = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", natter_fleet::free_port().unwrap());
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter-server"))
+        .args(["--listen", &address, "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let mut next_json = async || {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the server logs until killed");
+        serde_json::from_str::<serde_json::Value>(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    while !next_json().await["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("listening")
+    {}
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    let mut request = tonic::Request::new(natter_proto::v1::RegisterRequest {
+        username: "jason".into(),
+        password: "correct-horse".into(),
+        display_name: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "test-request-42".parse().unwrap());
+    natter_proto::v1::auth_service_client::AuthServiceClient::new(channel)
+        .register(request)
+        .await
+        .unwrap();
+    let registered = loop {
+        let line = next_json().await;
+        if line["fields"]["message"] == "registered" {
+            break line;
+        }
+    };
+    let spans = registered["spans"].as_array().unwrap();
+    assert!(
+        spans.iter().any(|s| s["name"] == "call"
+            && s["request_id"] == "test-request-42"
+            && s["path"] == "/natter.v1.AuthService/Register"),
+        "{registered}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["name"] == "register" && s["username"] == "jason"),
+        "{registered}"
+    );
+}
