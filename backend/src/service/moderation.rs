@@ -18,8 +18,13 @@ const CODE_ATTEMPTS: usize = 8;
 const MAX_BLOCKED: usize = 1000;
 
 impl Natter {
-    /// The group room `room_id`, if the caller is its owner or an admin.
-    async fn moderated_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<RoomRecord> {
+    /// The room `room_id`, if the caller is its owner or an admin. Admin rights are read
+    /// from the account now, not from when the token was issued.
+    pub(super) async fn owned_room(
+        &self,
+        caller: &Caller,
+        room_id: &RoomId,
+    ) -> ApiResult<RoomRecord> {
         let user = self.account(caller).await?;
         let room = self
             .directory
@@ -31,6 +36,12 @@ impl Natter {
                 "only the room's owner or an admin may do this",
             ));
         }
+        Ok(room)
+    }
+
+    /// The group room `room_id`, if the caller is its owner or an admin.
+    async fn moderated_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<RoomRecord> {
+        let room = self.owned_room(caller, room_id).await?;
         if !matches!(room.kind, RoomKind::Group { .. }) {
             return Err(ApiError::FailedPrecondition(
                 "direct rooms have no code and no one to remove",

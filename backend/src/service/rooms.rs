@@ -146,18 +146,7 @@ impl Natter {
     /// Deletes a room with its history: the owner or an admin only.
     #[tracing::instrument(name = "delete_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
     pub(crate) async fn delete_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<()> {
-        let user = self.account(caller).await?;
-        let room = self
-            .directory
-            .room(room_id)
-            .await?
-            .ok_or(ApiError::NotFound("room not found"))?;
-        // Admin rights follow the configuration now, not when the token was issued.
-        if room.owner_id != caller.user_id && !user.admin {
-            return Err(ApiError::PermissionDenied(
-                "only the room's owner or an admin may delete it",
-            ));
-        }
+        let room = self.owned_room(caller, room_id).await?;
         let former_members = self.directory.delete_room(room_id).await?;
         tracing::info!("room deleted");
         let view = RoomView::plain(&room);

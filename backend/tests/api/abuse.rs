@@ -129,7 +129,7 @@ async fn history_pages_are_bounded_in_bytes() {
 /// chat throughout.
 #[tokio::test]
 async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatting() {
-    use natter_fleet::{Instance, InstanceConfig};
+    use natter_fleet::Instance;
     use natter_proto::v1 as pb;
 
     use crate::limits::{MIB, memory_of};
@@ -142,19 +142,8 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
 
     let redis = crate::redis_server::start_redis().await;
     let logs = tempfile::tempdir().unwrap();
-    let config = InstanceConfig {
-        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
-        redis_url: redis.url(),
-        jwt_secret: SHARED_SECRET.into(),
-        static_dir: None,
-        trusted_proxies: "127.0.0.1".into(),
-        // The setup sends 200 long messages at once; the stream limits are under test. The
-        // presence TTL is the fleet's (spawn_redis_app's): instances that disagree on it
-        // take each other for dead.
-        extra_args: ["--rate-limits", "false", "--presence-ttl", "3s"]
-            .map(String::from)
-            .to_vec(),
-    };
+    // The setup sends 200 long messages at once; the stream limits are under test.
+    let config = instance_config(&redis, &["--rate-limits", "false"]);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], natter_fleet::free_port().unwrap()));
     let instance = Instance::start("abused", addr, config, logs.path())
         .await

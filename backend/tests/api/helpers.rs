@@ -96,6 +96,25 @@ pub fn test_config(data_dir: &TempDir) -> Config {
 /// The JWT secret every instance of a Redis fleet shares.
 pub const SHARED_SECRET: &str = "one-secret-shared-by-every-instance-of-the-fleet";
 
+/// A natter-server process of a Redis fleet (this crate's binary) with `extra_args`, the
+/// fleet's secret and presence TTL: instances that disagree on the TTL take each other
+/// for dead.
+pub fn instance_config(
+    redis: &natter_fleet::Redis,
+    extra_args: &[&str],
+) -> natter_fleet::InstanceConfig {
+    let mut args = vec!["--presence-ttl", "3s"];
+    args.extend_from_slice(extra_args);
+    natter_fleet::InstanceConfig {
+        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
+        redis_url: redis.url(),
+        jwt_secret: SHARED_SECRET.into(),
+        static_dir: None,
+        trusted_proxies: "127.0.0.1".into(),
+        extra_args: args.into_iter().map(String::from).collect(),
+    }
+}
+
 /// An instance in Redis mode: instances started on the same server and prefix form one service.
 pub async fn spawn_redis_app(
     redis: &natter_fleet::Redis,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use natter_fleet::{Instance, InstanceConfig};
+use natter_fleet::Instance;
 use natter_proto::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tonic::{Code, transport::Channel};
 
@@ -38,16 +38,9 @@ const STORM_BUDGET: u64 = 64 * MIB;
 async fn a_sign_in_storm_keeps_memory_within_a_fixed_budget() {
     let redis = start_redis().await;
     let logs = tempfile::tempdir().unwrap();
-    let config = InstanceConfig {
-        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
-        redis_url: redis.url(),
-        jwt_secret: SHARED_SECRET.into(),
-        static_dir: None,
-        trusted_proxies: "127.0.0.1".into(),
-        // Every sign-in must reach the hashing workers: the rate limits (tested on their
-        // own) would refuse most of these first.
-        extra_args: vec!["--rate-limits".into(), "false".into()],
-    };
+    // Every sign-in must reach the hashing workers: the rate limits (tested on their own)
+    // would refuse most of these first.
+    let config = instance_config(&redis, &["--rate-limits", "false"]);
     let addr = SocketAddr::from(([127, 0, 0, 1], natter_fleet::free_port().unwrap()));
     let instance = Instance::start("storm", addr, config, logs.path())
         .await

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use natter_fleet::{Instance, InstanceConfig};
+use natter_fleet::Instance;
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -441,14 +441,7 @@ async fn a_dead_instance_takes_its_users_offline() {
 
     // bob's instance is a separate process, killed without any cleanup.
     let logs = tempfile::tempdir().unwrap();
-    let config = InstanceConfig {
-        server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
-        redis_url: redis.url(),
-        jwt_secret: SHARED_SECRET.into(),
-        static_dir: None,
-        trusted_proxies: "127.0.0.1".into(),
-        extra_args: vec!["--presence-ttl".into(), "3s".into()],
-    };
+    let config = instance_config(&redis, &[]);
     let addr = SocketAddr::from(([127, 0, 0, 1], natter_fleet::free_port().unwrap()));
     let mut process = Instance::start("doomed", addr, config, logs.path())
         .await
