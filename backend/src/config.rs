@@ -139,6 +139,12 @@ pub struct Config {
     #[arg(long, env = "NATTER_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
     pub log_format: crate::telemetry::LogFormat,
 
+    /// Other origins (comma-separated, e.g. https://chat.example.com) whose pages may call
+    /// the gRPC-Web API; the gRPC status headers are exposed to them. Empty: this server's
+    /// own origin only.
+    #[arg(long, env = "NATTER_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Directory with the built web client, served at `/`.
     #[arg(long, env = "NATTER_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
@@ -205,6 +211,7 @@ impl std::fmt::Debug for Config {
             .field("reflection", &self.reflection)
             .field("admin_listen", &self.admin_listen)
             .field("log_format", &self.log_format)
+            .field("cors_origins", &self.cors_origins)
             .field("static_dir", &self.static_dir)
             .finish()
     }

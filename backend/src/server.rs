@@ -171,7 +171,10 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
     }
-    let grpc = grpc.into_axum_router();
+    let mut grpc = grpc.into_axum_router();
+    if let Some(cors) = cross_origin(&natter.config().cors_origins)? {
+        grpc = grpc.layer(cors);
+    }
 
     let static_dir = natter.config().static_dir.clone();
     // Merge first, then set the fallback: merging two routers that both have one panics.
@@ -179,6 +182,43 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         .merge(http::routes(natter))
         .nest_service("/assets", http::assets(&static_dir.join("assets")))
         .fallback_service(http::pages(&static_dir)))
+}
+
+/// gRPC-Web from the listed other origins (a web client served elsewhere): preflights
+/// answered, and the gRPC status headers exposed to the page. None: same origin only.
+fn cross_origin(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use ::http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allowed = origins
+        .iter()
+        .map(|origin| {
+            HeaderValue::from_str(origin.trim())
+                .with_context(|| format!("--cors-origins: '{origin}' is not a header value"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let header = HeaderName::from_static;
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                ::http::header::AUTHORIZATION,
+                ::http::header::CONTENT_TYPE,
+                header("x-grpc-web"),
+                header("x-user-agent"),
+                header("grpc-timeout"),
+                header("x-request-id"),
+            ])
+            .expose_headers([
+                header("grpc-status"),
+                header("grpc-message"),
+                header("grpc-status-details-bin"),
+                header("retry-after"),
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    ))
 }
 
 /// Serves until `shutdown` completes, then drains: the instance reports not-ready, closes its

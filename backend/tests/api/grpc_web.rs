@@ -81,3 +81,71 @@ async fn unary_and_server_streaming_over_grpc_web() {
         "wrong password",
     );
 }
+
+/// A raw HTTP/1.1 exchange; the answer's head, lower-cased.
+async fn raw_head(app: &TestApp, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, connection.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    answer.split("\r\n\r\n").next().unwrap().to_owned()
+}
+
+fn preflight(origin: &str) -> String {
+    format!(
+        "OPTIONS /natter.v1.AuthService/Login HTTP/1.1\r\nhost: x\r\norigin: {origin}\r\n\
+         access-control-request-method: POST\r\n\
+         access-control-request-headers: content-type,x-grpc-web\r\nconnection: close\r\n\r\n"
+    )
+}
+
+fn login_from(origin: &str) -> String {
+    // An empty LoginRequest: the answer is a gRPC status (no such user).
+    format!(
+        "POST /natter.v1.AuthService/Login HTTP/1.1\r\nhost: x\r\norigin: {origin}\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: 5\r\n\
+         connection: close\r\n\r\n\0\0\0\0\0"
+    )
+}
+
+/// `--cors-origins`: pages from a listed origin may call the API and read its gRPC
+/// status; other origins get no permission; without the option, none at all.
+#[tokio::test]
+async fn listed_origins_may_call_grpc_web_across_origins() {
+    let app = spawn_app_with(|c| c.cors_origins = vec!["https://chat.example.com".into()]).await;
+    let allowed = raw_head(&app, preflight("https://chat.example.com")).await;
+    assert!(allowed.starts_with("http/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://chat.example.com"),
+        "{allowed}"
+    );
+    let call = raw_head(&app, login_from("https://chat.example.com")).await;
+    assert!(
+        call.contains("access-control-allow-origin: https://chat.example.com"),
+        "{call}"
+    );
+    assert!(call.contains("grpc-status"), "{call}");
+    let exposed = call
+        .lines()
+        .find(|l| l.starts_with("access-control-expose-headers:"))
+        .unwrap_or_else(|| panic!("no exposed headers: {call}"));
+    assert!(
+        exposed.contains("grpc-status") && exposed.contains("grpc-message"),
+        "{exposed}"
+    );
+
+    let refused = raw_head(&app, preflight("https://evil.example")).await;
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+
+    let same_origin_only = spawn_app().await;
+    let none = raw_head(&same_origin_only, login_from("https://chat.example.com")).await;
+    assert!(!none.contains("access-control-allow-origin"), "{none}");
+}
