@@ -73,6 +73,11 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
         .find(&format!("{first} [data-testid=message-sender]"))
         .await?;
     assert_eq!(sender.text().await?, "Alice");
+    // The username beside the display name (which anyone could choose alike).
+    let username = bob
+        .find(&format!("{first} [data-testid=message-sender-username]"))
+        .await?;
+    assert_eq!(username.text().await?, "@alice");
     let time = bob
         .find(&format!("{first} [data-testid=message-time]"))
         .await?

@@ -33,6 +33,9 @@ pub enum Row {
         message: pb::Message,
         /// Sent by the signed-in user.
         own: bool,
+        /// The sender's username, once the room's members are known: shown beside the
+        /// display name, which anyone may choose alike.
+        username: Option<String>,
     },
     /// A send on its way (or failed).
     Pending(Pending),
@@ -150,6 +153,10 @@ impl RoomState {
             }
             rows.push(Row::Message {
                 own: message.sender_id == me,
+                username: self
+                    .members
+                    .get(&message.sender_id)
+                    .map(|user| user.username.clone()),
                 message: message.clone(),
             });
         }
@@ -251,6 +258,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rows_name_senders_by_username_once_the_members_are_known() {
+        let mut room = RoomState::new(room("r", 0), None);
+        room.insert(message("r", 1, "u-alice", ""));
+        let usernames = |room: &RoomState| -> Vec<Option<String>> {
+            room.rows("me", |_| "today".into())
+                .into_iter()
+                .filter_map(|row| match row {
+                    Row::Message { username, .. } => Some(username),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(usernames(&room), [None]);
+        room.members.insert(
+            "u-alice".into(),
+            pb::User {
+                id: "u-alice".into(),
+                username: "alice".into(),
+                display_name: "Alice".into(),
+                online: true,
+            },
+        );
+        assert_eq!(usernames(&room), [Some("alice".to_owned())]);
+    }
+
+    #[test]
     fn rows_separate_days_and_end_with_pending_sends() {
         let mut room = RoomState::new(room("r", 0), None);
         let day = 86_400_000;
@@ -270,7 +303,7 @@ pub(crate) mod tests {
             .iter()
             .map(|row| match row {
                 Row::Day(label) => label.clone(),
-                Row::Message { message, own } => {
+                Row::Message { message, own, .. } => {
                     format!("{}{}", message.seq, if *own { "*" } else { "" })
                 }
                 Row::Pending(pending) => pending.text.clone(),

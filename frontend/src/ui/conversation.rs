@@ -132,12 +132,16 @@ fn Messages(room_id: String) -> impl IntoView {
             </Show>
             <For each=move || rows.get() key=|row| match row {
                 Row::Day(day) => format!("day:{day}"),
-                Row::Message { message, .. } => format!("seq:{}", message.seq),
+                Row::Message { message, username, .. } => {
+                    format!("seq:{}:{}", message.seq, username.is_some())
+                }
                 Row::Pending(pending) => format!("pending:{}:{}", pending.client_id, pending.failed),
             } let(row)>
                 {match row {
                     Row::Day(day) => view! { <div class="day" data-testid="day-separator" role="separator">{day}</div> }.into_any(),
-                    Row::Message { message, own } => view! { <MessageRow message own/> }.into_any(),
+                    Row::Message { message, own, username } => {
+                        view! { <MessageRow message own username/> }.into_any()
+                    }
                     Row::Pending(pending) => view! { <PendingRow pending room_id=id/> }.into_any(),
                 }}
             </For>
@@ -216,12 +220,17 @@ fn keep_scroll_position(list: NodeRef<html::Div>, rows: Memo<Vec<Row>>) -> Store
     pinned
 }
 
-/// A stored message: sender, local time, text (always as text).
+/// A stored message: sender (display name isolated, so its direction cannot spill over,
+/// and the username beside it once known), local time, text (always as text).
 #[component]
-fn MessageRow(message: pb::Message, own: bool) -> impl IntoView {
+fn MessageRow(message: pb::Message, own: bool, username: Option<String>) -> impl IntoView {
     view! {
         <article class="message" class:own=own data-testid="message" data-seq=message.seq.to_string() data-own=own.to_string()>
-            <header><span class="sender" data-testid="message-sender">{message.sender_name.clone()}</span> <time data-testid="message-time">{local_time(message.sent_at)}</time></header>
+            <header>
+                <span class="sender" data-testid="message-sender"><bdi>{message.sender_name.clone()}</bdi></span>
+                {username.map(|name| view! { " " <span class="muted" data-testid="message-sender-username">"@"{name}</span> })}
+                " " <time data-testid="message-time">{local_time(message.sent_at)}</time>
+            </header>
             <p class="text">{message.text.clone()}</p>
         </article>
     }
@@ -272,7 +281,8 @@ fn Members(room_id: String) -> impl IntoView {
                         <span class="presence" class:online=user.online>
                             <span class="visually-hidden">{if user.online { "online" } else { "offline" }}</span>
                         </span>
-                        {user.display_name.clone()}
+                        <bdi>{user.display_name.clone()}</bdi>
+                        " " <span class="muted" data-testid="member-username">"@"{user.username.clone()}</span>
                     </li>
                 </For>
             </ul>

@@ -78,7 +78,7 @@ pub(crate) fn People() -> impl IntoView {
                                 <span class="presence" class:online=user.online>
                                     <span class="visually-hidden">{if user.online { "online" } else { "offline" }}</span>
                                 </span>
-                                <span class="person">{user.display_name.clone()} <span class="muted">"@"{user.username.clone()}</span></span>
+                                <span class="person"><bdi>{user.display_name.clone()}</bdi> <span class="muted">"@"{user.username.clone()}</span></span>
                                 {(!is_me).then(|| view! {
                                     <button data-testid="open-direct" on:click=move |_| message(id.clone())>"Message"</button>
                                 })}

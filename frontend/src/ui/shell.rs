@@ -145,7 +145,7 @@ fn RoomRow(id: String) -> impl IntoView {
                         <span class="visually-hidden">{if on { "online" } else { "offline" }}</span>
                     </span>
                 })}
-                <span class="room-name">{move || if online().is_some() { format!("@{}", name()) } else { format!("# {}", name()) }}</span>
+                <span class="room-name">{move || if online().is_some() { "@" } else { "# " }}<bdi>{name}</bdi></span>
                 {move || (unread() > 0).then(|| view! {
                     <span class="badge" data-testid="unread-badge">{unread()}<span class="visually-hidden">" unread"</span></span>
                 })}
