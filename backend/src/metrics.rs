@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     pub socket_writes: Arc<AtomicU64>,
     /// Event streams (Subscribe and Chat) open now.
     pub streams_open: AtomicI64,
+    /// Of those, the ones over gRPC-Web (the rest are native gRPC).
+    pub web_streams_open: AtomicI64,
     /// Calls and connections refused by a limit, per limit.
     pub rejections: Arc<Rejections>,
 }
@@ -160,6 +162,14 @@ impl Metrics {
             "Event streams open now.",
             self.streams_open.load(Ordering::Relaxed).to_string(),
         );
+        let web = self.web_streams_open.load(Ordering::Relaxed);
+        let native = self.streams_open.load(Ordering::Relaxed) - web;
+        out.push_str(&format!(
+            "# HELP natter_streams_open_by_protocol Event streams open now, by protocol.\n\
+             # TYPE natter_streams_open_by_protocol gauge\n\
+             natter_streams_open_by_protocol{{protocol=\"grpc\"}} {native}\n\
+             natter_streams_open_by_protocol{{protocol=\"grpc_web\"}} {web}\n"
+        ));
         out.push_str(
             "# HELP natter_rejections_total Calls and connections refused by a limit.\n\
              # TYPE natter_rejections_total counter\n",

@@ -9,7 +9,7 @@ use natter_proto::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::caller;
+use super::{GrpcWeb, caller};
 use crate::{
     auth::Caller,
     convert,
@@ -36,11 +36,12 @@ impl ChatApi {
     async fn start_stream(
         &self,
         caller: Caller,
+        web: bool,
         initial: Option<pb::SubscribeRequest>,
         frames: Option<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<EventStream>, Status> {
         let outbox = Arc::new(Outbox::default());
-        let session = Session::open(self.natter.clone(), caller, outbox.clone()).await?;
+        let session = Session::open(self.natter.clone(), caller, web, outbox.clone()).await?;
         Ok(Response::new(Box::pin(SessionBody::new(
             outbox,
             session.run(initial, frames),
@@ -246,11 +247,12 @@ impl ChatService for ChatApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&request)?;
+        let web = request.extensions().get::<GrpcWeb>().is_some();
         let r = request.into_inner();
         for cursor in &r.resume {
             RoomId::parse("resume.room_id", &cursor.room_id).map_err(ApiError::from)?;
         }
-        self.start_stream(caller, Some(r), None).await
+        self.start_stream(caller, web, Some(r), None).await
     }
 
     type ChatStream = EventStream;
@@ -260,7 +262,8 @@ impl ChatService for ChatApi {
         request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&request)?;
-        self.start_stream(caller, None, Some(request.into_inner()))
+        let web = request.extensions().get::<GrpcWeb>().is_some();
+        self.start_stream(caller, web, None, Some(request.into_inner()))
             .await
     }
 }

@@ -74,14 +74,15 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session for a signed-in caller.
+    /// A session for a signed-in caller; `web` when the call came over gRPC-Web.
     pub(crate) async fn open(
         natter: Arc<Natter>,
         caller: Caller,
+        web: bool,
         out: Arc<Outbox>,
     ) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
-        let mut open = OpenStream::admit(natter.clone(), user.clone())?;
+        let mut open = OpenStream::admit(natter.clone(), user.clone(), web)?;
         // Counted in presence from the first poll of `stream_opened`: the client may leave
         // (dropping this future and the guard with it) while the rest of it awaits. A
         // refused or failed open takes its count back itself. This happens before the call
@@ -317,6 +318,8 @@ where
 struct OpenStream {
     natter: Arc<Natter>,
     user: UserRecord,
+    /// Over gRPC-Web (counted apart in the metrics).
+    web: bool,
     /// Whether presence counts this stream: from the moment the opening session starts
     /// recording it, unless that failed (a failed open takes its count back itself).
     counted_in_presence: bool,
@@ -325,7 +328,7 @@ struct OpenStream {
 impl OpenStream {
     /// Counts a new stream, unless the instance holds `--max-streams` already (checked and
     /// counted in one atomic step, so streams opening at once cannot pass the limit).
-    fn admit(natter: Arc<Natter>, user: UserRecord) -> ApiResult<Self> {
+    fn admit(natter: Arc<Natter>, user: UserRecord, web: bool) -> ApiResult<Self> {
         let max = i64::from(natter.config().max_streams);
         natter
             .metrics()
@@ -343,9 +346,16 @@ impl OpenStream {
                     retry_after: Some(Duration::from_secs(5)),
                 }
             })?;
+        if web {
+            natter
+                .metrics()
+                .web_streams_open
+                .fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Self {
             natter,
             user,
+            web,
             counted_in_presence: false,
         })
     }
@@ -353,10 +363,11 @@ impl OpenStream {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.natter
-            .metrics()
-            .streams_open
-            .fetch_sub(1, Ordering::Relaxed);
+        let metrics = self.natter.metrics();
+        metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
+        if self.web {
+            metrics.web_streams_open.fetch_sub(1, Ordering::Relaxed);
+        }
         // Recording presence awaits the store, so it runs on a task of its own. Without a
         // runtime (the process is ending) there is nobody left to tell.
         if !self.counted_in_presence {

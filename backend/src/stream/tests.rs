@@ -32,7 +32,7 @@ async fn bob_in_a_room() -> (tempfile::TempDir, Arc<Natter>, Caller, RoomId) {
 async fn a_session_dropped_while_it_opens_is_counted_closed() {
     let (_dir, natter, caller, room_id) = bob_in_a_room().await;
     let outbox = Arc::new(Outbox::default());
-    let mut open = Box::pin(Session::open(natter.clone(), caller.clone(), outbox));
+    let mut open = Box::pin(Session::open(natter.clone(), caller.clone(), false, outbox));
     let waker = futures::task::noop_waker();
     // Polled by hand until presence has counted the stream (the store's reads complete on
     // their own threads meanwhile); then the client goes.
@@ -76,7 +76,7 @@ async fn a_stream_catching_up_when_the_server_drains_is_told_at_once() {
     }
     natter.shutdown().cancel();
     let outbox = Arc::new(Outbox::default());
-    let session = Session::open(natter.clone(), caller, outbox.clone())
+    let session = Session::open(natter.clone(), caller, false, outbox.clone())
         .await
         .unwrap();
     let resume = pb::SubscribeRequest {

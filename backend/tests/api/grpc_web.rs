@@ -58,6 +58,19 @@ async fn unary_and_server_streaming_over_grpc_web() {
         .into_inner();
     let ready = expect_ready(&mut events).await;
     assert_eq!(ready.rooms[0].id, room.id);
+    // Counted as a gRPC-Web stream, next to a native one.
+    let mut native = app
+        .chat_with_token(&signed_in.access_token)
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    expect_ready(&mut native).await;
+    for (protocol, open) in [("grpc_web", 1), ("grpc", 1)] {
+        let series = format!("natter_streams_open_by_protocol{{protocol=\"{protocol}\"}}");
+        assert_eq!(app.metric(&series).await, open, "{series}");
+    }
+    drop(native);
 
     // A native client on the same port sends; the gRPC-Web stream receives.
     let mut native = app.register("native").await;
