@@ -36,8 +36,10 @@ use crate::{
     service::Natter,
 };
 
-/// Messages read from the log per store call while catching up.
-const CATCH_UP_BATCH: usize = 256;
+/// Messages read from the log per store call while catching up: also what a stream holds
+/// beyond its outbox while it waits for a slow client, so it stays small: 64 messages of
+/// at most 4,000 characters, about 1 MB at the very worst.
+const CATCH_UP_BATCH: usize = 64;
 
 type Live = StreamMap<RoomId, BroadcastStream<SharedEvent>>;
 
