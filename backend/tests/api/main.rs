@@ -5,6 +5,7 @@
 mod abuse;
 mod accounts;
 mod bad_input;
+mod bad_input_calls;
 mod grpc_web;
 mod helpers;
 mod limits;
