@@ -13,7 +13,7 @@ use tonic::service::{LayerExt, Routes};
 use tonic_web::GrpcWebLayer;
 
 use crate::{
-    api::{MarkGrpcWebLayer, auth::AuthApi, chat::ChatApi},
+    api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
     config::{AdminAction, Config},
     embedded::{EmbeddedStore, LocalPresence},
@@ -161,13 +161,11 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
             .set_not_serving::<ChatServiceServer<ChatApi>>()
             .await;
     });
-    // Outside tonic-web, which makes gRPC-Web requests look like gRPC ones.
-    let web = || tower::layer::util::Stack::new(GrpcWebLayer::new(), MarkGrpcWebLayer);
-    let mut grpc = Routes::new(web().named_layer(
+    let mut grpc = Routes::new(GrpcWebLayer::new().named_layer(
         AuthServiceServer::new(AuthApi::new(natter.clone())).max_decoding_message_size(max_request),
     ))
-    .add_service(web().named_layer(chat))
-    .add_service(web().named_layer(health));
+    .add_service(GrpcWebLayer::new().named_layer(chat))
+    .add_service(GrpcWebLayer::new().named_layer(health));
     if with_reflection {
         grpc = grpc
             .add_service(reflection_v1)

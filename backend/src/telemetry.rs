@@ -6,6 +6,8 @@ use std::task::{Context, Poll};
 use tracing::{Instrument, instrument::Instrumented};
 use tracing_subscriber::{EnvFilter, fmt};
 
+use crate::api::GrpcWeb;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -35,10 +37,12 @@ pub fn init_as(default_filter: &str, format: LogFormat) {
     };
 }
 
-/// Gives every call a span with its request id (the client's `x-request-id` when it is a
-/// short token, else a new one) and path, so each log line of the call carries it, with
-/// the RPC's own span (user, room) inside. Only the call is instrumented, not the response
-/// body: entering a span per frame would cost every delivery of a stream.
+/// Records what each call is before routing, and before tonic-web makes gRPC-Web calls look
+/// like gRPC ones: a span with its request id (the client's `x-request-id` when it is a
+/// short token, else a new one) and path, so each log line of the call carries it with the
+/// RPC's own span (user, room) inside; and a [`GrpcWeb`] mark for gRPC-Web calls (streams
+/// are counted per protocol). Only the call is instrumented, not the response body:
+/// entering a span per frame would cost every delivery of a stream.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallSpanLayer;
 
@@ -66,8 +70,16 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let span = call_span(&request);
+        let web = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/grpc-web"));
+        if web {
+            request.extensions_mut().insert(GrpcWeb);
+        }
         self.0.call(request).instrument(span)
     }
 }

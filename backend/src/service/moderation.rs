@@ -104,15 +104,10 @@ impl Natter {
         let view = RoomView::plain(&room);
         self.announce_to_user(member, view.clone(), RoomChange::Left)
             .await;
-        let online = !self
-            .presence
-            .online(std::slice::from_ref(member))
+        let user = self
+            .users_view(std::slice::from_ref(&removed))
             .await?
-            .is_empty();
-        let user = UserView {
-            user: removed,
-            online,
-        };
+            .remove(0);
         self.announce_member(view, user, RoomChange::MemberLeft)
             .await;
         Ok(())

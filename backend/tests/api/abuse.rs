@@ -201,7 +201,7 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
     }
 
     let (_, peak) = memory_of(pid);
-    let metrics = http_get(&url, "/metrics").await;
+    let metrics = crate::probes::http_request_to(addr, "GET", "/metrics", None).await;
     let open: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("natter_streams_open "))
@@ -217,22 +217,4 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
         before / MIB,
         unread.len()
     );
-}
-
-/// A plain HTTP/1.1 GET; the answer's text.
-async fn http_get(url: &str, path: &str) -> String {
-    let address = url.trim_start_matches("http://");
-    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
-    connection
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, connection.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
 }

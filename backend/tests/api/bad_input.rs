@@ -71,13 +71,6 @@ impl Suite {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn signed(claims: &serde_json::Value, algorithm: jsonwebtoken::Algorithm, secret: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), claims, &key).unwrap()
@@ -97,14 +90,6 @@ fn unsigned(claims: &serde_json::Value) -> String {
         b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
         b64.encode(claims.to_string())
     )
-}
-
-fn with_authorization<T>(value: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", value.parse().unwrap());
-    request
 }
 
 /// A raw call over HTTP/1.1 with `frame` as its body; the whole answer as text.

@@ -446,3 +446,20 @@ pub fn assert_status<T: std::fmt::Debug>(
         status.message()
     );
 }
+
+/// Seconds since the unix epoch (for crafting tokens).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A request carrying `authorization: <value>` as given (tokens, schemes, garbage).
+pub fn with_authorization<T>(value: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().unwrap());
+    request
+}

@@ -11,13 +11,6 @@ use crate::{helpers::*, redis_server::start_redis};
 
 const SECRET: &str = "an-explicit-test-secret-of-32-bytes-or-more";
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A token signed with [`SECRET`] for `user_id`, with the given expiry and session start.
 fn token(user_id: &str, exp: u64, session_started_ms: u64) -> String {
     let claims = serde_json::json!({
@@ -30,11 +23,7 @@ fn token(user_id: &str, exp: u64, session_started_ms: u64) -> String {
 }
 
 fn with_token<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    with_authorization(&format!("Bearer {token}"), message)
 }
 
 async fn login(app: &TestApp, username: &str) -> String {
