@@ -7,7 +7,7 @@ use clap::Parser;
 /// natter-server: a real-time chat server speaking native gRPC, gRPC-Web and HTTP on one port.
 ///
 /// With no arguments it runs the embedded default: data in ./data, no external services.
-#[derive(Clone, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "natter-server", version, about)]
 pub struct Config {
     /// An operator task instead of serving (run with the server's own flags or
@@ -27,7 +27,7 @@ pub struct Config {
     /// once and kept in the data directory. Prefer --jwt-secret-file: a flag's value shows
     /// in `ps` to every user of the machine.
     #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// File holding the secret for signing access tokens (surrounding whitespace ignored),
     /// instead of --jwt-secret.
@@ -55,7 +55,7 @@ pub struct Config {
     /// Redis and events fan out through Redis pub/sub, so any number of instances form one
     /// service. Requires an explicit --jwt-secret shared by all instances.
     #[arg(long, env = "NATTER_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
 
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     #[arg(long, env = "NATTER_REDIS_PREFIX", default_value = "natter")]
@@ -176,44 +176,33 @@ pub enum AdminAction {
     },
 }
 
-/// Secrets are redacted: a configuration may be logged or printed in an error.
-impl std::fmt::Debug for Config {
+/// A value that must not show in logs or errors (the token secret, a Redis URL with its
+/// password): its `Debug` is redacted, so a configuration can be printed whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |set: bool| if set { "<redacted>" } else { "<unset>" };
-        f.debug_struct("Config")
-            .field("command", &self.command)
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
-            .field("jwt_secret_file", &self.jwt_secret_file)
-            .field("token_ttl", &self.token_ttl)
-            .field("max_session_age", &self.max_session_age)
-            .field("admins", &self.admins)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("redis_url", &redacted(self.redis_url.is_some()))
-            .field("redis_prefix", &self.redis_prefix)
-            .field("history_retention", &self.history_retention)
-            .field("presence_ttl", &self.presence_ttl)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field(
-                "max_streams_per_connection",
-                &self.max_streams_per_connection,
-            )
-            .field("max_streams_per_user", &self.max_streams_per_user)
-            .field("max_streams", &self.max_streams)
-            .field("max_rooms_per_user", &self.max_rooms_per_user)
-            .field("max_connections", &self.max_connections)
-            .field("request_timeout", &self.request_timeout)
-            .field("rate_limits", &self.rate_limits)
-            .field("rate_limit_exempt", &self.rate_limit_exempt)
-            .field("reflection", &self.reflection)
-            .field("admin_listen", &self.admin_listen)
-            .field("log_format", &self.log_format)
-            .field("cors_origins", &self.cors_origins)
-            .field("static_dir", &self.static_dir)
-            .finish()
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
     }
 }
 
@@ -298,7 +287,7 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("very-secret"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("jwt_secret: \"<redacted>\""), "{shown}");
+        assert!(shown.contains("jwt_secret: Some(<redacted>)"), "{shown}");
     }
 
     #[test]

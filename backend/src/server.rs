@@ -15,7 +15,7 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
-    config::{AdminAction, Config},
+    config::{AdminAction, Config, Secret},
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
@@ -38,7 +38,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     let metrics = Metrics::default();
     let passwords = Passwords::new(metrics.rejections.clone()).await?;
     let configured = match (&config.jwt_secret, &config.jwt_secret_file) {
-        (Some(secret), _) => Some(secret.clone()),
+        (Some(secret), _) => Some(secret.expose().to_owned()),
         (None, Some(file)) => Some(auth::read_secret_file(file)?),
         (None, None) => None,
     };
@@ -54,7 +54,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let seams = match &config.redis_url {
+    let seams = match config.redis_url.as_ref().map(Secret::expose) {
         Some(url) => {
             let schema = Schema::new(&config.redis_prefix);
             let conn = connection_manager(url)?;

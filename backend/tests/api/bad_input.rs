@@ -5,7 +5,7 @@
 use base64::Engine;
 use natter_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::{Code, Request};
+use tonic::Code;
 
 use crate::helpers::*;
 

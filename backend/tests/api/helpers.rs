@@ -122,7 +122,7 @@ pub async fn spawn_redis_app(
 ) -> TestApp {
     let url = redis.url();
     spawn_app_with(|c| {
-        c.redis_url = Some(url);
+        c.redis_url = Some(url.into());
         c.redis_prefix = "natter".into();
         c.jwt_secret = Some(SHARED_SECRET.into());
         c.presence_ttl = Duration::from_secs(3);

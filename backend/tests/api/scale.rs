@@ -418,7 +418,7 @@ async fn redis_mode_refuses_to_start_without_a_shared_secret() {
     let redis = start_redis().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis.url().into());
     let error = natter_server::build(config.clone()).await.unwrap_err();
     assert!(format!("{error:#}").contains("--jwt-secret"), "{error:#}");
     config.jwt_secret = Some("too-short".into());
