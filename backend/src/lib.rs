@@ -30,6 +30,7 @@ mod service;
 mod stream;
 pub mod telemetry;
 mod views;
+mod web_calls;
 mod web_headers;
 mod wire;
 

@@ -171,7 +171,12 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
     }
-    let mut grpc = grpc.into_axum_router();
+    let mut grpc = grpc
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            crate::web_calls::body_bound(max_request),
+            crate::web_calls::read_whole,
+        ));
     if let Some(cors) = cross_origin(&natter.config().cors_origins)? {
         grpc = grpc.layer(cors);
     }

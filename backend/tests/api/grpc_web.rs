@@ -162,3 +162,84 @@ async fn listed_origins_may_call_grpc_web_across_origins() {
     let none = raw_head(&same_origin_only, login_from("https://chat.example.com")).await;
     assert!(!none.contains("access-control-allow-origin"), "{none}");
 }
+
+/// A call refused before its body is read (here: no token) still delivers its status over
+/// HTTP/1.1, and the connection stays usable. Answered early, hyper had to close a
+/// connection whose request body was still arriving, and the reset that follows can destroy
+/// the answer on its way (a client then sees a broken pipe instead of UNAUTHENTICATED).
+#[tokio::test]
+async fn a_call_refused_before_its_body_arrives_answers_and_keeps_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let mut connection = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /natter.v1.ChatService/ListRooms HTTP/1.1\r\nhost: x\r\n\
+                content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+                content-length: 5\r\n\r\n";
+    for call in 0..3 {
+        connection.write_all(head.as_bytes()).await.unwrap();
+        connection.write_all(&[0, 0]).await.unwrap();
+        // The rest of the message comes after the server could have answered.
+        tokio::task::yield_now().await;
+        connection.write_all(&[0, 0, 0]).await.unwrap();
+        let answer = tokio::time::timeout(WAIT, read_http1_response(&mut connection))
+            .await
+            .expect("an answer in time")
+            .unwrap_or_else(|e| panic!("call {call}: the connection broke: {e}"));
+        assert!(answer.starts_with("http/1.1 200"), "call {call}: {answer}");
+        assert!(answer.contains("grpc-status: 16"), "call {call}: {answer}");
+    }
+    // A body over the bound is read to its end too (and dropped): OUT_OF_RANGE, and the
+    // connection still serves.
+    let message = vec![b'x'; 100 * 1024];
+    let mut body = vec![0];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let head = format!(
+        "POST /natter.v1.AuthService/Login HTTP/1.1\r\nhost: x\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    for _ in 0..2 {
+        connection.write_all(head.as_bytes()).await.unwrap();
+        connection.write_all(&body).await.unwrap();
+        let answer = tokio::time::timeout(WAIT, read_http1_response(&mut connection))
+            .await
+            .expect("an answer in time")
+            .expect("the connection still serves");
+        assert!(answer.contains("grpc-status: 11"), "{answer}");
+    }
+}
+
+/// Reads one HTTP/1.1 response (head and body, sized or chunked), lower-cased.
+async fn read_http1_response(connection: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let complete = |bytes: &[u8]| -> bool {
+        let text = String::from_utf8_lossy(bytes).to_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            return false;
+        };
+        let (head, body) = (&text[..end], &text[end + 4..]);
+        if head.contains("transfer-encoding: chunked") {
+            return body.ends_with("0\r\n\r\n");
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+        body.len() >= length
+    };
+    while !complete(&bytes) {
+        let mut chunk = [0u8; 4096];
+        let n = connection.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {:?}", String::from_utf8_lossy(&bytes)),
+            ));
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&bytes).to_lowercase())
+}
