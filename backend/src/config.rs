@@ -109,6 +109,17 @@ pub struct Config {
     #[arg(long, env = "NATTER_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
 
+    /// An HTTP/1.1 connection that takes longer than this to send a request's head (a
+    /// slowloris client), or sits idle between requests this long, is closed.
+    #[arg(long, env = "NATTER_HTTP1_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http1_header_timeout: Duration,
+
+    /// An event stream whose client takes nothing for this long (its flow-control window
+    /// stays full) is ended by closing its connection; the client resumes with its cursors
+    /// and loses nothing.
+    #[arg(long, env = "NATTER_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
     /// Deadline of a unary call (streams are not bounded by it); a client's shorter
     /// `grpc-timeout` wins.
     #[arg(long, env = "NATTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

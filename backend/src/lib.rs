@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod coalesce;
 pub mod config;
+mod connections;
 mod convert;
 mod domain;
 pub mod embedded;

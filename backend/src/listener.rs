@@ -31,11 +31,11 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 
 use crate::{
     coalesce::Coalescing,
-    metrics::{Limit, Rejections},
+    metrics::{ConnectionsOpen, Limit, Protocol, Rejections},
 };
 
 /// How long a connection may take to show whether it starts with a PROXY header.
@@ -46,6 +46,30 @@ const MAX_HEADER: usize = 512;
 const V1_SIGNATURE: &[u8] = b"PROXY ";
 /// The start of a v2 header.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// A handle on one connection, in each of its requests' extensions: a way to close it from
+/// outside.
+#[derive(Debug)]
+pub(crate) struct ConnectionControl {
+    close: CancellationToken,
+}
+
+impl ConnectionControl {
+    fn new() -> Self {
+        Self {
+            close: CancellationToken::new(),
+        }
+    }
+
+    /// Drops the connection with every call on it (their clients see it broken).
+    pub(crate) fn close(&self) {
+        self.close.cancel();
+    }
+
+    pub(crate) async fn closed(&self) {
+        self.close.cancelled().await;
+    }
+}
 
 /// Addresses allowed to speak the PROXY protocol.
 #[derive(Debug, Clone, Default)]
@@ -72,8 +96,43 @@ pub(crate) struct ClientConnection {
     early: Vec<u8>,
     early_read: usize,
     info: TcpConnectInfo,
+    control: Arc<ConnectionControl>,
     /// Counts the connection against `--max-connections` until it is dropped.
     _slot: ConnectionSlot,
+    /// Counts the connection in `natter_connections_open` until it is dropped.
+    _counted: Counted,
+}
+
+impl ClientConnection {
+    /// The addresses, with the client's real one.
+    pub(crate) fn info(&self) -> TcpConnectInfo {
+        self.info.clone()
+    }
+
+    /// The handle the connection's requests carry.
+    pub(crate) fn control(&self) -> Arc<ConnectionControl> {
+        self.control.clone()
+    }
+}
+
+/// A connection counted open under its protocol.
+#[derive(Debug)]
+struct Counted {
+    open: Arc<ConnectionsOpen>,
+    protocol: Protocol,
+}
+
+impl Counted {
+    fn new(open: Arc<ConnectionsOpen>, protocol: Protocol) -> Self {
+        open.opened(protocol);
+        Self { open, protocol }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.closed(self.protocol);
+    }
 }
 
 /// One of the instance's `--max-connections`, held from accept until the connection closes
@@ -95,14 +154,6 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Connected for ClientConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.info.clone()
     }
 }
 
@@ -169,7 +220,8 @@ pub(crate) fn incoming(
     socket_writes: Arc<AtomicU64>,
     max_connections: usize,
     rejections: Arc<Rejections>,
-) -> impl Stream<Item = io::Result<ClientConnection>> {
+    connections_open: Arc<ConnectionsOpen>,
+) -> impl Stream<Item = ClientConnection> {
     let (ready, connections) = mpsc::channel(64);
     let trusted = Arc::new(trusted);
     let open_connections = Arc::new(AtomicUsize::new(0));
@@ -196,12 +248,20 @@ pub(crate) fn incoming(
             let ready = ready.clone();
             let trusted = trusted.clone();
             let socket_writes = socket_writes.clone();
+            let connections_open = connections_open.clone();
             tokio::spawn(async move {
-                let opened = open(stream, peer, &trusted, socket_writes, slot);
+                let opened = open(
+                    stream,
+                    peer,
+                    &trusted,
+                    socket_writes,
+                    slot,
+                    connections_open,
+                );
                 let opened = tokio::time::timeout(HEADER_TIMEOUT, opened);
                 match opened.await {
                     Ok(Ok(connection)) => {
-                        let _ = ready.send(Ok(connection)).await;
+                        let _ = ready.send(connection).await;
                     }
                     Ok(Err(refusal)) => {
                         tracing::warn!(peer = %peer, reason = %refusal, "connection refused");
@@ -223,6 +283,7 @@ async fn open(
     trusted: &TrustedProxies,
     socket_writes: Arc<AtomicU64>,
     slot: ConnectionSlot,
+    connections_open: Arc<ConnectionsOpen>,
 ) -> Result<ClientConnection, String> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
@@ -251,6 +312,19 @@ async fn open(
         }
     };
     early.drain(..consumed);
+    // The protocol shows in the first bytes after the PROXY header.
+    let protocol = loop {
+        if let Some(protocol) = protocol_of(&early) {
+            break protocol;
+        }
+        let n = stream
+            .read_buf(&mut early)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before sending a request".into());
+        }
+    };
     if consumed > 0 {
         tracing::info!(client = %client, proxy = %peer, "connection via proxy");
     } else {
@@ -264,8 +338,24 @@ async fn open(
             local_addr: local,
             remote_addr: Some(client),
         },
+        control: Arc::new(ConnectionControl::new()),
         _slot: slot,
+        _counted: Counted::new(connections_open, protocol),
     })
+}
+
+/// HTTP/2 when the bytes start with its preface (`PRI * HTTP/2.0`), else HTTP/1.1 (whose
+/// methods never start with `PRI`); `None` while three bytes cannot tell yet.
+fn protocol_of(bytes: &[u8]) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI";
+    let n = bytes.len().min(PREFACE.len());
+    if bytes[..n] != PREFACE[..n] {
+        Some(Protocol::Http1)
+    } else if n == PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
 }
 
 /// What the first bytes of a connection are.
@@ -337,6 +427,17 @@ mod tests {
             Start::NeedMore
         );
         assert_eq!(classify(b"\r\n\r\n\0\r"), Start::NeedMore);
+    }
+
+    #[test]
+    fn the_protocol_shows_in_the_first_bytes() {
+        assert_eq!(protocol_of(b""), None);
+        assert_eq!(protocol_of(b"P"), None);
+        assert_eq!(protocol_of(b"PR"), None);
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0"), Some(Protocol::Http2));
+        assert_eq!(protocol_of(b"POST /"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"PUT"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"G"), Some(Protocol::Http1));
     }
 
     #[test]

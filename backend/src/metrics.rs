@@ -29,6 +29,55 @@ pub(crate) struct Metrics {
     pub web_streams_open: AtomicI64,
     /// Calls and connections refused by a limit, per limit.
     pub rejections: Arc<Rejections>,
+    /// Client connections open now, per protocol.
+    pub connections_open: Arc<ConnectionsOpen>,
+}
+
+/// The protocol a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    /// The `protocol` label of the connection series.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "h2",
+        }
+    }
+}
+
+/// Connections open now, per protocol; shared with the listener, whose connections count
+/// themselves in and out.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionsOpen {
+    http1: AtomicI64,
+    http2: AtomicI64,
+}
+
+impl ConnectionsOpen {
+    fn gauge(&self, protocol: Protocol) -> &AtomicI64 {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+        }
+    }
+
+    pub(crate) fn opened(&self, protocol: Protocol) {
+        self.gauge(protocol).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, protocol: Protocol) {
+        self.gauge(protocol).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open connections speaking `protocol`.
+    pub(crate) fn of(&self, protocol: Protocol) -> i64 {
+        self.gauge(protocol).load(Ordering::Relaxed)
+    }
 }
 
 /// The limits that refuse calls (and connections), as counted in `natter_rejections_total`.
@@ -46,10 +95,11 @@ pub(crate) enum Limit {
     RoomsPerUser,
     Connections,
     PasswordHashing,
+    SendTimeout,
 }
 
 impl Limit {
-    const ALL: [Limit; 12] = [
+    const ALL: [Limit; 13] = [
         Limit::SignIn,
         Limit::Register,
         Limit::Join,
@@ -62,6 +112,7 @@ impl Limit {
         Limit::RoomsPerUser,
         Limit::Connections,
         Limit::PasswordHashing,
+        Limit::SendTimeout,
     ];
 
     /// The `limit` label.
@@ -79,6 +130,7 @@ impl Limit {
             Limit::RoomsPerUser => "rooms_per_user",
             Limit::Connections => "connections",
             Limit::PasswordHashing => "password_hashing",
+            Limit::SendTimeout => "send_timeout",
         }
     }
 }
@@ -170,6 +222,17 @@ impl Metrics {
              natter_streams_open_by_protocol{{protocol=\"grpc\"}} {native}\n\
              natter_streams_open_by_protocol{{protocol=\"grpc_web\"}} {web}\n"
         ));
+        out.push_str(
+            "# HELP natter_connections_open Client connections open now, by protocol.\n\
+             # TYPE natter_connections_open gauge\n",
+        );
+        for protocol in [Protocol::Http1, Protocol::Http2] {
+            out.push_str(&format!(
+                "natter_connections_open{{protocol=\"{}\"}} {}\n",
+                protocol.label(),
+                self.connections_open.of(protocol)
+            ));
+        }
         out.push_str(
             "# HELP natter_rejections_total Calls and connections refused by a limit.\n\
              # TYPE natter_rejections_total counter\n",

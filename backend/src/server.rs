@@ -1,7 +1,7 @@
 //! Composition: the gRPC services (native and gRPC-Web), health, reflection, HTTP routes and
 //! the web client on ONE listener, with graceful shutdown.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use natter_proto::v1::server::{
@@ -16,6 +16,7 @@ use crate::{
     api::{auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
     config::{AdminAction, Config, Secret},
+    connections,
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
@@ -23,6 +24,7 @@ use crate::{
     passwords::Passwords,
     redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
     service::{Natter, Seams},
+    stream::SendWatch,
 };
 
 /// Opens the seams the configuration asks for (embedded, or Redis) and loads the token keys.
@@ -142,8 +144,15 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
 
     let max_request = natter.config().max_request_bytes;
     let keys = natter.keys().clone();
+    let watch = Arc::new(SendWatch::default());
+    natter.tasks().spawn(watch.clone().sweep(
+        natter.config().heartbeat_interval + natter.config().send_timeout,
+        natter.metrics().rejections.clone(),
+        natter.shutdown().clone(),
+    ));
     let chat = tonic::service::interceptor::InterceptedService::new(
-        ChatServiceServer::new(ChatApi::new(natter.clone())).max_decoding_message_size(max_request),
+        ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
+            .max_decoding_message_size(max_request),
         move |mut request: tonic::Request<()>| {
             let caller = keys.verify_metadata(request.metadata())?;
             request.extensions_mut().insert(caller);
@@ -261,37 +270,40 @@ pub async fn run(
         natter.metrics().socket_writes.clone(),
         natter.config().max_connections,
         natter.metrics().rejections.clone(),
+        natter.metrics().connections_open.clone(),
     );
-    let server = tonic::transport::Server::builder()
-        .layer(crate::telemetry::CallSpanLayer)
-        .accept_http1(true)
-        .max_concurrent_streams(natter.config().max_streams_per_connection)
-        .timeout(natter.config().request_timeout)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(incoming, signal);
+    let settings = connections::Settings {
+        max_streams_per_connection: natter.config().max_streams_per_connection,
+        http1_header_timeout: natter.config().http1_header_timeout,
+        request_timeout: natter.config().request_timeout,
+    };
+    tokio::spawn(signal);
+    let server = connections::serve(
+        incoming,
+        app,
+        settings,
+        token.clone(),
+        natter.tasks().clone(),
+    );
     // Once draining starts, connections (with their streams) and tracked tasks together get
     // the drain timeout; a client that never reads cannot hold the process.
     let tasks = natter.tasks().clone();
     let drained = async {
-        let served = server.await.context("serving");
+        server.await;
         tasks.close();
         tasks.wait().await;
-        served
     };
     let deadline = async {
         token.cancelled().await;
         tokio::time::sleep(drain_timeout).await;
     };
-    let served = tokio::select! {
-        served = drained => served,
+    tokio::select! {
+        () = drained => {}
         () = deadline => {
             tracing::warn!("calls still open after the drain timeout; stopping anyway");
-            Ok(())
         }
-    };
-    served
+    }
+    Ok(())
 }
 
 /// Runs an operator task (`natter-server admin ...`) on the store `config` names, and

@@ -16,20 +16,23 @@ use crate::{
     domain::{Password, RoomCode, RoomName, SendMessage, SetTyping},
     error::ApiError,
     ids::{RoomId, UserId},
+    listener::ConnectionControl,
     service::Natter,
-    stream::{Outbox, Session, SessionBody},
+    stream::{Outbox, SendWatch, Session, SessionBody},
 };
 
 /// The chat over gRPC.
 #[derive(Debug, Clone)]
 pub(crate) struct ChatApi {
     natter: Arc<Natter>,
+    /// The send deadline's record of this instance's streams.
+    watch: Arc<SendWatch>,
 }
 
 impl ChatApi {
     /// The service over shared state.
-    pub(crate) fn new(natter: Arc<Natter>) -> Self {
-        Self { natter }
+    pub(crate) fn new(natter: Arc<Natter>, watch: Arc<SendWatch>) -> Self {
+        Self { natter, watch }
     }
 
     /// Opens a session whose future is the response stream itself (see `stream::body`).
@@ -37,13 +40,16 @@ impl ChatApi {
         &self,
         caller: Caller,
         web: bool,
+        connection: Option<Arc<ConnectionControl>>,
         initial: Option<pb::SubscribeRequest>,
         frames: Option<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<EventStream>, Status> {
         let outbox = Arc::new(Outbox::default());
         let session = Session::open(self.natter.clone(), caller, web, outbox.clone()).await?;
+        let watched = self.watch.watch(connection);
         Ok(Response::new(Box::pin(SessionBody::new(
             outbox,
+            Some(watched),
             session.run(initial, frames),
         ))))
     }
@@ -248,11 +254,16 @@ impl ChatService for ChatApi {
     ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&request)?;
         let web = request.extensions().get::<GrpcWeb>().is_some();
+        let connection = request
+            .extensions()
+            .get::<Arc<ConnectionControl>>()
+            .cloned();
         let r = request.into_inner();
         for cursor in &r.resume {
             RoomId::parse("resume.room_id", &cursor.room_id).map_err(ApiError::from)?;
         }
-        self.start_stream(caller, web, Some(r), None).await
+        self.start_stream(caller, web, connection, Some(r), None)
+            .await
     }
 
     type ChatStream = EventStream;
@@ -263,7 +274,11 @@ impl ChatService for ChatApi {
     ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&request)?;
         let web = request.extensions().get::<GrpcWeb>().is_some();
-        self.start_stream(caller, web, None, Some(request.into_inner()))
+        let connection = request
+            .extensions()
+            .get::<Arc<ConnectionControl>>()
+            .cloned();
+        self.start_stream(caller, web, connection, None, Some(request.into_inner()))
             .await
     }
 }

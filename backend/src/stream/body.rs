@@ -24,6 +24,8 @@ use futures::Stream;
 use natter_proto::EncodedEvent;
 use tonic::Status;
 
+use super::watch::Watched;
+
 /// Events queued before the session stops to let the body take them. It bounds what one
 /// stream holds beyond its catch-up batch.
 pub(crate) const OUTBOX_CAPACITY: usize = 128;
@@ -116,15 +118,19 @@ pub(crate) struct SessionBody<S> {
     outbox: Arc<Outbox>,
     /// Taken from the outbox, not yet handed to tonic.
     ready: VecDeque<OutboxItem>,
+    /// The send deadline's record of this stream's polls.
+    watched: Option<Arc<Watched>>,
 }
 
 impl<S: Future<Output = ()>> SessionBody<S> {
-    /// A body for `session`, which queues its events in `outbox`.
-    pub(crate) fn new(outbox: Arc<Outbox>, session: S) -> Self {
+    /// A body for `session`, which queues its events in `outbox`; its polls are recorded
+    /// in `watched`.
+    pub(crate) fn new(outbox: Arc<Outbox>, watched: Option<Arc<Watched>>, session: S) -> Self {
         Self {
             session: Some(Box::pin(session)),
             outbox,
             ready: VecDeque::new(),
+            watched,
         }
     }
 }
@@ -134,6 +140,9 @@ impl<S: Future<Output = ()>> Stream for SessionBody<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(watched) = &this.watched {
+            watched.polled();
+        }
         loop {
             if let Some(item) = this.ready.pop_front() {
                 return Poll::Ready(Some(item.map_err(|status| *status)));
@@ -166,7 +175,7 @@ mod tests {
         let outbox = Arc::new(Outbox::default());
         let producer = outbox.clone();
         let total = OUTBOX_CAPACITY * 3 + 1;
-        let body = SessionBody::new(outbox, async move {
+        let body = SessionBody::new(outbox, None, async move {
             for n in 0..total {
                 producer.push(event((n % 251) as u8)).await;
             }
@@ -187,7 +196,7 @@ mod tests {
         let producer = outbox.clone();
         let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = produced.clone();
-        let mut body = SessionBody::new(outbox, async move {
+        let mut body = SessionBody::new(outbox, None, async move {
             loop {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 producer.push(event(0)).await;
@@ -206,7 +215,7 @@ mod tests {
         let outbox = Arc::new(Outbox::default());
         let producer = outbox.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
-        let mut body = SessionBody::new(outbox, async move {
+        let mut body = SessionBody::new(outbox, None, async move {
             let n = rx.await.expect("a value");
             producer.push(event(n)).await;
         });

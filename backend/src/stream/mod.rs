@@ -9,6 +9,7 @@
 
 mod body;
 mod rooms;
+mod watch;
 
 use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -24,6 +25,7 @@ use tonic::Status;
 
 use body::Pushed;
 pub(crate) use body::{Outbox, SessionBody};
+pub(crate) use watch::SendWatch;
 
 use crate::{
     auth::{self, Caller},

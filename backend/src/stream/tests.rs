@@ -86,7 +86,7 @@ async fn a_stream_catching_up_when_the_server_drains_is_told_at_once() {
         }],
     };
     let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
-    let body = SessionBody::new(outbox, session.run(Some(resume), no_frames));
+    let body = SessionBody::new(outbox, None, session.run(Some(resume), no_frames));
     let items: Vec<_> = body.collect().await;
     let events: Vec<_> = items
         .iter()

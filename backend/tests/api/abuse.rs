@@ -31,8 +31,9 @@ async fn let_the_server_run() {
 }
 
 /// Slowloris: a client that sends part of a request head and then nothing is cut off
-/// once the head has taken longer than the header-read timeout (hyper's 30 s). The clock
-/// is the runtime's, advanced by hand: the test takes no 30 s. The test runtime has one
+/// once the head has taken longer than the header-read timeout (`--http1-header-timeout`,
+/// 10 s). The clock
+/// is the runtime's, advanced by hand: the test takes no 10 s. The test runtime has one
 /// thread, so after the first answer has reached the client the server has already gone
 /// back to waiting for the next head, its timer running.
 #[tokio::test]
@@ -46,11 +47,17 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await
         .unwrap();
+    // A keep-alive connection that is answered and then sends nothing more.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut idle).await.starts_with("HTTP/1.1 200"));
 
     tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(29)).await;
+    tokio::time::advance(Duration::from_secs(9)).await;
     let_the_server_run().await;
-    // Not yet closed at 29 s (nothing to read, no end of stream)...
+    // Not yet closed at 9 s (nothing to read, no end of stream)...
     let mut probe = [0u8; 64];
     assert!(
         matches!(slow.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
@@ -68,20 +75,32 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(2)).await;
     let_the_server_run().await;
-    // ...and past the timeout the slow one is closed, without an answer to its request.
+    // ...and past the timeout the slow one is closed, without an answer to its request,
+    // and so is the idle one.
+    let (closed, rest) = closed_and_rest(&mut slow);
+    let (idle_closed, idle_rest) = closed_and_rest(&mut idle);
+    tokio::time::resume();
+    assert!(closed, "still open at 11 s: {rest}");
+    assert!(!rest.contains("200 OK"), "answered: {rest}");
+    assert!(
+        idle_closed,
+        "idle connection still open at 11 s: {idle_rest}"
+    );
+}
+
+/// Whether the server has closed `connection`, and what it sent before, without waiting.
+fn closed_and_rest(connection: &mut tokio::net::TcpStream) -> (bool, String) {
+    let mut probe = [0u8; 64];
     let mut rest = Vec::new();
     let closed = loop {
-        match slow.try_read(&mut probe) {
+        match connection.try_read(&mut probe) {
             Ok(0) => break true,
             Ok(n) => rest.extend_from_slice(&probe[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
             Err(_) => break true,
         }
     };
-    tokio::time::resume();
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(closed, "still open at 31 s: {rest}");
-    assert!(!rest.contains("200 OK"), "answered: {rest}");
+    (closed, String::from_utf8_lossy(&rest).into_owned())
 }
 
 /// A page of history is bounded in bytes as well as in messages: long messages come in

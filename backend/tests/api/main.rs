@@ -21,3 +21,4 @@ mod sessions;
 mod store_contract;
 mod storms;
 mod streams;
+mod stuck_readers;

@@ -422,3 +422,50 @@ async fn json_logs_carry_the_request_id_and_the_user() {
         "{registered}"
     );
 }
+
+/// `natter_connections_open` counts client connections by protocol, from accept to close.
+#[tokio::test]
+async fn connections_are_counted_by_protocol_while_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let http1 = "natter_connections_open{protocol=\"http1\"}";
+    let h2 = "natter_connections_open{protocol=\"h2\"}";
+    // The scrape itself is one HTTP/1.1 connection.
+    let settle = |series: &'static str, expected: u64| {
+        let app = &app;
+        async move {
+            tokio::time::timeout(WAIT, async {
+                while app.metric(series).await != expected {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{series} never became {expected}"));
+        }
+    };
+    settle(h2, 0).await;
+    settle(http1, 1).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = tokio::time::timeout(WAIT, kept.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    settle(h2, 1).await;
+    settle(http1, 2).await;
+
+    drop(channel);
+    drop(kept);
+    settle(h2, 0).await;
+    settle(http1, 1).await;
+}
