@@ -3,12 +3,13 @@
 //! Expected outcomes carry a message written for the client. Unexpected ones are logged
 //! with their whole cause chain and reach the client only as a generic message.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use tonic::{Code, Status, metadata::MetadataValue};
 
 use crate::{
     domain::InvalidField,
+    metrics::DEPENDENCY_ERRORS,
     seams::{BusError, StoreError},
 };
 
@@ -58,14 +59,21 @@ impl From<StoreError> for ApiError {
             StoreError::NotMember => {
                 ApiError::PermissionDenied("you are not a member of this room")
             }
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            StoreError::Internal(cause) => ApiError::Internal(cause),
+            StoreError::Unavailable(cause) => {
+                DEPENDENCY_ERRORS.store.fetch_add(1, Ordering::Relaxed);
+                ApiError::Unavailable(cause)
+            }
+            StoreError::Internal(cause) => {
+                DEPENDENCY_ERRORS.store.fetch_add(1, Ordering::Relaxed);
+                ApiError::Internal(cause)
+            }
         }
     }
 }
 
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
+        DEPENDENCY_ERRORS.bus.fetch_add(1, Ordering::Relaxed);
         ApiError::Unavailable(e.0)
     }
 }
@@ -123,6 +131,26 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_and_bus_failures_are_counted_as_they_become_errors() {
+        let counted = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let (store, bus) = (
+            counted(&DEPENDENCY_ERRORS.store),
+            counted(&DEPENDENCY_ERRORS.bus),
+        );
+        let e = ApiError::from(StoreError::Unavailable(anyhow::anyhow!(
+            "connection refused"
+        )));
+        assert_eq!(e.code(), Code::Unavailable);
+        let e = ApiError::from(BusError(anyhow::anyhow!("broken pipe")));
+        assert_eq!(e.code(), Code::Unavailable);
+        let e = ApiError::from(StoreError::RoomNotFound);
+        assert_eq!(e.code(), Code::NotFound);
+        // Other tests may count too (the counters are process-wide), never fewer.
+        assert!(counted(&DEPENDENCY_ERRORS.store) > store);
+        assert!(counted(&DEPENDENCY_ERRORS.bus) > bus);
+    }
 
     #[test]
     fn exhausted_limits_say_when_to_retry() {

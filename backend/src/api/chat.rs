@@ -215,10 +215,11 @@ impl ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
         let caller = caller(&request)?;
+        let web = request.extensions().get::<GrpcWeb>().is_some();
         let send = SendMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
-        Ok(Response::new(convert::message(
-            &self.natter.send_message(&caller, send).await?,
-        )))
+        let message = self.natter.send_message(&caller, send).await?;
+        self.natter.metrics().received(web);
+        Ok(Response::new(convert::message(&message)))
     }
 
     async fn get_history(

@@ -32,7 +32,6 @@ use crate::{
     convert,
     error::{ApiError, ApiResult},
     ids::RoomId,
-    metrics::Metrics,
     records::{MessageRecord, UserRecord},
     seams::SharedEvent,
     service::Natter,
@@ -67,7 +66,7 @@ pub(crate) struct Session {
     caller: Caller,
     user: UserRecord,
     /// Counts this stream open (in the metrics and in presence) until it is dropped.
-    _open: OpenStream,
+    open: OpenStream,
     out: Arc<Outbox>,
     /// Highest seq delivered per followed room.
     delivered: HashMap<RoomId, u64>,
@@ -101,7 +100,7 @@ impl Session {
             natter,
             caller,
             user,
-            _open: open,
+            open,
             out,
             delivered: HashMap::new(),
             live: StreamMap::new(),
@@ -212,7 +211,7 @@ impl Session {
             }
         }
         self.send(Ev::Message(convert::message(message))).await?;
-        Metrics::inc(&self.natter.metrics().messages_delivered);
+        self.natter.metrics().delivered(self.open.web);
         Ok(())
     }
 
@@ -254,6 +253,7 @@ impl Session {
                     Ok(send) => self.natter.send_message(&self.caller, send).await,
                     Err(invalid) => Err(invalid.into()),
                 }
+                .inspect(|_| self.natter.metrics().received(self.open.web))
                 .map(|message| {
                     Some(Ev::SendAck(pb::SendAck {
                         frame_id: frame_id.clone(),

@@ -132,7 +132,12 @@ impl Session {
                 } else if message.seq == *delivered + 1 {
                     *delivered = message.seq;
                     self.send_encoded(encoded.clone()).await?;
-                    Metrics::inc(&self.natter.metrics().messages_delivered);
+                    let metrics = self.natter.metrics();
+                    metrics.delivered(self.open.web);
+                    let since_append = crate::auth::now_ms().saturating_sub(message.sent_at);
+                    metrics
+                        .fanout_latency
+                        .observe(u64::try_from(since_append).unwrap_or(0));
                     Ok(())
                 } else {
                     Metrics::inc(&self.natter.metrics().stream_repairs);

@@ -82,6 +82,36 @@ async fn unary_and_server_streaming_over_grpc_web() {
     })
     .await;
     assert_eq!(got.text, "from native gRPC");
+    // A send over gRPC-Web, delivered to the gRPC-Web stream.
+    chat.send_message(pb::SendMessageRequest {
+        room_id: room.id.clone(),
+        text: "from the web".into(),
+        client_id: String::new(),
+    })
+    .await
+    .unwrap();
+    let got = wait_for(&mut events, |e| match e {
+        Ev::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.text, "from the web");
+    // Messages in and out are counted by protocol, and each live delivery's latency.
+    for (series, expected) in [
+        ("natter_messages_received_total{protocol=\"grpc\"}", 1),
+        ("natter_messages_received_total{protocol=\"grpc_web\"}", 1),
+        (
+            "natter_messages_delivered_by_protocol_total{protocol=\"grpc_web\"}",
+            2,
+        ),
+        (
+            "natter_messages_delivered_by_protocol_total{protocol=\"grpc\"}",
+            0,
+        ),
+        ("natter_fanout_latency_seconds_count", 2),
+    ] {
+        assert_eq!(app.metric(series).await, expected, "{series}");
+    }
 
     // Errors arrive as gRPC statuses too.
     assert_status(

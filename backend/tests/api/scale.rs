@@ -317,6 +317,8 @@ async fn redis_restart_loses_no_acknowledged_message() {
             );
             let ready = crate::probes::http_request(&a, "GET", "/readyz", None).await;
             assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+            // Counted where operators look (process-wide: other tests may add to it).
+            assert!(a.metric("natter_store_errors_total").await >= 1);
             unavailable += 1;
             redis.start_again().await.unwrap();
             restarted = true;

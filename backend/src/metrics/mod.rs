@@ -2,10 +2,14 @@
 //! Hand-rolled atomics: the set is small and fixed, and a metrics framework would cost more
 //! than it brings here.
 
+mod histogram;
+
 use std::sync::{
     Arc,
     atomic::{AtomicI64, AtomicU64, Ordering},
 };
+
+pub(crate) use histogram::Histogram;
 
 /// Counters of one server instance.
 #[derive(Debug, Default)]
@@ -16,6 +20,14 @@ pub(crate) struct Metrics {
     pub send_retries: AtomicU64,
     /// Messages written to event streams, replays included.
     pub messages_delivered: AtomicU64,
+    /// Of those, the ones written to gRPC-Web streams.
+    pub web_messages_delivered: AtomicU64,
+    /// Sends accepted (unary or on a Chat stream), retries included.
+    pub messages_received: AtomicU64,
+    /// Of those, the ones that came over gRPC-Web.
+    pub web_messages_received: AtomicU64,
+    /// From a message's append to its queueing on each live stream, per stream.
+    pub fanout_latency: Histogram,
     /// Times a stream found a hole in its live feed and filled it from the log.
     pub stream_repairs: AtomicU64,
     /// Times a stream missed changes to its user's room list and read the list again.
@@ -31,6 +43,20 @@ pub(crate) struct Metrics {
     pub rejections: Arc<Rejections>,
     /// Client connections open now, per protocol.
     pub connections_open: Arc<ConnectionsOpen>,
+}
+
+/// Failures of the store and of the bus that reached a call (each answered UNAVAILABLE or
+/// INTERNAL). Process-wide: the conversions that count them know no instance, and a
+/// production process serves one instance.
+pub(crate) static DEPENDENCY_ERRORS: DependencyErrors = DependencyErrors {
+    store: AtomicU64::new(0),
+    bus: AtomicU64::new(0),
+};
+
+#[derive(Debug)]
+pub(crate) struct DependencyErrors {
+    pub store: AtomicU64,
+    pub bus: AtomicU64,
 }
 
 /// The protocol a connection speaks, from its first bytes.
@@ -158,6 +184,22 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a message written to an event stream (over gRPC-Web when `web`).
+    pub(crate) fn delivered(&self, web: bool) {
+        Self::inc(&self.messages_delivered);
+        if web {
+            Self::inc(&self.web_messages_delivered);
+        }
+    }
+
+    /// Counts an accepted send (that came over gRPC-Web when `web`).
+    pub(crate) fn received(&self, web: bool) {
+        Self::inc(&self.messages_received);
+        if web {
+            Self::inc(&self.web_messages_received);
+        }
+    }
+
     /// The Prometheus text exposition of all counters.
     pub(crate) fn render(&self, bus_reconnects: u64) -> String {
         let mut out = String::new();
@@ -214,14 +256,63 @@ impl Metrics {
             "Event streams open now.",
             self.streams_open.load(Ordering::Relaxed).to_string(),
         );
-        let web = self.web_streams_open.load(Ordering::Relaxed);
-        let native = self.streams_open.load(Ordering::Relaxed) - web;
-        out.push_str(&format!(
-            "# HELP natter_streams_open_by_protocol Event streams open now, by protocol.\n\
-             # TYPE natter_streams_open_by_protocol gauge\n\
-             natter_streams_open_by_protocol{{protocol=\"grpc\"}} {native}\n\
-             natter_streams_open_by_protocol{{protocol=\"grpc_web\"}} {web}\n"
-        ));
+        let by_protocol =
+            |out: &mut String, name: &str, kind: &str, help: &str, total: i64, web: i64| {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n\
+                 {name}{{protocol=\"grpc\"}} {}\n{name}{{protocol=\"grpc_web\"}} {web}\n",
+                    total - web
+                ));
+            };
+        let load = |counter: &AtomicU64| {
+            i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+        };
+        by_protocol(
+            &mut out,
+            "natter_streams_open_by_protocol",
+            "gauge",
+            "Event streams open now, by protocol.",
+            self.streams_open.load(Ordering::Relaxed),
+            self.web_streams_open.load(Ordering::Relaxed),
+        );
+        by_protocol(
+            &mut out,
+            "natter_messages_received_total",
+            "counter",
+            "Sends accepted, by the protocol they came over.",
+            load(&self.messages_received),
+            load(&self.web_messages_received),
+        );
+        by_protocol(
+            &mut out,
+            "natter_messages_delivered_by_protocol_total",
+            "counter",
+            "Messages written to event streams, by the stream's protocol.",
+            load(&self.messages_delivered),
+            load(&self.web_messages_delivered),
+        );
+        self.fanout_latency.render(
+            "natter_fanout_latency_seconds",
+            "From a message's append to its queueing on a live stream, per stream.",
+            &mut out,
+        );
+        for (name, help, counter) in [
+            (
+                "natter_store_errors_total",
+                "Store failures that reached a call.",
+                &DEPENDENCY_ERRORS.store,
+            ),
+            (
+                "natter_bus_errors_total",
+                "Bus failures that reached a call.",
+                &DEPENDENCY_ERRORS.bus,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
         out.push_str(
             "# HELP natter_connections_open Client connections open now, by protocol.\n\
              # TYPE natter_connections_open gauge\n",
