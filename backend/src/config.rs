@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "NATTER_MAX_ROOMS_PER_USER", default_value_t = 500)]
     pub max_rooms_per_user: usize,
 
+    /// History pages (up to about 256 KiB each) being sent to one account at once, per
+    /// instance: a client that asks and never reads cannot make the server hold more.
+    #[arg(long, env = "NATTER_MAX_HISTORY_READS_PER_USER", default_value_t = 8)]
+    pub max_history_reads_per_user: usize,
+
     /// Client connections this instance holds at most; further ones are closed at once.
     #[arg(long, env = "NATTER_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,

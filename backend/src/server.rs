@@ -13,7 +13,7 @@ use tonic::service::{LayerExt, Routes};
 use tonic_web::GrpcWebLayer;
 
 use crate::{
-    api::{auth::AuthApi, chat::ChatApi},
+    api::{auth::AuthApi, chat::ChatApi, in_flight::HoldUntilSentLayer},
     auth::{self, TokenKeys, load_or_create_secret},
     config::{AdminAction, Config, Secret},
     connections,
@@ -151,8 +151,10 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         natter.shutdown().clone(),
     ));
     let chat = tonic::service::interceptor::InterceptedService::new(
-        ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
-            .max_decoding_message_size(max_request),
+        HoldUntilSentLayer.named_layer(
+            ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
+                .max_decoding_message_size(max_request),
+        ),
         move |mut request: tonic::Request<()>| {
             let caller = keys.verify_metadata(request.metadata())?;
             request.extensions_mut().insert(caller);

@@ -9,7 +9,10 @@ use natter_proto::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{GrpcWeb, caller};
+use super::{
+    GrpcWeb, caller,
+    in_flight::{HeldUntilSent, InFlight},
+};
 use crate::{
     auth::Caller,
     convert,
@@ -17,6 +20,7 @@ use crate::{
     error::ApiError,
     ids::{RoomId, UserId},
     listener::ConnectionControl,
+    metrics::Limit,
     service::Natter,
     stream::{Outbox, SendWatch, Session, SessionBody},
 };
@@ -27,12 +31,19 @@ pub(crate) struct ChatApi {
     natter: Arc<Natter>,
     /// The send deadline's record of this instance's streams.
     watch: Arc<SendWatch>,
+    /// History pages being sent, per account.
+    history_reads: Arc<InFlight>,
 }
 
 impl ChatApi {
     /// The service over shared state.
     pub(crate) fn new(natter: Arc<Natter>, watch: Arc<SendWatch>) -> Self {
-        Self { natter, watch }
+        let history_reads = InFlight::new(natter.config().max_history_reads_per_user);
+        Self {
+            natter,
+            watch,
+            history_reads,
+        }
     }
 
     /// Opens a session whose future is the response stream itself (see `stream::body`).
@@ -229,12 +240,22 @@ impl ChatService for ChatApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let room_id = room_id(&r.room_id)?;
-        Ok(Response::new(convert::history_page(
-            &self
-                .natter
-                .history(&caller, &room_id, r.before_seq, r.limit)
-                .await?,
-        )))
+        let place = self.history_reads.take(&caller.user_id).ok_or_else(|| {
+            self.natter.metrics().rejections.count(Limit::HistoryReads);
+            ApiError::ResourceExhausted {
+                what: "too many history pages are on their way to this account: read them first",
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            }
+        })?;
+        let page = self
+            .natter
+            .history(&caller, &room_id, r.before_seq, r.limit)
+            .await?;
+        let mut response = Response::new(convert::history_page(&page));
+        response
+            .extensions_mut()
+            .insert(HeldUntilSent(Arc::new(place)));
+        Ok(response)
     }
 
     async fn set_typing(

@@ -122,10 +122,11 @@ pub(crate) enum Limit {
     Connections,
     PasswordHashing,
     SendTimeout,
+    HistoryReads,
 }
 
 impl Limit {
-    const ALL: [Limit; 13] = [
+    const ALL: [Limit; 14] = [
         Limit::SignIn,
         Limit::Register,
         Limit::Join,
@@ -139,6 +140,7 @@ impl Limit {
         Limit::Connections,
         Limit::PasswordHashing,
         Limit::SendTimeout,
+        Limit::HistoryReads,
     ];
 
     /// The `limit` label.
@@ -157,6 +159,7 @@ impl Limit {
             Limit::Connections => "connections",
             Limit::PasswordHashing => "password_hashing",
             Limit::SendTimeout => "send_timeout",
+            Limit::HistoryReads => "history_reads",
         }
     }
 }

@@ -156,7 +156,9 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
     /// 16 admitted streams, each holding at most its outbox (128 events) and one catch-up
     /// batch (64) of these 4 KB messages (about 0.8 MB), plus HTTP/2's buffers for 2,000
     /// calls. Measured: 6 MiB (17 MiB with the earlier catch-up batch of 256). Without the
-    /// account's stream limit, 2,000 such streams would hold about 1.5 GB.
+    /// account's stream limit, 2,000 such streams would hold about 1.5 GB. And 8 unread
+    /// history pages of about 256 KiB (2 MiB); without the limit on pages in flight, 2,000
+    /// of them would hold about 500 MB. Measured with both: 11 MiB.
     const UNREAD_STREAMS_BUDGET: u64 = 32 * MIB;
 
     let redis = crate::redis_server::start_redis().await;
@@ -212,6 +214,30 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
         }
     }
     assert_eq!((unread.len(), refused), (16, 2000 - 16));
+    // And 2,000 history pages asked for (about 256 KiB each) and never read, over 8
+    // connections with shut windows: a few are sent, the rest refused.
+    let mut unread_pages = Vec::new();
+    let mut refused_pages = 0;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        // Kept, like the connections above.
+        clients.push(small_window_http2_client());
+        let connection = clients.last().unwrap();
+        for _ in 0..250 {
+            let answer = connection
+                .request(get_history_call(&url, &mallory.token, &hoard.id))
+                .await
+                .expect("an answer's head");
+            match answer.headers().get("grpc-status") {
+                Some(code) => {
+                    assert_eq!(code, "8", "{:?}", answer.headers());
+                    refused_pages += 1;
+                }
+                None => unread_pages.push(answer),
+            }
+        }
+    }
+    assert_eq!((unread_pages.len(), refused_pages), (8, 2000 - 8));
     for i in 0..20 {
         let text = format!("still chatting {i}");
         alice.send(&room.id, &text).await;
@@ -221,6 +247,10 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
 
     let (_, peak) = memory_of(pid);
     let metrics = crate::probes::http_request_to(addr, "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("natter_rejections_total{limit=\"history_reads\"} 1992\n"),
+        "{metrics}"
+    );
     let open: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("natter_streams_open "))
@@ -231,9 +261,45 @@ async fn thousands_of_unread_streams_cost_a_bounded_amount_and_others_keep_chatt
     assert_eq!(open, 2 + 16, "alice, bob and mallory's 16 admitted streams");
     assert!(
         peak.saturating_sub(before) <= UNREAD_STREAMS_BUDGET,
-        "peak RSS grew by {} MiB (from {} MiB) for {} unread streams",
+        "peak RSS grew by {} MiB (from {} MiB) for {} unread streams and {} unread pages",
         peak.saturating_sub(before) / MIB,
         before / MIB,
-        unread.len()
+        unread.len(),
+        unread_pages.len()
     );
+}
+
+type RawBody = http_body_util::Full<bytes::Bytes>;
+
+/// An HTTP/2 client with 16 KiB windows whose answers are read only if asked: its calls
+/// stay open on the server while their bodies are not read.
+fn small_window_http2_client()
+-> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, RawBody> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(16 * 1024)
+        .http2_initial_connection_window_size(16 * 1024)
+        .build(connector)
+}
+
+/// A raw `GetHistory` call for the newest page of `room_id`.
+fn get_history_call(url: &str, token: &str, room_id: &str) -> http::Request<RawBody> {
+    use prost::Message;
+    let message = natter_proto::v1::GetHistoryRequest {
+        room_id: room_id.into(),
+        before_seq: 0,
+        limit: 200,
+    }
+    .encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    http::Request::post(format!("{url}/natter.v1.ChatService/GetHistory"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .body(RawBody::new(frame.into()))
+        .unwrap()
 }
