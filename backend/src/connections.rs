@@ -5,8 +5,8 @@
 //! hyper's 30 s and gives no handle on a connection once it is served. Here each connection
 //! runs on a task of the instance's tracker (so draining waits for it), and can be closed
 //! from outside: a stream whose client stopped reading ([`crate::stream::watch`]) cannot be
-//! reached through its own response body, since hyper polls a body only while the client's
-//! flow-control window has room.
+//! reached through its own response body, since hyper stops polling a body whose client's
+//! flow-control window stays shut.
 
 use std::{sync::Arc, time::Duration};
 

@@ -7,8 +7,9 @@
 //! queues events in its [`Outbox`], the body hands them to tonic (which encodes whatever is
 //! ready into one frame), and when the outbox is empty the body polls the session again.
 //!
-//! Backpressure is unchanged: hyper polls the body only while the client's flow-control
-//! window has room, so a client that stops reading stops its session too; its broadcast
+//! Backpressure is unchanged: hyper takes the body's next chunk only once the previous one
+//! has found room in the client's flow-control window, so a client that stops reading
+//! stops its session too (see `watch` for the deadline that then ends it); its broadcast
 //! receivers then lag and the session repairs from the log once polled again. A client that
 //! goes away drops the body, and with it the session (whose guard records the closed stream).
 

@@ -1,8 +1,9 @@
 //! The send deadline: a stream whose client takes nothing for `--send-timeout` is ended.
 //!
-//! hyper polls a response body only while the client's flow-control window has room. A
-//! stream whose client stopped reading is therefore never polled: its own timers cannot
-//! fire, and a status sent on it would wait behind the events the client does not take. So
+//! hyper takes a response body's next chunk only once the previous one has found room in
+//! the client's flow-control window. A stream whose client stopped reading is therefore
+//! not polled any more: its own timers cannot fire, and a status sent on it would wait
+//! behind the events the client does not take. So
 //! one sweeper per instance looks at every stream's last poll. A healthy stream is polled at
 //! least once per heartbeat interval (its heartbeat timer wakes it), so one not polled for a
 //! heartbeat interval plus the send timeout is stuck, and its connection is closed: that
