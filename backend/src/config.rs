@@ -121,7 +121,8 @@ pub struct Config {
 
     /// An event stream whose client takes nothing for this long (its flow-control window
     /// stays full) is ended by closing its connection; the client resumes with its cursors
-    /// and loses nothing.
+    /// and loses nothing. `0` turns it off (behind a proxy that carries many clients on one
+    /// HTTP/2 connection, which one slow client would break for all).
     #[arg(long, env = "NATTER_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 

@@ -68,6 +68,10 @@ pub(crate) async fn serve(
         .max_concurrent_streams(settings.max_streams_per_connection)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
+    // hyper's other HTTP/2 defaults stay, unlike tonic's server, which lifts the limit of
+    // 1,024 streams a connection may get reset for its own errors: a client past that
+    // (one that keeps opening streams beyond MAX_CONCURRENT_STREAMS, say, which a
+    // well-behaved client queues instead) gets GOAWAY, as rapid-reset floods should.
     let builder = Arc::new(builder);
     tokio::pin!(incoming);
     loop {
@@ -95,6 +99,9 @@ pub(crate) async fn serve(
                 .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
             tokio::pin!(served);
             let finished = tokio::select! {
+                // Served first: a connection accepted just before draining began gets its
+                // protocol detected and its first request read before it is asked to stop.
+                biased;
                 finished = served.as_mut() => Some(finished),
                 () = draining.cancelled() => None,
                 () = closing.closed() => return,

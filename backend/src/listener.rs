@@ -42,6 +42,8 @@ use crate::{
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest PROXY header accepted: v1 is at most 107 bytes; v2 with a few TLVs fits too.
 const MAX_HEADER: usize = 512;
+/// Why `open` gave up on a connection that closed before sending a request.
+const NOTHING_SENT: &str = "closed before sending a request";
 /// The start of a v1 header.
 const V1_SIGNATURE: &[u8] = b"PROXY ";
 /// The start of a v2 header.
@@ -263,6 +265,11 @@ pub(crate) fn incoming(
                     Ok(Ok(connection)) => {
                         let _ = ready.send(connection).await;
                     }
+                    // A balancer's health check that opens and closes (perhaps after a PROXY
+                    // header) is no news.
+                    Ok(Err(refusal)) if refusal == NOTHING_SENT => {
+                        tracing::debug!(peer = %peer, "connection closed before a request");
+                    }
                     Ok(Err(refusal)) => {
                         tracing::warn!(peer = %peer, reason = %refusal, "connection refused");
                     }
@@ -308,7 +315,7 @@ async fn open(
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("closed before sending anything".into());
+            return Err(NOTHING_SENT.into());
         }
     };
     early.drain(..consumed);
@@ -322,7 +329,7 @@ async fn open(
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("closed before sending a request".into());
+            return Err(NOTHING_SENT.into());
         }
     };
     if consumed > 0 {
@@ -344,10 +351,11 @@ async fn open(
     })
 }
 
-/// HTTP/2 when the bytes start with its preface (`PRI * HTTP/2.0`), else HTTP/1.1 (whose
-/// methods never start with `PRI`); `None` while three bytes cannot tell yet.
+/// HTTP/2 when the bytes start with its whole preface, else HTTP/1.1; `None` while they
+/// could still be either. The whole preface is awaited (within the listener's first-bytes
+/// timeout): a client that stops halfway through it is closed here, not held by hyper.
 fn protocol_of(bytes: &[u8]) -> Option<Protocol> {
-    const PREFACE: &[u8] = b"PRI";
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let n = bytes.len().min(PREFACE.len());
     if bytes[..n] != PREFACE[..n] {
         Some(Protocol::Http1)
@@ -434,7 +442,12 @@ mod tests {
         assert_eq!(protocol_of(b""), None);
         assert_eq!(protocol_of(b"P"), None);
         assert_eq!(protocol_of(b"PR"), None);
-        assert_eq!(protocol_of(b"PRI * HTTP/2.0"), Some(Protocol::Http2));
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0"), None);
+        assert_eq!(
+            protocol_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"),
+            Some(Protocol::Http2)
+        );
+        assert_eq!(protocol_of(b"PRINT / HTTP/1.1"), Some(Protocol::Http1));
         assert_eq!(protocol_of(b"POST /"), Some(Protocol::Http1));
         assert_eq!(protocol_of(b"PUT"), Some(Protocol::Http1));
         assert_eq!(protocol_of(b"G"), Some(Protocol::Http1));

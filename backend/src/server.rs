@@ -145,11 +145,15 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
     let max_request = natter.config().max_request_bytes;
     let keys = natter.keys().clone();
     let watch = Arc::new(SendWatch::default());
-    natter.tasks().spawn(watch.clone().sweep(
-        natter.config().heartbeat_interval + natter.config().send_timeout,
-        natter.metrics().rejections.clone(),
-        natter.shutdown().clone(),
-    ));
+    let send_timeout = natter.config().send_timeout;
+    if !send_timeout.is_zero() {
+        // A healthy stream is polled at least once per heartbeat (see `stream::watch`).
+        natter.tasks().spawn(watch.clone().sweep(
+            natter.config().heartbeat_interval + send_timeout,
+            natter.metrics().rejections.clone(),
+            natter.shutdown().clone(),
+        ));
+    }
     let chat = tonic::service::interceptor::InterceptedService::new(
         HoldUntilSentLayer.named_layer(
             ChatServiceServer::new(ChatApi::new(natter.clone(), watch))

@@ -5,8 +5,8 @@
 //! can destroy the answer on its way, so a call refused early (no token, say) fails with a
 //! broken pipe instead of its status. gRPC-Web has only unary and server-streaming calls, so
 //! a request body is one message, bounded by `--max-request-bytes`: reading it first costs
-//! little. Beyond the bound the rest is read and dropped, and the call is handed what was
-//! kept: its length prefix, which tonic refuses with OUT_OF_RANGE. HTTP/2 needs none of this
+//! little. Beyond the bound the rest (up to a mebibyte more) is read and dropped, and the
+//! call is handed what was kept: its length prefix, which tonic refuses with OUT_OF_RANGE. HTTP/2 needs none of this
 //! (a stream is reset on its own, the connection lives on).
 
 use axum::{
@@ -18,6 +18,10 @@ use axum::{
 };
 use bytes::BytesMut;
 use futures::StreamExt;
+
+/// Bytes of an oversized body read and dropped beyond the bound, so that its call's status
+/// still arrives.
+const DISCARD_AT_MOST: usize = 1024 * 1024;
 
 /// Bytes a gRPC-Web body may need for a message of `max_message` bytes: its 5-byte frame
 /// header, base64 in the text variant (4 bytes for 3) and some slack for padding.
@@ -37,10 +41,16 @@ pub(crate) async fn read_whole(
     }
     let (parts, body) = request.into_parts();
     let mut kept = BytesMut::new();
+    let mut read = 0;
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
+    // Past the bound plus a mebibyte the rest is left unread: the call is answered and
+    // hyper closes the connection, rather than reading a flood to its end.
+    while read < bound + DISCARD_AT_MOST {
         // A client that breaks off: the call gets what came, and fails on it.
-        let Ok(chunk) = chunk else { break };
+        let Some(Ok(chunk)) = chunks.next().await else {
+            break;
+        };
+        read += chunk.len();
         let room = bound.saturating_sub(kept.len());
         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }

@@ -229,7 +229,7 @@ impl ChatService for ChatApi {
         let web = request.extensions().get::<GrpcWeb>().is_some();
         let send = SendMessage::try_from(request.get_ref()).map_err(ApiError::from)?;
         let message = self.natter.send_message(&caller, send).await?;
-        self.natter.metrics().received(web);
+        self.natter.metrics().messages_received.inc(web);
         Ok(Response::new(convert::message(&message)))
     }
 

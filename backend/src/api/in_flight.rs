@@ -46,11 +46,11 @@ impl InFlight {
     /// A place for `user`'s next answer, unless all of theirs are taken.
     pub(crate) fn take(self: &Arc<Self>, user: &UserId) -> Option<Place> {
         let mut held = self.held.lock().expect("in-flight lock poisoned");
-        let count = held.entry(user.clone()).or_insert(0);
-        if *count >= self.max_per_account {
+        // Checked before an entry is made: with a limit of 0, none is ever made.
+        if held.get(user).copied().unwrap_or(0) >= self.max_per_account {
             return None;
         }
-        *count += 1;
+        *held.entry(user.clone()).or_insert(0) += 1;
         Some(Place {
             owner: self.clone(),
             user: user.clone(),
@@ -163,13 +163,11 @@ impl Body for Holding {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.body.size_hint();
-        let rest = self.rest.len() as u64;
-        hint.set_lower(hint.lower() + rest);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + rest);
+        if self.rest.is_empty() {
+            self.body.size_hint()
+        } else {
+            SizeHint::default()
         }
-        hint
     }
 }
 

@@ -18,14 +18,12 @@ pub(crate) struct Metrics {
     pub messages_stored: AtomicU64,
     /// Sends whose client_id matched a stored message: retries after a lost answer.
     pub send_retries: AtomicU64,
-    /// Messages written to event streams, replays included.
-    pub messages_delivered: AtomicU64,
-    /// Of those, the ones written to gRPC-Web streams.
-    pub web_messages_delivered: AtomicU64,
-    /// Sends accepted (unary or on a Chat stream), retries included.
-    pub messages_received: AtomicU64,
-    /// Of those, the ones that came over gRPC-Web.
-    pub web_messages_received: AtomicU64,
+    /// Messages written to event streams (replays included), native gRPC and gRPC-Web
+    /// apart: one add per message, and the total is their sum, so no series can seem to go
+    /// down between two adds.
+    pub messages_delivered: ByProtocol,
+    /// Sends accepted (unary or on a Chat stream, retries included), likewise.
+    pub messages_received: ByProtocol,
     /// From a message's append to its queueing on each live stream, per stream.
     pub fanout_latency: Histogram,
     /// Times a stream found a hole in its live feed and filled it from the log.
@@ -43,6 +41,29 @@ pub(crate) struct Metrics {
     pub rejections: Arc<Rejections>,
     /// Client connections open now, per protocol.
     pub connections_open: Arc<ConnectionsOpen>,
+}
+
+/// A counter per API protocol.
+#[derive(Debug, Default)]
+pub(crate) struct ByProtocol {
+    grpc: AtomicU64,
+    web: AtomicU64,
+}
+
+impl ByProtocol {
+    /// Counts one (over gRPC-Web when `web`).
+    pub(crate) fn inc(&self, web: bool) {
+        let counter = if web { &self.web } else { &self.grpc };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (native gRPC, gRPC-Web).
+    fn read(&self) -> (u64, u64) {
+        (
+            self.grpc.load(Ordering::Relaxed),
+            self.web.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Failures of the store and of the bus that reached a call (each answered UNAVAILABLE or
@@ -187,22 +208,6 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a message written to an event stream (over gRPC-Web when `web`).
-    pub(crate) fn delivered(&self, web: bool) {
-        Self::inc(&self.messages_delivered);
-        if web {
-            Self::inc(&self.web_messages_delivered);
-        }
-    }
-
-    /// Counts an accepted send (that came over gRPC-Web when `web`).
-    pub(crate) fn received(&self, web: bool) {
-        Self::inc(&self.messages_received);
-        if web {
-            Self::inc(&self.web_messages_received);
-        }
-    }
-
     /// The Prometheus text exposition of all counters.
     pub(crate) fn render(&self, bus_reconnects: u64) -> String {
         let mut out = String::new();
@@ -223,11 +228,12 @@ impl Metrics {
             "Sends answered with the message their client_id stored before (a lost answer retried).",
             self.send_retries.load(Ordering::Relaxed).to_string(),
         );
+        let (grpc_delivered, web_delivered) = self.messages_delivered.read();
         line(
             "natter_messages_delivered_total",
             "counter",
             "Messages written to event streams, replays included.",
-            self.messages_delivered.load(Ordering::Relaxed).to_string(),
+            (grpc_delivered + web_delivered).to_string(),
         );
         line(
             "natter_stream_repairs_total",
@@ -259,40 +265,40 @@ impl Metrics {
             "Event streams open now.",
             self.streams_open.load(Ordering::Relaxed).to_string(),
         );
-        let by_protocol =
-            |out: &mut String, name: &str, kind: &str, help: &str, total: i64, web: i64| {
-                out.push_str(&format!(
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n\
-                 {name}{{protocol=\"grpc\"}} {}\n{name}{{protocol=\"grpc_web\"}} {web}\n",
-                    total - web
-                ));
-            };
-        let load = |counter: &AtomicU64| {
-            i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+        let by_protocol = |out: &mut String, name: &str, kind: &str, help: &str, grpc, web| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n\
+                 {name}{{protocol=\"grpc\"}} {grpc}\n{name}{{protocol=\"grpc_web\"}} {web}\n"
+            ));
         };
+        // A gauge read in two loads may be off by a stream opening between them; never
+        // below zero.
+        let web_streams = self.web_streams_open.load(Ordering::Relaxed);
+        let grpc_streams = (self.streams_open.load(Ordering::Relaxed) - web_streams).max(0);
         by_protocol(
             &mut out,
             "natter_streams_open_by_protocol",
             "gauge",
             "Event streams open now, by protocol.",
-            self.streams_open.load(Ordering::Relaxed),
-            self.web_streams_open.load(Ordering::Relaxed),
+            grpc_streams.to_string(),
+            web_streams.max(0).to_string(),
         );
+        let (grpc, web) = self.messages_received.read();
         by_protocol(
             &mut out,
             "natter_messages_received_total",
             "counter",
             "Sends accepted, by the protocol they came over.",
-            load(&self.messages_received),
-            load(&self.web_messages_received),
+            grpc.to_string(),
+            web.to_string(),
         );
         by_protocol(
             &mut out,
             "natter_messages_delivered_by_protocol_total",
             "counter",
             "Messages written to event streams, by the stream's protocol.",
-            load(&self.messages_delivered),
-            load(&self.web_messages_delivered),
+            grpc_delivered.to_string(),
+            web_delivered.to_string(),
         );
         self.fanout_latency.render(
             "natter_fanout_latency_seconds",

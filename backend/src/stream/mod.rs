@@ -211,7 +211,7 @@ impl Session {
             }
         }
         self.send(Ev::Message(convert::message(message))).await?;
-        self.natter.metrics().delivered(self.open.web);
+        self.natter.metrics().messages_delivered.inc(self.open.web);
         Ok(())
     }
 
@@ -253,7 +253,7 @@ impl Session {
                     Ok(send) => self.natter.send_message(&self.caller, send).await,
                     Err(invalid) => Err(invalid.into()),
                 }
-                .inspect(|_| self.natter.metrics().received(self.open.web))
+                .inspect(|_| self.natter.metrics().messages_received.inc(self.open.web))
                 .map(|message| {
                     Some(Ev::SendAck(pb::SendAck {
                         frame_id: frame_id.clone(),

@@ -133,7 +133,7 @@ impl Session {
                     *delivered = message.seq;
                     self.send_encoded(encoded.clone()).await?;
                     let metrics = self.natter.metrics();
-                    metrics.delivered(self.open.web);
+                    metrics.messages_delivered.inc(self.open.web);
                     let since_append = crate::auth::now_ms().saturating_sub(message.sent_at);
                     metrics
                         .fanout_latency

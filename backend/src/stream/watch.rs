@@ -3,13 +3,20 @@
 //! hyper takes a response body's next chunk only once the previous one has found room in
 //! the client's flow-control window. A stream whose client stopped reading is therefore
 //! not polled any more: its own timers cannot fire, and a status sent on it would wait
-//! behind the events the client does not take. So
-//! one sweeper per instance looks at every stream's last poll. A healthy stream is polled at
-//! least once per heartbeat interval (its heartbeat timer wakes it), so one not polled for a
-//! heartbeat interval plus the send timeout is stuck, and its connection is closed: that
-//! reaches the client at once, as a broken call (UNAVAILABLE), and the client resumes with
-//! its cursors and gets everything, in order, from the log. Over HTTP/2 the other calls on
-//! that connection break too; they are the same client's, and resume the same way.
+//! behind the events the client does not take. So each body records its last poll, and one
+//! sweeper per instance looks at every stream. A healthy stream is polled at least once per
+//! heartbeat interval (its heartbeat timer wakes it, and an idle body is polled as soon as
+//! it is woken), so one not polled for a heartbeat interval plus the send timeout is stuck,
+//! and its connection is closed. That reaches the client at once, as a broken call
+//! (UNAVAILABLE), and the client resumes with its cursors and gets everything, in order,
+//! from the log. Over HTTP/2 the other calls on that connection break too; they are the
+//! same client's, and resume the same way (behind a proxy that multiplexes many clients on
+//! one upstream connection, turn the deadline off with `--send-timeout 0`).
+//!
+//! Whether the body was last left waiting on the client or on us cannot be seen from here
+//! (tonic gathers several events per chunk, and hyper keeps the last chunk itself), so a
+//! session stuck on a dependency for that long would be ended too: the store's calls time
+//! out long before (Redis after 3 s).
 //!
 //! What a stuck stream holds meanwhile is bounded anyway (its outbox and one catch-up
 //! batch); the deadline gives the connection and the stream's place back.
@@ -29,7 +36,7 @@ use crate::{
     metrics::{Limit, Rejections},
 };
 
-/// Marks a watched stream that was ended (so it is counted once).
+/// In `last_poll`: the sweeper ended the stream (so it is counted once).
 const ENDED: u64 = u64::MAX;
 
 /// Every open stream's last poll, for the sweeper.
@@ -49,8 +56,8 @@ pub(crate) struct Watched {
 }
 
 impl Watched {
-    /// Records a poll of the stream's body: one clock read and one store, per batch of
-    /// events (not per event).
+    /// Records a poll of the stream's body: one clock read and one store per poll (a poll
+    /// hands on whatever events are ready, not one).
     pub(crate) fn polled(&self) {
         let now = millis(self.epoch.elapsed());
         // A stream already ended stays ended (its connection is going).
@@ -86,30 +93,41 @@ impl SendWatch {
         watched
     }
 
-    /// Ends streams not polled for `stuck_after`, checking a few times per that period,
-    /// until `shutdown`.
+    /// Ends streams not polled for longer than `stuck_after`, checking a few times per
+    /// that period. It goes on while the server drains (a stuck client would hold the
+    /// drain to its timeout) and stops once draining has begun and no stream is left.
     pub(crate) async fn sweep(
         self: Arc<Self>,
         stuck_after: Duration,
         rejections: Arc<Rejections>,
-        shutdown: CancellationToken,
+        draining: CancellationToken,
     ) {
         let period = (stuck_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_seen = false;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                () = draining.cancelled(), if !drain_seen => drain_seen = true,
             }
             for _ in 0..self.end_stuck(stuck_after) {
                 rejections.count(Limit::SendTimeout);
             }
+            if draining.is_cancelled()
+                && self
+                    .streams
+                    .lock()
+                    .expect("send watch lock poisoned")
+                    .is_empty()
+            {
+                return;
+            }
         }
     }
 
-    /// Closes the connections of streams not polled for `stuck_after` and forgets streams
-    /// that are gone; how many it ended.
+    /// Closes the connections of streams not polled for longer than `stuck_after` and
+    /// forgets streams that are gone; how many it ended.
     fn end_stuck(&self, stuck_after: Duration) -> usize {
         let now = millis(self.epoch.elapsed());
         let limit = millis(stuck_after);
@@ -154,7 +172,7 @@ mod tests {
         let reading = watch.watch(None);
         let gone = watch.watch(None);
         drop(gone);
-        // The watch reads the real clock, not tokio's: wait by polling, bounded.
+        // The watch reads the real clock: poll, bounded, until the deadline has passed.
         let deadline = Duration::from_millis(30);
         let started = Instant::now();
         let mut ended = 0;

@@ -30,7 +30,8 @@ async fn let_the_server_run() {
     }
 }
 
-/// Slowloris: a client that sends part of a request head and then nothing is cut off
+/// Slowloris: a client that sends part of a request head (or of the HTTP/2 preface) and
+/// then nothing is cut off
 /// once the head has taken longer than the header-read timeout (`--http1-header-timeout`,
 /// 10 s). The clock
 /// is the runtime's, advanced by hand: the test takes no 10 s. The test runtime has one
@@ -47,6 +48,10 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await
         .unwrap();
+    // One that stops halfway through the HTTP/2 preface (accepted while the next one is
+    // answered, so its timer runs from before the clock is paused).
+    let mut half_preface = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     // A keep-alive connection that is answered and then sends nothing more.
     let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -79,6 +84,7 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
     // and so is the idle one.
     let (closed, rest) = closed_and_rest(&mut slow);
     let (idle_closed, idle_rest) = closed_and_rest(&mut idle);
+    let (half_closed, _) = closed_and_rest(&mut half_preface);
     tokio::time::resume();
     assert!(closed, "still open at 11 s: {rest}");
     assert!(!rest.contains("200 OK"), "answered: {rest}");
@@ -86,6 +92,7 @@ async fn connections_that_never_finish_their_headers_are_closed_on_time() {
         idle_closed,
         "idle connection still open at 11 s: {idle_rest}"
     );
+    assert!(half_closed, "half an HTTP/2 preface still held at 11 s");
 }
 
 /// Whether the server has closed `connection`, and what it sent before, without waiting.
