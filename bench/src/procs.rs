@@ -53,12 +53,14 @@ impl Server {
             ])
             .arg(dir.path())
             // The benchmarks play many clients with few accounts, and up to 50,000 streams
-            // and more on one instance: the abuse limits would refuse them.
+            // and more on one instance: the abuse limits and rate limits would refuse them.
             .args([
                 "--max-streams-per-user",
                 "1000000",
                 "--max-streams",
                 "1000000",
+                "--rate-limits",
+                "false",
             ])
             .env("RUST_LOG", "warn,natter_server::server=info")
             .stderr(Stdio::piped())
