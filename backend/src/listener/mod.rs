@@ -293,13 +293,7 @@ async fn open(
         if early.len() >= MAX_HEADER {
             return Err("PROXY protocol header too long".into());
         }
-        let n = stream
-            .read_buf(&mut early)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(NOTHING_SENT.into());
-        }
+        read_more(&mut stream, &mut early).await?;
     };
     early.drain(..consumed);
     // The protocol shows in the first bytes after the PROXY header.
@@ -307,13 +301,7 @@ async fn open(
         if let Some(protocol) = protocol_of(&early) {
             break protocol;
         }
-        let n = stream
-            .read_buf(&mut early)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(NOTHING_SENT.into());
-        }
+        read_more(&mut stream, &mut early).await?;
     };
     if consumed > 0 {
         tracing::info!(client = %client, proxy = %peer, "connection via proxy");
@@ -332,6 +320,15 @@ async fn open(
         _slot: slot,
         _counted: Counted::new(connections_open, protocol),
     })
+}
+
+/// Reads what the client sent next onto `early`; an error if it closed instead.
+async fn read_more(stream: &mut TcpStream, early: &mut Vec<u8>) -> Result<(), String> {
+    match stream.read_buf(early).await {
+        Ok(0) => Err(NOTHING_SENT.into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// HTTP/2 when the bytes start with its whole preface, else HTTP/1.1; `None` while they
