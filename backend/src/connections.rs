@@ -84,6 +84,7 @@ pub(crate) async fn serve(
         };
         let info = connection.info();
         let control = connection.control();
+        let closing = control.clone();
         let service =
             app.clone()
                 .map_request(move |mut request: Request<hyper::body::Incoming>| {
@@ -91,7 +92,6 @@ pub(crate) async fn serve(
                     request.extensions_mut().insert(control.clone());
                     request.map(Body::new)
                 });
-        let closing = connection.control();
         let builder = builder.clone();
         let draining = draining.clone();
         tasks.spawn(async move {
@@ -102,13 +102,9 @@ pub(crate) async fn serve(
                 // Served first: a connection accepted just before draining began gets its
                 // protocol detected and its first request read before it is asked to stop.
                 biased;
-                finished = served.as_mut() => Some(finished),
-                () = draining.cancelled() => None,
+                finished = served.as_mut() => finished,
                 () = closing.closed() => return,
-            };
-            let finished = match finished {
-                Some(finished) => finished,
-                None => {
+                () = draining.cancelled() => {
                     served.as_mut().graceful_shutdown();
                     tokio::select! {
                         finished = served => finished,

@@ -182,6 +182,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Waits (bounded by [`WAIT`]) until the series `name` satisfies `until`.
+    pub async fn wait_for_metric(&self, name: &str, until: impl Fn(u64) -> bool) {
+        tokio::time::timeout(WAIT, async {
+            while !until(self.metric(name).await) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} never got there"));
+    }
+
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }

@@ -431,18 +431,7 @@ async fn connections_are_counted_by_protocol_while_open() {
     let http1 = "natter_connections_open{protocol=\"http1\"}";
     let h2 = "natter_connections_open{protocol=\"h2\"}";
     // The scrape itself is one HTTP/1.1 connection.
-    let settle = |series: &'static str, expected: u64| {
-        let app = &app;
-        async move {
-            tokio::time::timeout(WAIT, async {
-                while app.metric(series).await != expected {
-                    tokio::task::yield_now().await;
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{series} never became {expected}"));
-        }
-    };
+    let settle = |series, expected| app.wait_for_metric(series, move |n| n == expected);
     settle(h2, 0).await;
     settle(http1, 1).await;
 

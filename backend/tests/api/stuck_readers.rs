@@ -34,13 +34,7 @@ async fn a_stream_whose_client_stops_reading_is_ended_and_resumes_without_a_gap(
         assert_eq!(next_message(&mut alice_events).await.seq, i);
     }
     let ended = "natter_rejections_total{limit=\"send_timeout\"}";
-    tokio::time::timeout(WAIT, async {
-        while app.metric(ended).await == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the stuck stream is ended");
+    app.wait_for_metric(ended, |n| n > 0).await;
 
     // What reached bob before the end is in order from the first message, and the call
     // then fails (the connection was closed) instead of hanging.
