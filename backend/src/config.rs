@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use crate::redis::RedisTarget;
+
 /// natter-server: a real-time chat server speaking native gRPC, gRPC-Web and HTTP on one port.
 ///
 /// With no arguments it runs the embedded default: data in ./data, no external services.
@@ -56,6 +58,19 @@ pub struct Config {
     /// service. Requires an explicit --jwt-secret shared by all instances.
     #[arg(long, env = "NATTER_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+
+    /// Redis Cluster seed nodes instead of one server (comma-separated URLs, e.g.
+    /// redis://10.0.0.1:7000,redis://10.0.0.2:7000; the rest of the cluster is discovered).
+    /// Keys are laid out by hash slot and rooms fan out through sharded pub/sub, so traffic
+    /// spreads over the shards.
+    #[arg(long, env = "NATTER_REDIS_CLUSTER", hide_env_values = true)]
+    pub redis_cluster: Option<Secret>,
+
+    /// Replicas that must hold a message before its send is answered (Redis WAIT, at most
+    /// 1 s; short of it the send fails UNAVAILABLE and a retry with the same client id finds
+    /// the message). 0 answers once the primary has it: a failover right after may lose it.
+    #[arg(long, env = "NATTER_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
 
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     #[arg(long, env = "NATTER_REDIS_PREFIX", default_value = "natter")]
@@ -228,6 +243,55 @@ impl Config {
     pub fn defaults() -> Self {
         Self::parse_from(["natter-server"])
     }
+
+    /// Which Redis to use, if any: one server, or a cluster by its seeds.
+    pub fn redis_target(&self) -> anyhow::Result<Option<RedisTarget>> {
+        let target = match (&self.redis_url, &self.redis_cluster) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "both --redis-url and --redis-cluster (or NATTER_REDIS_URL and \
+                 NATTER_REDIS_CLUSTER) are set: use --redis-url for one server, \
+                 --redis-cluster for a cluster's seed nodes"
+            ),
+            (Some(url), None) => Some(RedisTarget::Server(checked_redis_url(
+                url.expose(),
+                "--redis-url",
+            )?)),
+            (None, Some(seeds)) => {
+                let seeds = seeds
+                    .expose()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|seed| !seed.is_empty())
+                    .enumerate()
+                    .map(|(i, seed)| {
+                        checked_redis_url(seed, &format!("seed {} of --redis-cluster", i + 1))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::ensure!(
+                    !seeds.is_empty(),
+                    "--redis-cluster lists no seed node: give one or more URLs such as \
+                     redis://10.0.0.1:7000,redis://10.0.0.2:7000"
+                );
+                Some(RedisTarget::Cluster(seeds))
+            }
+            (None, None) => None,
+        };
+        anyhow::ensure!(
+            target.is_some() || self.redis_wait_replicas == 0,
+            "--redis-wait-replicas needs Redis (--redis-url or --redis-cluster)"
+        );
+        Ok(target)
+    }
+}
+
+/// A Redis URL as given, if the redis crate understands it. The error names the flag, not
+/// the value, which may hold a password.
+fn checked_redis_url(url: &str, what: &str) -> anyhow::Result<String> {
+    use redis::IntoConnectionInfo as _;
+    url.into_connection_info().map_err(|_| {
+        anyhow::anyhow!("{what} is not a Redis URL like redis://[:password@]host:port[/db]")
+    })?;
+    Ok(url.to_owned())
 }
 
 /// Parses `10.0.0.0/8`, or a single address such as `127.0.0.1` or `::1`.
@@ -264,6 +328,51 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_redis_target_at_most_and_every_seed_checked() {
+        let parse = |args: &[&str]| {
+            Config::parse_from(std::iter::once("natter-server").chain(args.iter().copied()))
+                .redis_target()
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--redis-url", "redis://h:1/"]).unwrap(),
+            Some(RedisTarget::Server("redis://h:1/".into()))
+        );
+        assert_eq!(
+            parse(&["--redis-cluster", "redis://a:1, redis://b:2,"]).unwrap(),
+            Some(RedisTarget::Cluster(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+        let both = parse(&[
+            "--redis-url",
+            "redis://h:1",
+            "--redis-cluster",
+            "redis://a:1",
+        ]);
+        assert!(
+            both.unwrap_err()
+                .to_string()
+                .contains("both --redis-url and --redis-cluster")
+        );
+        let bad = parse(&["--redis-cluster", "redis://a:1,http://:pw@b"]).unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("seed 2 of --redis-cluster is not a Redis URL")
+        );
+        assert!(!bad.to_string().contains("pw"));
+        assert!(
+            parse(&["--redis-cluster", " , "])
+                .unwrap_err()
+                .to_string()
+                .contains("no seed")
+        );
+        let wait = parse(&["--redis-wait-replicas", "1"]).unwrap_err();
+        assert!(wait.to_string().contains("needs Redis"));
+    }
 
     #[test]
     fn durations() {

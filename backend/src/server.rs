@@ -15,14 +15,14 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     api::{auth::AuthApi, chat::ChatApi, in_flight::HoldUntilSentLayer},
     auth::{self, TokenKeys, load_or_create_secret},
-    config::{AdminAction, Config, Secret},
+    config::{AdminAction, Config},
     connections,
     embedded::{EmbeddedStore, LocalPresence},
     http,
     listener::{self, TrustedProxies},
     metrics::Metrics,
     passwords::Passwords,
-    redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
+    redis::{RedisBus, RedisConn, RedisStore, schema::Schema},
     service::{Natter, Seams},
     stream::SendWatch,
 };
@@ -44,7 +44,8 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
         (None, Some(file)) => Some(auth::read_secret_file(file)?),
         (None, None) => None,
     };
-    if config.redis_url.is_some() && configured.is_none() {
+    let redis = config.redis_target()?;
+    if redis.is_some() && configured.is_none() {
         anyhow::bail!(
             "Redis mode needs an explicit --jwt-secret-file or --jwt-secret (or \
              NATTER_JWT_SECRET_FILE, NATTER_JWT_SECRET) of at least {} bytes, the same on every \
@@ -56,25 +57,31 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
     let keys = TokenKeys::new(&secret, config.token_ttl)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let seams = match config.redis_url.as_ref().map(Secret::expose) {
-        Some(url) => {
-            let schema = Schema::new(&config.redis_prefix);
-            let conn = connection_manager(url)?;
+    let seams = match redis {
+        Some(target) => {
+            let schema = if target.is_cluster() {
+                Schema::clustered(&config.redis_prefix)
+            } else {
+                Schema::new(&config.redis_prefix)
+            };
+            let conn = RedisConn::open(&target)?;
             let bus = RedisBus::start(
-                url,
+                &target,
                 conn.clone(),
                 schema.clone(),
                 config.presence_ttl,
                 shutdown.clone(),
                 &tasks,
             )?;
-            tracing::info!(prefix = %config.redis_prefix, "Redis directory, log and presence");
-            let store = Arc::new(RedisStore::new(
-                conn,
-                schema,
-                config.history_retention,
-                bus.clone(),
-            ));
+            tracing::info!(
+                prefix = %config.redis_prefix,
+                cluster = target.is_cluster(),
+                "Redis directory, log and presence"
+            );
+            let store = Arc::new(
+                RedisStore::new(conn, schema, config.history_retention, bus.clone())
+                    .waiting_for_replicas(config.redis_wait_replicas),
+            );
             Seams {
                 directory: store.clone(),
                 log: store,

@@ -9,6 +9,7 @@ mod instance;
 mod nginx;
 mod process;
 mod redis;
+mod redis_cluster;
 mod tls;
 
 use std::{
@@ -22,6 +23,7 @@ use anyhow::Context;
 pub use instance::{Instance, InstanceConfig};
 pub use nginx::{Nginx, NginxConfig, TEMPLATE, check_config};
 pub use redis::{Fsync, Redis};
+pub use redis_cluster::{Primary, RedisCluster};
 pub use tls::SelfSigned;
 
 /// Upper bound of any single wait for a process.

@@ -2,13 +2,20 @@
 //! port with its own data directory, fsynced on every write; killed on drop. Never the shared
 //! server on 6379.
 
-use natter_fleet::{Fsync, Redis};
+use natter_fleet::{Fsync, Redis, RedisCluster};
 
 /// Starts a redis-server for one test.
 pub async fn start_redis() -> Redis {
     Redis::start_alone(Fsync::Always)
         .await
         .expect("redis-server on PATH (scripts/test installs it)")
+}
+
+/// Starts a Redis Cluster of three primaries and three replicas for one test.
+pub async fn start_cluster() -> RedisCluster {
+    RedisCluster::start(None, Fsync::EverySecond)
+        .await
+        .expect("redis-server and redis-cli on PATH (scripts/test installs them)")
 }
 
 /// Runs one command with redis-cli-like semantics over a fresh connection.

@@ -9,12 +9,15 @@ use natter_server::{
     embedded::EmbeddedStore,
     ids::{RoomId, UserId},
     records::{AccountChange, EndedSession, MessageRecord, RoomKind, RoomRecord, UserRecord},
-    redis::{RedisBus, RedisStore, connection_manager, schema::Schema},
+    redis::{RedisBus, RedisConn, RedisStore, RedisTarget, schema::Schema},
     seams::{BusMessage, Directory, Log, NewMessage, StoreError, Topic, search_users},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{helpers::WAIT, redis_server::start_redis};
+use crate::{
+    helpers::WAIT,
+    redis_server::{start_cluster, start_redis},
+};
 
 /// One implementation of the two seams, and whatever must live as long as it.
 struct Seams {
@@ -35,12 +38,31 @@ async fn embedded() -> Seams {
 
 async fn redis() -> Seams {
     let redis = start_redis().await;
-    let conn = connection_manager(&redis.url()).unwrap();
-    let schema = Schema::new("contract");
+    redis_seams(
+        RedisTarget::Server(redis.url()),
+        Schema::new("contract"),
+        redis,
+    )
+}
+
+/// The same seams on a Redis Cluster of three shards: every operation must keep to one
+/// hash slot per command, or the cluster refuses it.
+async fn cluster() -> Seams {
+    let cluster = start_cluster().await;
+    let seeds = cluster.seeds().split(',').map(String::from).collect();
+    redis_seams(
+        RedisTarget::Cluster(seeds),
+        Schema::clustered("contract"),
+        cluster,
+    )
+}
+
+fn redis_seams(target: RedisTarget, schema: Schema, server: impl Send + 'static) -> Seams {
+    let conn = RedisConn::open(&target).unwrap();
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let bus = RedisBus::start(
-        &redis.url(),
+        &target,
         conn.clone(),
         schema.clone(),
         Duration::from_secs(3),
@@ -52,7 +74,7 @@ async fn redis() -> Seams {
     Seams {
         directory: store.clone(),
         log: store,
-        _lives: Box::new((redis, shutdown.drop_guard())),
+        _lives: Box::new((server, shutdown.drop_guard())),
     }
 }
 
@@ -72,6 +94,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $property() {
                     super::$property(&super::redis().await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    super::$property(&super::cluster().await).await;
                 }
             )*
         }

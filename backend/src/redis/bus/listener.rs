@@ -145,7 +145,7 @@ async fn pump(
             Some(answered) = in_flight.next() => answered.map(|waiters| confirm(inner, waiters)),
             message = stream.next() => match message {
                 Some(message) => {
-                    inner.dispatch(&message);
+                    inner.dispatch(message.get_channel_name(), message.get_payload_bytes());
                     Ok(())
                 }
                 None => Err("the connection closed"),
@@ -224,7 +224,7 @@ async fn ping(sink: &mut PubSubSink) -> Result<(), &'static str> {
 }
 
 /// Jittered exponential backoff: 100 ms doubling up to 5 s, each between 50% and 100%.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
     Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
 }

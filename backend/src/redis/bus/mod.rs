@@ -13,6 +13,7 @@
 
 mod listener;
 mod scripts;
+mod sharded;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -25,12 +26,15 @@ use std::{
 
 use async_trait::async_trait;
 use natter_proto::v1::Event;
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
 use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::redis::schema::{Schema, decode_payload, encode_event};
+use crate::redis::{
+    RedisConn, RedisTarget,
+    schema::{Schema, decode_payload, encode_event},
+};
 use crate::{
     ids::UserId,
     seams::{BusError, BusMessage, Presence, SharedEvent, Topic},
@@ -67,7 +71,7 @@ impl std::fmt::Debug for RedisBus {
 
 pub(super) struct Inner {
     /// Commands: PUBLISH and presence scripts.
-    conn: ConnectionManager,
+    conn: RedisConn,
     pub(super) schema: Schema,
     /// This instance's id in presence keys.
     instance: String,
@@ -85,16 +89,16 @@ pub(super) struct Inner {
 }
 
 impl RedisBus {
-    /// Starts the listener task (tracked, stopped by `shutdown`) and returns the bus.
+    /// Starts the listener task (tracked, stopped by `shutdown`) and returns the bus: plain
+    /// pub/sub on a single server, sharded pub/sub on a cluster.
     pub fn start(
-        url: &str,
-        conn: ConnectionManager,
+        target: &RedisTarget,
+        conn: RedisConn,
         schema: Schema,
         presence_ttl: Duration,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
@@ -107,7 +111,23 @@ impl RedisBus {
             reconnects: AtomicU64::new(0),
             local_streams: Mutex::default(),
         });
-        tasks.spawn(listener::listen(inner.clone(), client, receiver, shutdown));
+        match target {
+            RedisTarget::Server(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                tasks.spawn(listener::listen(inner.clone(), client, receiver, shutdown));
+            }
+            RedisTarget::Cluster(seeds) => {
+                let (pushes, pushed) = mpsc::unbounded_channel();
+                let client = RedisTarget::cluster_client(seeds, Some(pushes))?;
+                tasks.spawn(sharded::listen(
+                    inner.clone(),
+                    client,
+                    pushed,
+                    receiver,
+                    shutdown,
+                ));
+            }
+        }
         Ok(Self { inner })
     }
 
@@ -136,7 +156,7 @@ impl RedisBus {
             .arg(user_id)
             .arg(delta)
             .arg(self.ttl_ms())
-            .arg(self.inner.schema.base())
+            .arg(self.inner.schema.presence_base())
             .arg(&self.inner.instance)
             .invoke_async(&mut self.inner.conn.clone())
             .await
@@ -172,8 +192,8 @@ impl Inner {
 
     /// Hands a pub/sub message to its topic's local receivers, decoded once (and not at all
     /// for a channel no local stream follows any more).
-    pub(super) fn dispatch(&self, msg: &redis::Msg) {
-        let Some(topic) = self.schema.topic(msg.get_channel_name()) else {
+    pub(super) fn dispatch(&self, channel: &str, payload: &[u8]) {
+        let Some(topic) = self.schema.topic(channel) else {
             return;
         };
         let Some(sender) = self
@@ -185,12 +205,12 @@ impl Inner {
         else {
             return;
         };
-        match decode_payload(msg.get_payload_bytes()) {
+        match decode_payload(payload) {
             Ok(message) => {
                 let _ = sender.send(Arc::new(message));
             }
             Err(e) => {
-                tracing::warn!(channel = msg.get_channel_name(), error = ?e, "undecodable bus payload");
+                tracing::warn!(channel, error = ?e, "undecodable bus payload");
             }
         }
     }
@@ -253,7 +273,7 @@ impl Presence for RedisBus {
         let flags: Vec<i64> = ONLINE
             .key(self.inner.schema.instances())
             .arg(self.ttl_ms())
-            .arg(self.inner.schema.base())
+            .arg(self.inner.schema.presence_base())
             .arg(user_ids)
             .invoke_async(&mut self.inner.conn.clone())
             .await
@@ -280,7 +300,7 @@ impl Presence for RedisBus {
             .key(self.inner.schema.presence(&self.inner.instance))
             .arg(&self.inner.instance)
             .arg(self.ttl_ms())
-            .arg(self.inner.schema.base());
+            .arg(self.inner.schema.presence_base());
         for (user, count) in &mirror {
             script.arg(user).arg(count);
         }
@@ -336,13 +356,18 @@ impl RedisBus {
 
     /// Delivers an event to the topic's receivers on every instance (see `Log::publish`).
     pub(crate) async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
-        let _: i64 = self
-            .inner
-            .conn
-            .clone()
-            .publish(self.inner.schema.channel(topic), encode_event(&event))
-            .await
-            .map_err(bus_error)?;
+        let channel = self.inner.schema.channel(topic);
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = if self.inner.schema.is_cluster() {
+            redis::cmd("SPUBLISH")
+                .arg(channel)
+                .arg(encode_event(&event))
+                .query_async(&mut conn)
+                .await
+        } else {
+            conn.publish(channel, encode_event(&event)).await
+        }
+        .map_err(bus_error)?;
         Ok(())
     }
 

@@ -1,5 +1,15 @@
-//! The Redis Directory: accounts, rooms and memberships as JSON strings and sets; changes
-//! that touch several keys run as Lua scripts, atomically.
+//! The Redis Directory: accounts, rooms and memberships as JSON strings and sets.
+//!
+//! Every command stays within one hash slot (a Redis Cluster refuses the rest), so a change
+//! that spans a user's keys, a room's keys and a join code or direct pair is a sequence of
+//! single-slot steps. They are ordered so that an interruption (an instance killed between
+//! two steps, a shard failing over) leaves nothing a reader can see:
+//! - a user's room index is written before the room's member set and never trusted alone:
+//!   readers keep the rooms whose member set holds the user;
+//! - a pointer (username, join code, direct pair) is claimed before its target exists and
+//!   verified on reading (a code must be the room's code, a pair's room must exist); an
+//!   abandoned claim only keeps that code or name from being used again;
+//! - a room is deleted before its pointers and index entries.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -7,7 +17,7 @@ use redis::AsyncCommands;
 use super::{
     RedisStore, internal,
     scripts::{
-        ADD_MEMBER, CHANGE_CODE, CREATE_ROOM, CREATE_USER, DELETE_ROOM, OPEN_DIRECT, REPLACE_USER,
+        ADD_MEMBER, CLAIM_USERNAME, CREATE_ROOM, DELETE_IF_EQUAL, DELETE_ROOM, REPLACE_IF_UNCHANGED,
     },
     store_error, to_json,
 };
@@ -17,24 +27,41 @@ use crate::{
     seams::{Directory, StoreError, StoreResult},
 };
 
+/// Rounds of a compare-and-set loop before giving up with UNAVAILABLE.
+const ATTEMPTS: usize = 16;
+
 #[async_trait]
 impl Directory for RedisStore {
+    /// The record first (unreachable until its name points at it), then the name.
     async fn create_user(&self, user: UserRecord) -> StoreResult<UserRecord> {
-        let created: i64 = CREATE_USER
-            .key(self.schema.username(&user.username))
-            .key(self.schema.user(&user.id))
-            .key(self.schema.usernames())
-            .arg(&user.id)
-            .arg(to_json(&user)?)
-            .arg(&user.username)
-            .invoke_async(&mut self.conn.clone())
+        let mut conn = self.conn.clone();
+        let created: bool = conn
+            .set_nx(self.schema.user(&user.id), to_json(&user)?)
             .await
             .map_err(store_error)?;
-        if created == 1 {
-            Ok(user)
-        } else {
-            Err(StoreError::UsernameTaken)
+        if !created {
+            // Ids are random: only a retry of this very call gets here.
+            return match self.user_by_username(&user.username).await? {
+                Some(_) => Err(StoreError::UsernameTaken),
+                None => Err(internal(anyhow::anyhow!("account id {} in use", user.id))),
+            };
         }
+        let claimed: i64 = CLAIM_USERNAME
+            .key(self.schema.username(&user.username))
+            .key(self.schema.usernames())
+            .arg(&user.id)
+            .arg(&user.username)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        if claimed == 1 {
+            return Ok(user);
+        }
+        let _: i64 = conn
+            .del(self.schema.user(&user.id))
+            .await
+            .map_err(store_error)?;
+        Err(StoreError::UsernameTaken)
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
@@ -68,7 +95,6 @@ impl Directory for RedisStore {
         id: &UserId,
         change: &AccountChange,
     ) -> StoreResult<Option<UserRecord>> {
-        const ATTEMPTS: usize = 16;
         for _ in 0..ATTEMPTS {
             let read: Option<Vec<u8>> = self
                 .conn
@@ -81,7 +107,7 @@ impl Directory for RedisStore {
             };
             let mut user: UserRecord = serde_json::from_slice(&read).map_err(internal)?;
             user.apply(change, crate::auth::now_ms());
-            let replaced: i64 = REPLACE_USER
+            let replaced: i64 = REPLACE_IF_UNCHANGED
                 .key(self.schema.user(id))
                 .arg(read)
                 .arg(to_json(&user)?)
@@ -131,37 +157,39 @@ impl Directory for RedisStore {
             .await
     }
 
+    /// Index, code, then the room: a room exists only once its code points at it.
     async fn create_room(&self, room: RoomRecord) -> StoreResult<bool> {
         let code = room
             .kind
             .code()
             .map(str::to_owned)
             .ok_or_else(|| internal(anyhow::anyhow!("a group room needs a code")))?;
-        let created: i64 = CREATE_ROOM
-            .key(self.schema.code(&code))
-            .key(self.schema.room(&room.id))
-            .key(self.schema.room_seq(&room.id))
-            .key(self.schema.room_members(&room.id))
-            .key(self.schema.user_rooms(&room.owner_id))
-            .arg(&room.id)
-            .arg(to_json(&room)?)
-            .arg(&room.owner_id)
-            .invoke_async(&mut self.conn.clone())
+        self.index_room(&room.owner_id, &room.id).await?;
+        let claimed: bool = self
+            .conn
+            .clone()
+            .set_nx(self.schema.code(&code), &room.id)
             .await
             .map_err(store_error)?;
-        Ok(created == 1)
+        if !claimed {
+            self.unindex_room(&room.owner_id, &room.id).await?;
+            return Ok(false);
+        }
+        self.create_room_keys(&room, &[&room.owner_id]).await?;
+        Ok(true)
     }
 
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
-        Ok(self.load_rooms(std::slice::from_ref(id)).await?.pop())
+        Ok(self.load_rooms(std::slice::from_ref(id), None).await?.pop())
     }
 
+    /// Claim the new code, swap the record if nobody changed it meanwhile, then let the old
+    /// code go. Until then both codes point at the room; readers believe only the code in
+    /// its record.
     async fn change_code(&self, room_id: &RoomId, new_code: &str) -> StoreResult<Option<bool>> {
-        const ATTEMPTS: usize = 16;
+        let mut conn = self.conn.clone();
         for _ in 0..ATTEMPTS {
-            let read: Option<Vec<u8>> = self
-                .conn
-                .clone()
+            let read: Option<Vec<u8>> = conn
                 .get(self.schema.room(room_id))
                 .await
                 .map_err(store_error)?;
@@ -173,20 +201,29 @@ impl Directory for RedisStore {
                 return Ok(None);
             };
             let old_code = std::mem::replace(code, new_code.to_owned());
-            let changed: i64 = CHANGE_CODE
-                .key(self.schema.room(room_id))
-                .key(self.schema.code(&old_code))
-                .key(self.schema.code(new_code))
-                .arg(read)
-                .arg(to_json(&room)?)
-                .arg(room_id)
-                .invoke_async(&mut self.conn.clone())
+            let claimed: bool = conn
+                .set_nx(self.schema.code(new_code), room_id)
                 .await
                 .map_err(store_error)?;
-            match changed {
-                1 => return Ok(Some(true)),
-                0 => return Ok(Some(false)),
-                _ => {}
+            if !claimed {
+                return Ok(Some(false));
+            }
+            let replaced: i64 = REPLACE_IF_UNCHANGED
+                .key(self.schema.room(room_id))
+                .arg(read)
+                .arg(to_json(&room)?)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            let released = if replaced == 1 {
+                old_code
+            } else {
+                new_code.to_owned()
+            };
+            self.release_pointer(&self.schema.code(&released), room_id)
+                .await?;
+            if replaced == 1 {
+                return Ok(Some(true));
             }
         }
         Err(StoreError::Unavailable(anyhow::anyhow!(
@@ -201,87 +238,110 @@ impl Directory for RedisStore {
             .get(self.schema.code(code))
             .await
             .map_err(store_error)?;
-        match id {
-            Some(id) => self.room(&id).await,
-            None => Ok(None),
-        }
+        let Some(id) = id else { return Ok(None) };
+        Ok(self
+            .room(&id)
+            .await?
+            .filter(|room| room.kind.code() == Some(code)))
     }
 
+    /// Index both users, claim the pair, then create the room. A pair that points at a room
+    /// that does not exist (its creator stopped half-way, or it was deleted) is taken over;
+    /// a creator that finds its claim taken over after creating its room removes the room.
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
         let [a, b] = candidate
             .kind
             .pair()
             .cloned()
             .ok_or_else(|| internal(anyhow::anyhow!("a direct room needs its pair")))?;
-        let (created, id): (i64, RoomId) = OPEN_DIRECT
-            .key(self.schema.direct(&a, &b))
-            .key(self.schema.room(&candidate.id))
-            .key(self.schema.room_seq(&candidate.id))
-            .key(self.schema.room_members(&candidate.id))
-            .key(self.schema.user_rooms(&a))
-            .key(self.schema.user_rooms(&b))
-            .arg(&candidate.id)
-            .arg(to_json(&candidate)?)
-            .arg(&a)
-            .arg(&b)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        if created == 1 {
-            return Ok((candidate, true));
+        let pair_key = self.schema.direct(&a, &b);
+        let mut conn = self.conn.clone();
+        for _ in 0..ATTEMPTS {
+            let existing: Option<RoomId> = conn.get(&pair_key).await.map_err(store_error)?;
+            if let Some(id) = &existing
+                && let Some(room) = self.room(id).await?
+            {
+                return Ok((room, false));
+            }
+            for user in [&a, &b] {
+                self.index_room(user, &candidate.id).await?;
+            }
+            let claimed: i64 = match &existing {
+                None => i64::from(
+                    conn.set_nx::<_, _, bool>(&pair_key, &candidate.id)
+                        .await
+                        .map_err(store_error)?,
+                ),
+                Some(stale) => REPLACE_IF_UNCHANGED
+                    .key(&pair_key)
+                    .arg(stale)
+                    .arg(&candidate.id)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(store_error)?,
+            };
+            if claimed == 1 {
+                self.create_room_keys(&candidate, &[&a, &b]).await?;
+                let holder: Option<RoomId> = conn.get(&pair_key).await.map_err(store_error)?;
+                if holder.as_ref() == Some(&candidate.id) {
+                    return Ok((candidate, true));
+                }
+                self.delete_room_keys(&candidate.id).await?;
+            }
+            for user in [&a, &b] {
+                self.unindex_room(user, &candidate.id).await?;
+            }
         }
-        let room = self.room(&id).await?.ok_or(StoreError::RoomNotFound)?;
-        Ok((room, false))
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "the direct room of {a} and {b} changed concurrently {ATTEMPTS} times in a row"
+        )))
     }
 
+    /// The room's keys first (appends stop there), then its pointer and index entries.
     async fn delete_room(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
         let Some(room) = self.room(room_id).await? else {
             return Ok(Vec::new());
         };
-        let mut invocation = DELETE_ROOM.key(self.schema.room(room_id));
-        invocation
-            .key(self.schema.room_members(room_id))
-            .key(self.schema.room_seq(room_id))
-            .key(self.schema.room_log(room_id))
-            .key(self.schema.room_client_ids(room_id))
-            .key(self.schema.room_client_id_order(room_id));
+        let members = self.delete_room_keys(room_id).await?;
         if let Some(code) = room.kind.code() {
-            invocation.key(self.schema.code(code));
+            self.release_pointer(&self.schema.code(code), room_id)
+                .await?;
         }
         if let Some([a, b]) = room.kind.pair() {
-            invocation.key(self.schema.direct(a, b));
+            self.release_pointer(&self.schema.direct(a, b), room_id)
+                .await?;
         }
-        let members: Vec<UserId> = invocation
-            .arg(room_id)
-            .arg(self.schema.base())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
+        for member in &members {
+            self.unindex_room(member, room_id).await?;
+        }
         Ok(members)
     }
 
     async fn add_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
+        self.index_room(user_id, room_id).await?;
         let added: i64 = ADD_MEMBER
             .key(self.schema.room(room_id))
             .key(self.schema.room_members(room_id))
-            .key(self.schema.user_rooms(user_id))
             .arg(user_id)
-            .arg(room_id)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
         match added {
-            -1 => Err(StoreError::RoomNotFound),
+            -1 => {
+                self.unindex_room(user_id, room_id).await?;
+                Err(StoreError::RoomNotFound)
+            }
             n => Ok(n == 1),
         }
     }
 
+    /// Only the member set: the index entry stays (readers check the set), because taking
+    /// it out could race a join that added it back.
     async fn remove_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
-        let (removed, _): (i64, i64) = redis::pipe()
-            .atomic()
+        let removed: i64 = self
+            .conn
+            .clone()
             .srem(self.schema.room_members(room_id), user_id)
-            .srem(self.schema.user_rooms(user_id), room_id)
-            .query_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
         Ok(removed == 1)
@@ -302,7 +362,7 @@ impl Directory for RedisStore {
             .smembers(self.schema.user_rooms(user_id))
             .await
             .map_err(store_error)?;
-        self.load_rooms(&ids).await
+        self.load_rooms(&ids, Some(user_id)).await
     }
 
     async fn members_of(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
@@ -318,5 +378,70 @@ impl Directory for RedisStore {
             .query_async::<String>(&mut self.conn.clone())
             .await
             .is_ok()
+    }
+}
+
+/// The single-slot steps the directory's changes are made of.
+impl RedisStore {
+    async fn index_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .sadd(self.schema.user_rooms(user_id), room_id)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Only for rooms that do not exist (never will again) or were never finished.
+    async fn unindex_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .srem(self.schema.user_rooms(user_id), room_id)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn create_room_keys(&self, room: &RoomRecord, members: &[&UserId]) -> StoreResult<()> {
+        let mut script = CREATE_ROOM.key(self.schema.room(&room.id));
+        script
+            .key(self.schema.room_seq(&room.id))
+            .key(self.schema.room_members(&room.id))
+            .arg(to_json(room)?);
+        for member in members {
+            script.arg(*member);
+        }
+        let _: i64 = script
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Deletes a room's own keys; returns its members.
+    async fn delete_room_keys(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
+        DELETE_ROOM
+            .key(self.schema.room(room_id))
+            .key(self.schema.room_members(room_id))
+            .key(self.schema.room_seq(room_id))
+            .key(self.schema.room_log(room_id))
+            .key(self.schema.room_client_ids(room_id))
+            .key(self.schema.room_client_id_order(room_id))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)
+    }
+
+    /// Deletes a pointer if it still points at `room_id`.
+    async fn release_pointer(&self, key: &str, room_id: &RoomId) -> StoreResult<()> {
+        let _: i64 = DELETE_IF_EQUAL
+            .key(key)
+            .arg(room_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }

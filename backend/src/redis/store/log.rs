@@ -6,6 +6,10 @@ use natter_proto::v1::Event;
 use redis::AsyncCommands;
 use tokio::sync::broadcast;
 
+/// Longest a send waits for replicas (`--redis-wait-replicas`) before it is answered
+/// UNAVAILABLE.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 use super::{LogEntry, RedisStore, entry_message, internal, scripts::APPEND, store_error, to_json};
 use crate::{
     ids::RoomId,
@@ -40,9 +44,17 @@ impl Log for RedisStore {
             .arg(self.retention)
             .arg(MESSAGE_TAG)
             .arg(&message.sender_id)
+            .arg(if self.schema.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
+        if status >= 0 && self.wait_replicas > 0 {
+            self.wait_for_replicas(room).await?;
+        }
         match status {
             -1 => Err(StoreError::RoomNotFound),
             -2 => Err(StoreError::NotMember),
@@ -119,5 +131,31 @@ impl Log for RedisStore {
 
     fn reconnects(&self) -> u64 {
         self.bus.reconnects()
+    }
+}
+
+impl RedisStore {
+    /// Waits until the configured number of replicas hold everything written to the room's
+    /// primary so far. Short of that the send is answered UNAVAILABLE: the message is in the
+    /// log (and may be delivered), but a failover now could lose it, so the client should
+    /// retry with the same client id, which finds it rather than sending it twice.
+    async fn wait_for_replicas(&self, room: &RoomId) -> StoreResult<()> {
+        let acknowledged = self
+            .conn
+            .clone()
+            .wait_for_replicas(
+                &self.schema.room_seq(room),
+                self.wait_replicas,
+                REPLICA_WAIT,
+            )
+            .await
+            .map_err(store_error)?;
+        if acknowledged < self.wait_replicas {
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "{acknowledged} of {} replicas acknowledged a message of room {room} in time",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 }

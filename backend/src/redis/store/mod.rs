@@ -3,24 +3,20 @@
 //! Layout (see [`Schema`]): records are JSON strings; memberships are sets; each room's log
 //! is a Redis Stream whose entry ids are `<seq>-0`. Streams fit a chat log: ordered, range
 //! reads by seq in both directions (`XRANGE`/`XREVRANGE`) without a secondary index, compact
-//! storage, and trimming built in (`XADD MAXLEN`) for retention. Multi-key changes run as Lua
-//! scripts, which Redis executes atomically; the append script also PUBLISHes the message,
-//! so seq assignment, log append and fan-out are one step that all instances observe in the
-//! same order.
+//! storage, and trimming built in (`XADD MAXLEN`) for retention. Changes to several keys of
+//! one slot run as Lua scripts, which Redis executes atomically; the append script also
+//! publishes the message, so seq assignment, log append and fan-out are one step that all
+//! instances observe in the same order. No command touches two slots, so the same code runs
+//! on one server and on a Redis Cluster.
 
 mod directory;
 mod log;
 mod scripts;
 
-use std::time::Duration;
-
-use anyhow::Context;
-use redis::{
-    AsyncCommands, RedisError,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, RedisError};
 
 use super::{
+    RedisConn,
     bus::RedisBus,
     schema::{Schema, decode_log_entry},
 };
@@ -29,18 +25,6 @@ use crate::{
     records::{MessageRecord, RoomRecord, UserRecord},
     seams::{StoreError, StoreResult},
 };
-
-/// Opens a managed connection: reconnects by itself, and never lets a command wait long on
-/// a dead server (the caller gets UNAVAILABLE instead).
-pub fn connection_manager(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).context("invalid Redis URL")?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(3)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
-}
 
 /// Whether a Redis error means "the server cannot be reached now" (UNAVAILABLE, retry later)
 /// rather than a bug.
@@ -82,10 +66,12 @@ pub(super) fn internal(e: impl Into<anyhow::Error>) -> StoreError {
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     schema: Schema,
     /// Messages kept per room; 0 keeps all.
     retention: u64,
+    /// Replicas that must acknowledge a message before its send is answered (0: none).
+    wait_replicas: u32,
     /// This instance's pub/sub connection: the log's live side.
     bus: RedisBus,
 }
@@ -99,44 +85,70 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store over a managed connection (which connects lazily and reconnects by itself).
-    pub fn new(conn: ConnectionManager, schema: Schema, retention: u64, bus: RedisBus) -> Self {
+    /// A store over a connection (which connects lazily and reconnects by itself).
+    pub fn new(conn: RedisConn, schema: Schema, retention: u64, bus: RedisBus) -> Self {
         Self {
             conn,
             schema,
             retention,
+            wait_replicas: 0,
             bus,
         }
     }
 
-    /// Rooms with their current last seq and first retained seq, in the order of `ids`.
-    pub(super) async fn load_rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<RoomRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    /// Answers a send only once `replicas` replicas hold the message (Redis `WAIT`), so
+    /// that a failover cannot lose an acknowledged message.
+    pub fn waiting_for_replicas(self, replicas: u32) -> Self {
+        Self {
+            wait_replicas: replicas,
+            ..self
         }
+    }
+
+    /// Rooms with their current last seq and first retained seq, in the order of `ids`,
+    /// leaving out those that do not exist (and, given `member`, those it is not a member
+    /// of: a user's room index may hold rooms they left). One pipeline per room, each in
+    /// its room's slot, all in flight at once.
+    pub(super) async fn load_rooms(
+        &self,
+        ids: &[RoomId],
+        member: Option<&UserId>,
+    ) -> StoreResult<Vec<RoomRecord>> {
+        let loads = ids.iter().map(|id| self.load_room(id, member));
+        let rooms = futures::future::try_join_all(loads).await?;
+        Ok(rooms.into_iter().flatten().collect())
+    }
+
+    async fn load_room(
+        &self,
+        id: &RoomId,
+        member: Option<&UserId>,
+    ) -> StoreResult<Option<RoomRecord>> {
         let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.get(self.schema.room(id))
-                .get(self.schema.room_seq(id))
-                .xrange_count(self.schema.room_log(id), "-", "+", 1);
+        pipe.get(self.schema.room(id))
+            .get(self.schema.room_seq(id))
+            .xrange_count(self.schema.room_log(id), "-", "+", 1);
+        if let Some(member) = member {
+            pipe.sismember(self.schema.room_members(id), member);
         }
-        type Row = (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>);
-        let rows: Vec<Row> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        let mut rooms = Vec::with_capacity(rows.len());
-        for (json, seq, first) in rows {
-            let Some(json) = json else { continue };
-            let mut room: RoomRecord = serde_json::from_slice(&json).map_err(internal)?;
-            room.last_seq = seq.unwrap_or(0);
-            room.first_seq = match first.first() {
-                Some(entry) => entry_seq(entry)?,
-                None => room.last_seq + 1,
+        let mut conn = self.conn.clone();
+        let (json, seq, first, is_member): (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>, bool) =
+            if member.is_some() {
+                pipe.query_async(&mut conn).await.map_err(store_error)?
+            } else {
+                let (json, seq, first) = pipe.query_async(&mut conn).await.map_err(store_error)?;
+                (json, seq, first, true)
             };
-            rooms.push(room);
-        }
-        Ok(rooms)
+        let Some(json) = json.filter(|_| is_member) else {
+            return Ok(None);
+        };
+        let mut room: RoomRecord = serde_json::from_slice(&json).map_err(internal)?;
+        room.last_seq = seq.unwrap_or(0);
+        room.first_seq = match first.first() {
+            Some(entry) => entry_seq(entry)?,
+            None => room.last_seq + 1,
+        };
+        Ok(Some(room))
     }
 
     pub(super) async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {

@@ -1,26 +1,28 @@
-//! The Redis store's Lua scripts: each runs atomically inside Redis, which is what makes a
-//! multi-key change (or seq assignment + append + publish) one step for every instance.
+//! The Redis store's Lua scripts. Each runs atomically inside Redis and touches the keys of
+//! ONE hash slot (a Redis Cluster refuses anything else): a change that spans a room and its
+//! users, or a room and its join code, is a sequence of these steps, ordered so that an
+//! interruption between two of them leaves nothing a reader can see (see `directory.rs`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-pub(super) static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
+/// Claims a username for an existing account record: 1, or 0 if the name is taken.
+pub(super) static CLAIM_USERNAME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: username key, user key, usernames zset. ARGV: id, json, username
+-- KEYS: username key, usernames zset (one slot). ARGV: id, username
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1",
     )
 });
 
-/// Compare-and-set of an account's record: 1 if it still was ARGV[1] and is now ARGV[2].
-pub(super) static REPLACE_USER: LazyLock<Script> = LazyLock::new(|| {
+/// Compare-and-set of a record: 1 if it still was ARGV[1] and is now ARGV[2].
+pub(super) static REPLACE_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: user key. ARGV: the record as read, the new record
+-- KEYS: the key. ARGV: the value as read, the new value
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
   return 1
@@ -29,71 +31,47 @@ return 0",
     )
 });
 
-/// A group room's new join code: -1 if the room's record changed since it was read (read
-/// again), 0 if the new code is taken, 1 when done.
-pub(super) static CHANGE_CODE: LazyLock<Script> = LazyLock::new(|| {
+/// Deletes a pointer (join code, direct pair) only while it still points at ARGV[1].
+pub(super) static DELETE_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: room key, old code key, new code key. ARGV: the record as read, the new record, room id
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return -1
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], ARGV[3])
-return 1",
+-- KEYS: the key. ARGV: the value it must hold
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
     )
 });
 
+/// Creates a room's keys in its slot, members included: 1, or 0 if it exists already.
 pub(super) static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: code key, room key, seq key, members set, owner's rooms set. ARGV: room id, json, owner id
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], 0)
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('SADD', KEYS[5], ARGV[1])
+-- KEYS: room key, seq key, members set. ARGV: json, member ids...
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], 0)
+for i = 2, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 return 1",
     )
 });
 
-pub(super) static OPEN_DIRECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: direct key, room key, seq key, members set, a's rooms, b's rooms. ARGV: id, json, a, b
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], 0)
-redis.call('SADD', KEYS[4], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[1])
-return {1, ARGV[1]}",
-    )
-});
-
+/// Adds a member to an existing room: 1 if added, 0 if already a member, -1 if no room.
 pub(super) static ADD_MEMBER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: room key, members set, user's rooms set. ARGV: user id, room id
+-- KEYS: room key, members set. ARGV: user id
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('SADD', KEYS[3], ARGV[2])
 return redis.call('SADD', KEYS[2], ARGV[1])",
     )
 });
 
-/// Seq assignment, append, idempotency and publish in one atomic step.
+/// Seq assignment, append, idempotency and publish in one atomic step, in the room's slot
+/// (on a cluster the channel shares the slot and the publish is `SPUBLISH`).
 pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 -- KEYS: room key, seq key, log stream, client-id hash, client-id order zset, members set
 -- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag,
---       sender id
+--       sender id, publish command (PUBLISH or SPUBLISH)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
 if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {-2, 0, ''} end
 if ARGV[1] ~= '' then
@@ -125,20 +103,18 @@ if retention > 0 then
     redis.call('ZREM', KEYS[5], unpack(stale))
   end
 end
-redis.call('PUBLISH', ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
+redis.call(ARGV[7], ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
 return {1, seq, ''}",
     )
 });
 
+/// Deletes a room's keys (all in its slot) and returns who its members were.
 pub(super) static DELETE_ROOM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: room, members, seq, log, client ids, code or direct key (optional). ARGV: room id, prefix
+-- KEYS: room, members, seq, log, client ids, client-id order
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 local members = redis.call('SMEMBERS', KEYS[2])
-for _, member in ipairs(members) do
-  redis.call('SREM', ARGV[2] .. 'user:' .. member .. ':rooms', ARGV[1])
-end
 redis.call('DEL', unpack(KEYS))
 return members",
     )
