@@ -18,8 +18,8 @@ use crate::{WAIT, http::get, process::Process};
 pub struct InstanceConfig {
     /// The natter-server binary.
     pub server_bin: PathBuf,
-    /// `--redis-url`.
-    pub redis_url: String,
+    /// `--redis-url URL` or `--redis-cluster SEEDS` (see [`crate::SharedRedis`]).
+    pub redis_args: [String; 2],
     /// `--jwt-secret`, the same on every instance.
     pub jwt_secret: String,
     /// `--static-dir` (the built web client), if any.
@@ -100,7 +100,7 @@ impl Instance {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.data.path())
-            .args(["--redis-url", &self.config.redis_url])
+            .args(&self.config.redis_args)
             .args(["--redis-prefix", "natter"])
             .args(["--jwt-secret", &self.config.jwt_secret])
             .args(["--trusted-proxies", &self.config.trusted_proxies])

@@ -1,4 +1,5 @@
-//! Natter's whole topology on one machine, without Docker: a `redis-server` (AOF on), N
+//! Natter's whole topology on one machine, without Docker: a `redis-server` (AOF on) or a
+//! Redis Cluster of three shards, N
 //! `natter-server` instances sharing one secret, and nginx in front of them with the shipped
 //! configuration (`nginx/natter.conf.template`), optionally with TLS. `scripts/fleet` runs it
 //! for people; the e2e tests and natter-bench run the same code. Every process is killed on
@@ -87,6 +88,45 @@ pub struct FleetConfig {
     pub log_dir: PathBuf,
     /// Further arguments for every instance.
     pub instance_args: Vec<String>,
+    /// A Redis Cluster of three shards instead of one redis-server.
+    pub redis_cluster: bool,
+}
+
+/// A Redis that instances share: one server or a cluster.
+pub trait SharedRedis {
+    /// The natter-server flag and value that point an instance at it.
+    fn server_args(&self) -> [String; 2];
+}
+
+impl SharedRedis for Redis {
+    fn server_args(&self) -> [String; 2] {
+        ["--redis-url".into(), self.url()]
+    }
+}
+
+impl SharedRedis for RedisCluster {
+    fn server_args(&self) -> [String; 2] {
+        ["--redis-cluster".into(), self.seeds()]
+    }
+}
+
+/// The fleet's Redis.
+#[derive(Debug)]
+pub enum FleetRedis {
+    /// One redis-server.
+    Server(Redis),
+    /// Three primaries with a replica each.
+    Cluster(RedisCluster),
+}
+
+impl FleetRedis {
+    /// The flag and value instances get.
+    pub fn server_args(&self) -> [String; 2] {
+        match self {
+            Self::Server(redis) => redis.server_args(),
+            Self::Cluster(cluster) => cluster.server_args(),
+        }
+    }
 }
 
 impl FleetConfig {
@@ -100,6 +140,7 @@ impl FleetConfig {
             static_dir: None,
             log_dir: log_dir.to_owned(),
             instance_args: Vec::new(),
+            redis_cluster: false,
         })
     }
 }
@@ -108,7 +149,7 @@ impl FleetConfig {
 #[derive(Debug)]
 pub struct Fleet {
     /// The shared Redis.
-    pub redis: Redis,
+    pub redis: FleetRedis,
     /// The instances, in nginx's upstream order.
     pub instances: Vec<Instance>,
     /// The load balancer.
@@ -124,11 +165,17 @@ impl Fleet {
     /// Starts Redis, the instances (each ready), then nginx in front of them.
     pub async fn start(config: FleetConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.log_dir)?;
-        let redis = Redis::start(&config.log_dir).await?;
+        let redis = if config.redis_cluster {
+            FleetRedis::Cluster(
+                RedisCluster::start(Some(&config.log_dir), Fsync::EverySecond).await?,
+            )
+        } else {
+            FleetRedis::Server(Redis::start(&config.log_dir).await?)
+        };
         let secret = random_secret()?;
         let instance_config = InstanceConfig {
             server_bin: config.server_bin.clone(),
-            redis_url: redis.url(),
+            redis_args: redis.server_args(),
             jwt_secret: secret.clone(),
             static_dir: config.static_dir.clone(),
             // nginx reaches the instances from the loopback address.

@@ -1,12 +1,13 @@
 //! `natter-fleet`: runs the whole topology on this machine (what `scripts/fleet` starts):
-//! redis-server with AOF, three natter-server instances sharing one secret, and nginx with
+//! redis-server with AOF (or, with --redis-cluster, a cluster of three shards), three
+//! natter-server instances sharing one secret, and nginx with
 //! the shipped configuration on one public port. Stops everything on Ctrl-C or SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
-use natter_fleet::{Fleet, FleetConfig, server_binary};
+use natter_fleet::{Fleet, FleetConfig, FleetRedis, server_binary};
 
 /// Run Natter as a fleet on this machine.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ struct Args {
     /// Where the logs of every process go.
     #[arg(long, default_value = "fleet-logs")]
     log_dir: PathBuf,
+    /// A local Redis Cluster (three primaries, three replicas) instead of one redis-server.
+    #[arg(long)]
+    redis_cluster: bool,
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         static_dir: Some(args.static_dir),
         log_dir: args.log_dir.clone(),
         instance_args: Vec::new(),
+        redis_cluster: args.redis_cluster,
     };
     let mut fleet = Fleet::start(config).await.context("starting the fleet")?;
     println!("Natter fleet ready: {}", fleet.url());
@@ -57,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     for instance in &fleet.instances {
         println!("  {}: {}", instance.name, instance.url());
     }
-    println!("  redis: {}", fleet.redis.url());
+    match &fleet.redis {
+        FleetRedis::Server(redis) => println!("  redis: {}", redis.url()),
+        FleetRedis::Cluster(cluster) => println!("  redis cluster: {}", cluster.seeds()),
+    }
     println!("  logs: {}/", args.log_dir.display());
     println!("Ctrl-C stops everything.");
     shutdown_signal().await?;

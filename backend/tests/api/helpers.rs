@@ -100,14 +100,14 @@ pub const SHARED_SECRET: &str = "one-secret-shared-by-every-instance-of-the-flee
 /// fleet's secret and presence TTL: instances that disagree on the TTL take each other
 /// for dead.
 pub fn instance_config(
-    redis: &natter_fleet::Redis,
+    redis: &impl natter_fleet::SharedRedis,
     extra_args: &[&str],
 ) -> natter_fleet::InstanceConfig {
     let mut args = vec!["--presence-ttl", "3s"];
     args.extend_from_slice(extra_args);
     natter_fleet::InstanceConfig {
         server_bin: env!("CARGO_BIN_EXE_natter-server").into(),
-        redis_url: redis.url(),
+        redis_args: redis.server_args(),
         jwt_secret: SHARED_SECRET.into(),
         static_dir: None,
         trusted_proxies: "127.0.0.1".into(),
@@ -115,14 +115,17 @@ pub fn instance_config(
     }
 }
 
-/// An instance in Redis mode: instances started on the same server and prefix form one service.
+/// An instance in Redis mode (one server or a cluster): instances started on the same Redis
+/// and prefix form one service.
 pub async fn spawn_redis_app(
-    redis: &natter_fleet::Redis,
+    redis: &impl natter_fleet::SharedRedis,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
-    let url = redis.url();
+    let [flag, value] = redis.server_args();
+    let target = <Config as clap::Parser>::parse_from(["natter-server", &flag, &value]);
     spawn_app_with(|c| {
-        c.redis_url = Some(url.into());
+        c.redis_url = target.redis_url;
+        c.redis_cluster = target.redis_cluster;
         c.redis_prefix = "natter".into();
         c.jwt_secret = Some(SHARED_SECRET.into());
         c.presence_ttl = Duration::from_secs(3);

@@ -1,8 +1,9 @@
-//! Several instances over one real Redis: one chat service.
+//! Several instances over one real Redis: one chat service. The tests that hold for any
+//! Redis run twice: on one redis-server and on a Redis Cluster of three shards.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use natter_fleet::Instance;
+use natter_fleet::{Instance, SharedRedis};
 use natter_proto::v1::{self as pb, event::Event as Ev};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,6 +14,37 @@ use crate::{
     redis_server::{redis_command, start_redis},
 };
 
+/// Each test on one redis-server (`scale::server::...`) and on a Redis Cluster of three
+/// shards (`scale::cluster::...`).
+macro_rules! on_server_and_cluster {
+    ($($test:ident),* $(,)?) => {
+        mod server {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(crate::redis_server::start_redis().await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(crate::redis_server::start_cluster().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_server_and_cluster!(
+    messages_cross_instances_to_subscribe_and_chat_streams,
+    concurrent_senders_on_three_instances_share_one_order,
+    a_client_resumes_on_another_instance_without_gap_or_duplicate,
+    a_dead_instance_takes_its_users_offline,
+    an_admin_granted_through_redis_holds_on_every_instance,
+);
+
 fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     pb::RoomCursor {
         room_id: room_id.into(),
@@ -20,9 +52,7 @@ fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     }
 }
 
-#[tokio::test]
-async fn messages_cross_instances_to_subscribe_and_chat_streams() {
-    let redis = start_redis().await;
+async fn messages_cross_instances_to_subscribe_and_chat_streams(redis: impl SharedRedis) {
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let c = spawn_redis_app(&redis, |_| {}).await;
@@ -119,12 +149,10 @@ async fn messages_cross_instances_to_subscribe_and_chat_streams() {
     assert_eq!(bob.history(&room.id).await.len(), 2);
 }
 
-#[tokio::test]
-async fn concurrent_senders_on_three_instances_share_one_order() {
+async fn concurrent_senders_on_three_instances_share_one_order(redis: impl SharedRedis) {
     const SENDERS_PER_INSTANCE: usize = 5;
     const MESSAGES_EACH: usize = 20;
     const TOTAL: u64 = (3 * SENDERS_PER_INSTANCE * MESSAGES_EACH) as u64;
-    let redis = start_redis().await;
     let fleet = [
         spawn_redis_app(&redis, |_| {}).await,
         spawn_redis_app(&redis, |_| {}).await,
@@ -176,10 +204,8 @@ async fn concurrent_senders_on_three_instances_share_one_order() {
     );
 }
 
-#[tokio::test]
-async fn a_client_resumes_on_another_instance_without_gap_or_duplicate() {
+async fn a_client_resumes_on_another_instance_without_gap_or_duplicate(redis: impl SharedRedis) {
     const TOTAL: u64 = 200;
-    let redis = start_redis().await;
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let c = spawn_redis_app(&redis, |_| {}).await;
@@ -431,9 +457,7 @@ async fn redis_mode_refuses_to_start_without_a_shared_secret() {
     );
 }
 
-#[tokio::test]
-async fn a_dead_instance_takes_its_users_offline() {
-    let redis = start_redis().await;
+async fn a_dead_instance_takes_its_users_offline(redis: impl SharedRedis) {
     let a = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;
     let bob = a.register("bob").await;
@@ -544,9 +568,7 @@ async fn deployments_with_different_prefixes_share_one_redis_without_meeting() {
 
 /// An admin granted on one instance (an operator task against the shared Redis) is an
 /// admin on every instance at once: the role is read from the account, not the token.
-#[tokio::test]
-async fn an_admin_granted_through_redis_holds_on_every_instance() {
-    let redis = start_redis().await;
+async fn an_admin_granted_through_redis_holds_on_every_instance(redis: impl SharedRedis) {
     let a = spawn_redis_app(&redis, |_| {}).await;
     let b = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = a.register("alice").await;

@@ -356,16 +356,25 @@ impl RedisBus {
 
     /// Delivers an event to the topic's receivers on every instance (see `Log::publish`).
     pub(crate) async fn publish(&self, topic: &Topic, event: Event) -> Result<(), BusError> {
+        self.publish_payload(topic, encode_event(&event)).await
+    }
+
+    /// Publishes an encoded payload (see `schema`) on the topic's channel.
+    pub(crate) async fn publish_payload(
+        &self,
+        topic: &Topic,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
         let channel = self.inner.schema.channel(topic);
         let mut conn = self.inner.conn.clone();
         let _: i64 = if self.inner.schema.is_cluster() {
             redis::cmd("SPUBLISH")
                 .arg(channel)
-                .arg(encode_event(&event))
+                .arg(payload)
                 .query_async(&mut conn)
                 .await
         } else {
-            conn.publish(channel, encode_event(&event)).await
+            conn.publish(channel, payload).await
         }
         .map_err(bus_error)?;
         Ok(())

@@ -25,11 +25,19 @@ impl Log for RedisStore {
     async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
         // Stored as the record it becomes; the log entry's id gives the seq on reading.
         let message = new.with_seq(0);
-        let room = &message.room_id;
+        let room = &message.room_id.clone();
         let client_field = if message.client_id.is_empty() {
             String::new()
         } else {
             format!("{}:{}", message.sender_id, message.client_id)
+        };
+        let json = to_json(&message)?;
+        // Waiting for replicas, the message is published only once they hold it: a stream
+        // must never show a message that a failover then loses (and whose seq it reuses).
+        let publish = match (self.wait_replicas, self.schema.is_cluster()) {
+            (1.., _) => "",
+            (0, true) => "SPUBLISH",
+            (0, false) => "PUBLISH",
         };
         let (status, seq, stored): (i64, u64, Vec<u8>) = APPEND
             .key(self.schema.room(room))
@@ -39,39 +47,51 @@ impl Log for RedisStore {
             .key(self.schema.room_client_id_order(room))
             .key(self.schema.room_members(room))
             .arg(client_field)
-            .arg(to_json(&message)?)
+            .arg(&json)
             .arg(self.schema.channel(&Topic::Room(room.clone())))
             .arg(self.retention)
             .arg(MESSAGE_TAG)
             .arg(&message.sender_id)
-            .arg(if self.schema.is_cluster() {
-                "SPUBLISH"
-            } else {
-                "PUBLISH"
-            })
+            .arg(publish)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
-        if status >= 0 && self.wait_replicas > 0 {
-            self.wait_for_replicas(room).await?;
-        }
-        match status {
-            -1 => Err(StoreError::RoomNotFound),
-            -2 => Err(StoreError::NotMember),
-            1 => Ok(Appended {
+        let appended = match status {
+            -1 => return Err(StoreError::RoomNotFound),
+            -2 => return Err(StoreError::NotMember),
+            1 => Appended {
                 message: MessageRecord { seq, ..message },
                 created: true,
-            }),
+            },
             // A retry. If the original was trimmed away, this request describes it.
-            _ if stored.is_empty() => Ok(Appended {
+            _ if stored.is_empty() => Appended {
                 message: MessageRecord { seq, ..message },
                 created: false,
-            }),
-            _ => Ok(Appended {
+            },
+            _ => Appended {
                 message: decode_log_entry(seq, &stored).map_err(internal)?,
                 created: false,
-            }),
+            },
+        };
+        if self.wait_replicas > 0 {
+            self.wait_for_replicas(room).await?;
+            // Also for a retry: the first attempt may have stopped before publishing, and
+            // a second delivery of one seq is dropped by every stream.
+            let body = if status == 1 {
+                json.into_bytes()
+            } else {
+                stored
+            };
+            if !body.is_empty() {
+                let mut payload = format!("{MESSAGE_TAG}{seq}\n").into_bytes();
+                payload.extend_from_slice(&body);
+                self.bus
+                    .publish_payload(&Topic::Room(room.clone()), payload)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.0))?;
+            }
         }
+        Ok(appended)
     }
 
     async fn messages_after(

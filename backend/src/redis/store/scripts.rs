@@ -71,7 +71,7 @@ pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: room key, seq key, log stream, client-id hash, client-id order zset, members set
 -- ARGV: client-id field ('' for none), entry json (without seq), channel, retention (0 = all), tag,
---       sender id, publish command (PUBLISH or SPUBLISH)
+--       sender id, publish command (PUBLISH, SPUBLISH, or '' to publish later)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
 if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {-2, 0, ''} end
 if ARGV[1] ~= '' then
@@ -103,7 +103,7 @@ if retention > 0 then
     redis.call('ZREM', KEYS[5], unpack(stale))
   end
 end
-redis.call(ARGV[7], ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2])
+if ARGV[7] ~= '' then redis.call(ARGV[7], ARGV[3], ARGV[5] .. seq .. '\n' .. ARGV[2]) end
 return {1, seq, ''}",
     )
 });
