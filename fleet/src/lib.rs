@@ -114,7 +114,7 @@ impl SharedRedis for RedisCluster {
 #[derive(Debug)]
 pub enum FleetRedis {
     /// One redis-server.
-    Server(Redis),
+    Server(Box<Redis>),
     /// Three primaries with a replica each.
     Cluster(RedisCluster),
 }
@@ -170,7 +170,7 @@ impl Fleet {
                 RedisCluster::start(Some(&config.log_dir), Fsync::EverySecond).await?,
             )
         } else {
-            FleetRedis::Server(Redis::start(&config.log_dir).await?)
+            FleetRedis::Server(Box::new(Redis::start(&config.log_dir).await?))
         };
         let secret = random_secret()?;
         let instance_config = InstanceConfig {

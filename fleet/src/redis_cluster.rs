@@ -1,7 +1,7 @@
-//! A local Redis Cluster: three primaries and three replicas (`redis-server --cluster-enabled
-//! yes` on free ports, joined by `redis-cli --cluster create`), each with AOF on and its own
-//! data directory, all killed on drop. Short node timeouts, so that a failover takes about
-//! two seconds rather than fifteen.
+//! A local Redis Cluster: three primaries with one replica each, or two
+//! (`redis-server --cluster-enabled yes` on free ports, joined by `redis-cli --cluster
+//! create`), each with AOF on and its own data directory, all killed on drop. Short node
+//! timeouts, so that a failover takes about two seconds rather than fifteen.
 
 use std::{path::Path, time::Duration};
 
@@ -13,7 +13,7 @@ use crate::{WAIT, process::Process, redis::Fsync};
 
 /// How long a node may be unreachable before its replica takes over (ms).
 const NODE_TIMEOUT_MS: &str = "1000";
-/// Primaries; each gets one replica.
+/// Primaries.
 const PRIMARIES: usize = 3;
 
 /// One node of the cluster.
@@ -45,11 +45,21 @@ pub struct Primary {
 }
 
 impl RedisCluster {
-    /// Starts six nodes and joins them into a cluster of three shards, logging into their
-    /// own directory (or `log_dir` when given, for the fleet).
+    /// Starts six nodes and joins them into a cluster of three shards of two nodes, logging
+    /// into their own directory (or `log_dir` when given, for the fleet).
     pub async fn start(log_dir: Option<&Path>, fsync: Fsync) -> anyhow::Result<Self> {
+        Self::start_with_replicas(log_dir, fsync, 1).await
+    }
+
+    /// Starts a cluster of three shards with `replicas` replicas each: with two, a shard
+    /// still has a replica after one failover.
+    pub async fn start_with_replicas(
+        log_dir: Option<&Path>,
+        fsync: Fsync,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let ports = cluster_ports(PRIMARIES * 2)?;
+        let ports = cluster_ports(PRIMARIES * (1 + replicas))?;
         let mut nodes = Vec::new();
         for port in ports {
             let node_dir = dir.path().join(port.to_string());
@@ -81,7 +91,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .context("redis-cli on PATH")?;
@@ -121,6 +131,8 @@ impl RedisCluster {
                 "nodes.conf",
             ])
             .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+            // Replicas sync at once (the default waits 5 s to batch them).
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync"])
             .arg(match self.fsync {
                 Fsync::EverySecond => "everysec",
@@ -216,7 +228,8 @@ impl RedisCluster {
     }
 
     /// Waits until every live node reports the cluster healthy with all slots served by a
-    /// live primary.
+    /// live primary (after a kill: until its replica has taken over) and every live replica
+    /// in sync with its primary.
     pub async fn wait_until_healthy(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -238,8 +251,22 @@ impl RedisCluster {
             if !info.contains("cluster_state:ok") || !info.contains("cluster_slots_ok:16384") {
                 return false;
             }
+            let Ok(replication) = self.cli(node.port, &["info", "replication"]).await else {
+                return false;
+            };
+            if replication.contains("role:slave") && !replication.contains("master_link_status:up")
+            {
+                return false;
+            }
         }
-        self.primaries().await.is_ok_and(|p| p.len() == PRIMARIES)
+        let live = |port: u16| {
+            self.nodes
+                .iter()
+                .any(|n| n.port == port && n.process.is_some())
+        };
+        self.primaries()
+            .await
+            .is_ok_and(|p| p.len() == PRIMARIES && p.iter().all(|p| live(p.port)))
     }
 
     /// Moves one slot, with its keys, from its primary to `to`, as `redis-cli --cluster

@@ -51,9 +51,9 @@ impl RedisTarget {
             .response_timeout(RESPONSE_TIMEOUT)
             // Redirects during a slot migration and a failover's few seconds; past them the
             // caller gets UNAVAILABLE rather than a long wait.
-            .retries(6)
-            .min_retry_wait(50)
-            .max_retry_wait(500)
+            .retries(12)
+            .min_retry_wait(100)
+            .max_retry_wait(1000)
             .overall_response_timeout(Some(RESPONSE_TIMEOUT * 2))
             .build()
             .context("invalid Redis Cluster seed URLs")

@@ -6,6 +6,7 @@ mod abuse;
 mod accounts;
 mod bad_input;
 mod bad_input_calls;
+mod cluster;
 mod grpc_web;
 mod helpers;
 mod limits;

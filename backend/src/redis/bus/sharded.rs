@@ -212,18 +212,15 @@ fn on_push(inner: &Inner, state: &mut Subscriptions, push: PushInfo) {
                 inner.dispatch(&channel, payload);
             }
         }
-        PushKind::SSubscribe => {
-            if !Subscriptions::take(&mut state.expected, &channel) {
-                // The crate resubscribed after a reconnect: what came meanwhile was lost.
-                resync(inner, &channel);
-            }
+        // A confirmation this task did not ask for: the crate resubscribed after a
+        // reconnect, and what came meanwhile was lost.
+        PushKind::SSubscribe if !Subscriptions::take(&mut state.expected, &channel) => {
+            resync(inner, &channel);
         }
-        PushKind::SUnsubscribe => {
-            if !Subscriptions::take(&mut state.expected_gone, &channel) {
-                tracing::info!(channel, "Redis dropped a subscription; subscribing again");
-                state.subscribed.remove(&channel);
-                state.retry.insert(channel, true);
-            }
+        PushKind::SUnsubscribe if !Subscriptions::take(&mut state.expected_gone, &channel) => {
+            tracing::info!(channel, "Redis dropped a subscription; subscribing again");
+            state.subscribed.remove(&channel);
+            state.retry.insert(channel, true);
         }
         PushKind::Disconnection => {
             tracing::warn!("a Redis Cluster pub/sub connection dropped; resubscribing");

@@ -47,6 +47,10 @@ pub(crate) fn is_unavailable(e: &RedisError) -> bool {
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::ReadOnly
+                    // Redirects left after the cluster client's retries: the topology is
+                    // changing (a failover, a slot migration).
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
             )
         )
 }
