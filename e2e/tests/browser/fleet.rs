@@ -265,6 +265,21 @@ async fn killing_an_instance_loses_and_duplicates_nothing() -> anyhow::Result<()
     Ok(())
 }
 
+/// `scripts/fleet --redis-cluster`: the same fleet on a Redis Cluster of three shards, where
+/// the traffic's rooms spread over the shards.
+#[tokio::test]
+async fn a_fleet_on_a_redis_cluster_chats_and_survives_an_instance_kill() -> anyhow::Result<()> {
+    let mut fleet = fleet("redis-cluster", |c| c.redis_cluster = true).await?;
+    ensure!(matches!(fleet.redis, natter_fleet::FleetRedis::Cluster(_)));
+    cli_and_grpc_web_chat(&fleet, None).await?;
+    let traffic = steady_traffic(&fleet).await?;
+    traffic.wait_for_acks(20).await?;
+    fleet.instances[1].kill().await?;
+    traffic.wait_for_acks(60).await?;
+    traffic.stop_and_check().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_rolling_restart_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     let mut fleet = fleet("rolling-restart", |_| {}).await?;
