@@ -1,16 +1,41 @@
 //! The servers under test: 1 embedded instance, several instances over one Redis (directly
-//! or behind nginx), or the minimal tonic server; and what the benchmark reads off them.
+//! or behind nginx) or over a Redis Cluster, or the minimal tonic server; and what the
+//! benchmark reads off them.
 
 use anyhow::Context;
-use natter_fleet::Redis;
+use natter_fleet::{Fsync, Redis, RedisCluster, SharedRedis};
 
 use crate::procs::Server;
+
+/// A deployment the shape runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Embedded,
+    /// 2 instances over one Redis.
+    Redis,
+    /// 2 instances over a 3-shard Redis Cluster, waiting for this many replicas per send.
+    Cluster {
+        wait_replicas: u32,
+    },
+}
+
+impl Kind {
+    pub(crate) async fn start(self) -> anyhow::Result<Deployment> {
+        match self {
+            Self::Embedded => Deployment::embedded().await,
+            Self::Redis => Deployment::redis(2).await,
+            Self::Cluster { wait_replicas } => Deployment::redis_cluster(2, wait_replicas).await,
+        }
+    }
+}
 
 /// The servers under test.
 pub(crate) struct Deployment {
     pub(crate) label: &'static str,
     pub(crate) servers: Vec<Server>,
-    _redis: Option<Redis>,
+    /// The Redis processes (one server, or a cluster's nodes).
+    redis_pids: Vec<u32>,
+    _redis: Option<Box<dyn std::any::Any + Send>>,
     /// Where Redis and nginx log.
     logs: tempfile::TempDir,
     /// nginx in front of the servers, when clients go through it.
@@ -22,6 +47,7 @@ impl Deployment {
         Ok(Self {
             label: "embedded (1 instance)",
             servers: vec![Server::start(None, false).await?],
+            redis_pids: Vec::new(),
             _redis: None,
             logs: tempfile::tempdir()?,
             nginx: None,
@@ -47,12 +73,42 @@ impl Deployment {
         let redis = Redis::start(logs.path()).await?;
         let mut servers = Vec::new();
         for _ in 0..instances {
-            servers.push(Server::start(Some(&redis), behind_nginx).await?);
+            servers.push(Server::start(Some(&redis.server_args()), behind_nginx).await?);
         }
         Ok(Self {
             label: "Redis (2 instances)",
             servers,
-            _redis: Some(redis),
+            redis_pids: redis.pid().into_iter().collect(),
+            _redis: Some(Box::new(redis)),
+            logs,
+            nginx: None,
+        })
+    }
+
+    /// Instances over a Redis Cluster of three primaries with a replica each (AOF fsynced
+    /// every second, like the single Redis), answering sends once `wait_replicas` replicas
+    /// hold them.
+    pub(crate) async fn redis_cluster(
+        instances: usize,
+        wait_replicas: u32,
+    ) -> anyhow::Result<Self> {
+        let logs = tempfile::tempdir()?;
+        let cluster = RedisCluster::start(Some(logs.path()), Fsync::EverySecond).await?;
+        let mut args = cluster.server_args().to_vec();
+        args.extend(["--redis-wait-replicas".into(), wait_replicas.to_string()]);
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            servers.push(Server::start(Some(&args), false).await?);
+        }
+        Ok(Self {
+            label: if wait_replicas == 0 {
+                "Redis Cluster, 3 shards (2 instances)"
+            } else {
+                "the same, --redis-wait-replicas 1"
+            },
+            servers,
+            redis_pids: cluster.pids(),
+            _redis: Some(Box::new(cluster)),
             logs,
             nginx: None,
         })
@@ -82,6 +138,7 @@ impl Deployment {
         Ok(Self {
             label: "minimal tonic server",
             servers: vec![Server::start_baseline().await?],
+            redis_pids: Vec::new(),
             _redis: None,
             logs: tempfile::tempdir()?,
             nginx: None,
@@ -129,6 +186,14 @@ impl Deployment {
             .iter()
             .map(|s| crate::procs::cpu_seconds_of(s.pid))
             .sum()
+    }
+
+    /// CPU time of each Redis process so far, seconds.
+    pub(crate) fn redis_cpu_seconds(&self) -> anyhow::Result<Vec<f64>> {
+        self.redis_pids
+            .iter()
+            .map(|pid| crate::procs::cpu_seconds_of(*pid))
+            .collect()
     }
 
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {

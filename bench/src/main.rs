@@ -16,7 +16,7 @@ mod storm;
 use std::time::Duration;
 
 use clap::Parser;
-use deployment::Deployment;
+use deployment::{Deployment, Kind};
 use scenarios::percentile;
 
 #[derive(Debug, Parser)]
@@ -66,6 +66,11 @@ struct Args {
     /// then open-loop latency at 25, 50 and 75 % of it (embedded and Redis).
     #[arg(long)]
     shape: Option<usize>,
+    /// Instead: the realistic shape with this many users on 2 instances over one Redis,
+    /// over a Redis Cluster of 3 shards, and over that cluster with --redis-wait-replicas 1,
+    /// in one run (with Redis CPU per message: all Redis processes, and the busiest one).
+    #[arg(long)]
+    cluster: Option<usize>,
     /// The first rate of the shape's ramp (messages/s); it doubles until not sustained.
     #[arg(long, default_value_t = 250)]
     shape_ramp_from: u32,
@@ -98,7 +103,16 @@ async fn main() -> anyhow::Result<()> {
         return memory_slope().await;
     }
     if let Some(users) = args.shape {
-        return shape::report(users, args.shape_ramp_from, args.shape_seconds).await;
+        let kinds = [Kind::Embedded, Kind::Redis];
+        return shape::report(&kinds, users, args.shape_ramp_from, args.shape_seconds).await;
+    }
+    if let Some(users) = args.cluster {
+        let kinds = [
+            Kind::Redis,
+            Kind::Cluster { wait_replicas: 0 },
+            Kind::Cluster { wait_replicas: 1 },
+        ];
+        return shape::report(&kinds, users, args.shape_ramp_from, args.shape_seconds).await;
     }
     if let Some(streams) = args.storm {
         return reconnect_storm(streams).await;

@@ -34,11 +34,11 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl Server {
-    /// Starts an instance (embedded when `redis` is `None`) and waits until it listens.
-    /// Starts an instance (embedded when `redis` is `None`); `behind_nginx` makes it
-    /// trust a PROXY protocol header from the loopback address.
+    /// Starts an instance (embedded when `redis` is `None`, else the flags that point it at
+    /// Redis) and waits until it listens; `behind_nginx` makes it trust a PROXY protocol
+    /// header from the loopback address.
     pub(crate) async fn start(
-        redis: Option<&natter_fleet::Redis>,
+        redis: Option<&[String]>,
         behind_nginx: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -66,7 +66,7 @@ impl Server {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(redis) = redis {
-            command.args(["--redis-url", &redis.url(), "--redis-prefix", "bench"]);
+            command.args(redis).args(["--redis-prefix", "bench"]);
         }
         if behind_nginx {
             command.args(["--trusted-proxies", "127.0.0.1"]);

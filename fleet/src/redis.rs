@@ -64,6 +64,11 @@ impl Redis {
         Ok(redis)
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.pid())
+    }
+
     /// Its URL, e.g. `redis://127.0.0.1:41234/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)

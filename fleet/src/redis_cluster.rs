@@ -114,6 +114,14 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// The process ids of the live nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref().and_then(|p| p.pid()))
+            .collect()
+    }
+
     /// Every node's port.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()

@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use natter_cli::client;
 use natter_proto::v1 as pb;
 
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, Kind};
 use population::{Population, Shape, populate};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use streams::{Streams, open_streams};
@@ -39,6 +39,8 @@ pub(crate) struct Phase {
     pub(crate) delivered: u64,
     pub(crate) seconds: f64,
     pub(crate) server_cpu_seconds: f64,
+    /// CPU time of each Redis process over the phase (none for the embedded mode).
+    pub(crate) redis_cpu_seconds: Vec<f64>,
     /// p50, p99, p99.9 and max, milliseconds.
     pub(crate) latency_ms: [f64; 4],
 }
@@ -133,6 +135,7 @@ async fn phase(
     };
     let delivered = streams.phases.lock().expect("phases").delivered[index].clone();
     let cpu_before = deployment.cpu_seconds()?;
+    let redis_before = deployment.redis_cpu_seconds()?;
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // Deliveries owed by the sends that were answered.
     let expected = Arc::new(AtomicU64::new(0));
@@ -175,6 +178,12 @@ async fn phase(
     let expected = expected.load(Ordering::Relaxed);
     crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
+    let redis_cpu_seconds = deployment
+        .redis_cpu_seconds()?
+        .iter()
+        .zip(redis_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let delivered = delivered.load(Ordering::Relaxed);
     let latencies = streams.phases.lock().expect("phases").latencies[index].clone();
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
@@ -186,6 +195,7 @@ async fn phase(
         delivered,
         seconds,
         server_cpu_seconds,
+        redis_cpu_seconds,
         latency_ms: [
             ms(0.5),
             ms(0.99),
@@ -195,11 +205,16 @@ async fn phase(
     })
 }
 
-/// Runs the shape on the embedded mode and on 2 instances over Redis and prints a table.
-pub(crate) async fn report(users: usize, ramp_from: u32, seconds: u64) -> anyhow::Result<()> {
+/// Runs the shape on each kind of deployment and prints a table.
+pub(crate) async fn report(
+    kinds: &[Kind],
+    users: usize,
+    ramp_from: u32,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let mut tables = Vec::new();
-    for redis in [false, true] {
-        let deployment = Deployment::compared(redis).await?;
+    for kind in kinds {
+        let deployment = kind.start().await?;
         eprintln!("== {}", deployment.label);
         let population = populate(&deployment, Shape::draw(users, 7)).await?;
         let rooms = population.room_ids.len();
@@ -207,9 +222,9 @@ pub(crate) async fn report(users: usize, ramp_from: u32, seconds: u64) -> anyhow
         tables.push((deployment.label, rooms, ramp, measured));
     }
     println!(
-        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | latency p50 / p99 / p99.9 / max | sent / failed | delivered of expected |"
+        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | sent / failed | delivered of expected |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (label, rooms, ramp, measured) in &tables {
         let highest = ramp.iter().filter(|p| p.sustained()).map(|p| p.rate).max();
         let tried: Vec<String> = ramp
@@ -231,12 +246,21 @@ pub(crate) async fn report(users: usize, ramp_from: u32, seconds: u64) -> anyhow
             tried.join(", ")
         );
         for (phase, share) in measured.iter().zip(["25 %", "50 %", "75 %"]) {
+            let per_message = |cpu: f64| cpu * 1e6 / phase.sent.max(1) as f64;
+            let redis = match phase.redis_cpu_seconds.as_slice() {
+                [] => "none".to_owned(),
+                processes => format!(
+                    "{:.1} / {:.1} µs",
+                    per_message(processes.iter().sum()),
+                    per_message(processes.iter().copied().fold(0.0, f64::max))
+                ),
+            };
             println!(
-                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {:.2} / {:.2} / {:.2} / {:.2} ms | {} / {} | {} of {} |",
+                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {} / {} | {} of {} |",
                 phase.rate,
                 highest.unwrap_or_default(),
                 phase.delivered as f64 / phase.seconds,
-                phase.server_cpu_seconds * 1e6 / phase.sent.max(1) as f64,
+                per_message(phase.server_cpu_seconds),
                 phase.server_cpu_seconds * 1e6 / phase.delivered.max(1) as f64,
                 phase.latency_ms[0],
                 phase.latency_ms[1],
