@@ -11,6 +11,7 @@ mod memory;
 mod procs;
 mod scenarios;
 mod shape;
+mod store_ceiling;
 mod storm;
 
 use std::time::Duration;
@@ -71,6 +72,11 @@ struct Args {
     /// in one run (with Redis CPU per message: all Redis processes, and the busiest one).
     #[arg(long)]
     cluster: Option<usize>,
+    /// Instead: the Redis side alone, natter's store appending and publishing flat out (no
+    /// gRPC, no streams) for this many seconds on one Redis server and on 3-shard clusters
+    /// (no replica; one replica each; one each with --redis-wait-replicas 1).
+    #[arg(long)]
+    store_ceiling: Option<u64>,
     /// The first rate of the shape's ramp (messages/s); it doubles until not sustained.
     #[arg(long, default_value_t = 250)]
     shape_ramp_from: u32,
@@ -105,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(users) = args.shape {
         let kinds = [Kind::Embedded, Kind::Redis];
         return shape::report(&kinds, users, args.shape_ramp_from, args.shape_seconds).await;
+    }
+    if let Some(seconds) = args.store_ceiling {
+        return store_ceiling::report(seconds).await;
     }
     if let Some(users) = args.cluster {
         let kinds = [

@@ -183,11 +183,7 @@ impl RedisCluster {
             {
                 continue;
             }
-            let port = fields[1]
-                .split(['@', ':'])
-                .nth(1)
-                .context("node address")?
-                .parse()?;
+            let port = node_port(fields[1])?;
             let slots = fields[8..]
                 .iter()
                 .filter(|s| !s.starts_with('['))
@@ -213,6 +209,38 @@ impl RedisCluster {
             .into_iter()
             .find(|p| p.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
             .with_context(|| format!("nobody serves slot {slot}"))
+    }
+
+    /// The ports of `primary`'s replicas.
+    pub async fn replicas_of(&self, primary: &Primary) -> anyhow::Result<Vec<u16>> {
+        let port = self.live_port().context("no live node")?;
+        let replicas = self
+            .cli(port, &["cluster", "replicas", &primary.id])
+            .await?;
+        replicas
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .map(node_port)
+            .collect()
+    }
+
+    /// Freezes one node (SIGSTOP) until [`Self::thaw`]: it keeps its connections but
+    /// answers nothing, as a hung process or a stalled VM does.
+    pub fn freeze(&self, port: u16) -> anyhow::Result<()> {
+        self.process_on(port)?.signal("STOP")
+    }
+
+    /// Lets a frozen node go on (SIGCONT).
+    pub fn thaw(&self, port: u16) -> anyhow::Result<()> {
+        self.process_on(port)?.signal("CONT")
+    }
+
+    fn process_on(&self, port: u16) -> anyhow::Result<&Process> {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.process.as_ref())
+            .with_context(|| format!("no live node on port {port}"))
     }
 
     fn live_port(&self) -> Option<u16> {
@@ -350,4 +378,10 @@ fn cluster_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         ports.push(candidate);
     }
     Ok(ports)
+}
+
+/// The port of a node address as `CLUSTER NODES` writes it (`127.0.0.1:7000@17000`).
+fn node_port(address: &str) -> anyhow::Result<u16> {
+    let port = address.split(['@', ':']).nth(1).context("node address")?;
+    Ok(port.parse()?)
 }

@@ -12,7 +12,6 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
-    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
 /// How long a connection attempt may take.
@@ -93,29 +92,6 @@ impl RedisConn {
                 Ok(Self::Cluster(
                     client.get_pending_async_connection_with_config(config),
                 ))
-            }
-        }
-    }
-
-    /// Waits until `replicas` replicas acknowledged every write this connection made to the
-    /// primary that owns `key` (at most `timeout`); returns how many did.
-    pub async fn wait_for_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> redis::RedisResult<u32> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas)
-            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        match self {
-            Self::Server(conn) => wait.query_async(conn).await,
-            Self::Cluster(conn) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(key, SlotAddr::Master),
-                ));
-                let answer = conn.route_command(wait, route).await?;
-                redis::FromRedisValue::from_redis_value(answer).map_err(Into::into)
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Natter on a real Redis Cluster of three primaries with a replica each: rooms spread over
 //! the shards, each instance holds one subscriber connection per shard, and the fleet rides
 //! out a primary's death and a slot's migration under traffic without a gap, a duplicate or
-//! a lost acknowledged message.
+//! a lost acknowledged message; a send waiting for replicas never succeeds before they
+//! hold the message.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -256,4 +257,59 @@ async fn a_busy_rooms_slot_moves_to_another_shard_without_gap_or_duplicate() {
         assert_eq!(cluster.primary_of(slot).await.unwrap().id, to.id);
     })
     .await;
+}
+
+/// With --redis-wait-replicas, a send whose replica does not answer fails UNAVAILABLE, and
+/// so does its retry on another instance (which finds the message already stored), until
+/// the replica holds the message: then the retry succeeds with the seq the first attempt
+/// took, and the room holds the message once.
+#[tokio::test]
+async fn a_send_succeeds_only_once_a_replica_holds_it_even_retried_elsewhere() {
+    let cluster = start_cluster().await;
+    let a = spawn_redis_app(&cluster, |c| c.redis_wait_replicas = 1).await;
+    let b = spawn_redis_app(&cluster, |c| c.redis_wait_replicas = 1).await;
+    let mut alice = a.register("alice").await;
+    let room = alice.create_room("Careful").await;
+    let mut alice_on_b = b.connect(&alice);
+    let primary = cluster
+        .primary_of(room_slot(&cluster, &room.id).await)
+        .await
+        .unwrap();
+    let replicas = cluster.replicas_of(&primary).await.unwrap();
+    assert!(!replicas.is_empty(), "{primary:?} has a replica");
+    let request = || pb::SendMessageRequest {
+        room_id: room.id.clone(),
+        text: "kept".into(),
+        client_id: "once".into(),
+    };
+
+    for replica in &replicas {
+        cluster.freeze(*replica).unwrap();
+    }
+    for user in [&mut alice, &mut alice_on_b] {
+        let status = user.chat.send_message(request()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    for replica in &replicas {
+        cluster.thaw(*replica).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let sent = loop {
+        match alice_on_b.chat.send_message(request()).await {
+            Ok(sent) => break sent.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+                // A client's retry pace, not a synchronisation.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!((sent.seq, sent.text.as_str()), (1, "kept"));
+    let history = alice.history(&room.id).await;
+    assert_eq!(
+        history.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1],
+        "one message, however many attempts"
+    );
 }

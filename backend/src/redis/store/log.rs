@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use natter_proto::v1::Event;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use tokio::sync::broadcast;
 
 /// Longest a send waits for replicas (`--redis-wait-replicas`) before it is answered
@@ -39,7 +39,8 @@ impl Log for RedisStore {
             (0, true) => "SPUBLISH",
             (0, false) => "PUBLISH",
         };
-        let (status, seq, stored): (i64, u64, Vec<u8>) = APPEND
+        let mut invocation = APPEND.prepare_invoke();
+        invocation
             .key(self.schema.room(room))
             .key(self.schema.room_seq(room))
             .key(self.schema.room_log(room))
@@ -52,10 +53,15 @@ impl Log for RedisStore {
             .arg(self.retention)
             .arg(MESSAGE_TAG)
             .arg(&message.sender_id)
-            .arg(publish)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
+            .arg(publish);
+        let (status, seq, stored): (i64, u64, Vec<u8>) = if self.wait_replicas > 0 {
+            self.append_and_wait(&invocation, room).await?
+        } else {
+            invocation
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(store_error)?
+        };
         let appended = match status {
             -1 => return Err(StoreError::RoomNotFound),
             -2 => return Err(StoreError::NotMember),
@@ -74,7 +80,6 @@ impl Log for RedisStore {
             },
         };
         if self.wait_replicas > 0 {
-            self.wait_for_replicas(room).await?;
             // Also for a retry: the first attempt may have stopped before publishing, and
             // a second delivery of one seq is dropped by every stream.
             let body = if status == 1 {
@@ -155,27 +160,48 @@ impl Log for RedisStore {
 }
 
 impl RedisStore {
-    /// Waits until the configured number of replicas hold everything written to the room's
-    /// primary so far. Short of that the send is answered UNAVAILABLE: the message is in the
-    /// log (and may be delivered), but a failover now could lose it, so the client should
-    /// retry with the same client id, which finds it rather than sending it twice.
-    async fn wait_for_replicas(&self, room: &RoomId) -> StoreResult<()> {
-        let acknowledged = self
-            .conn
-            .clone()
-            .wait_for_replicas(
-                &self.schema.room_seq(room),
-                self.wait_replicas,
-                REPLICA_WAIT,
-            )
-            .await
-            .map_err(store_error)?;
-        if acknowledged < self.wait_replicas {
+    /// Runs the append script and `WAIT` in one pipeline, so both go to the room's primary
+    /// on one connection. `WAIT` counts the replicas holding what the primary had written
+    /// when this connection's previous command ran (Redis notes the offset after each
+    /// command). Sent on its own, it could leave as the first command of a fresh connection
+    /// (after a reconnect, or to the replica a failover promoted) and answer at once for a
+    /// write it never saw; right behind the script, it covers the message, also on a retry
+    /// that finds the message already stored.
+    ///
+    /// Short of the configured replicas the send is answered UNAVAILABLE: the message is in
+    /// the log (and may be delivered), but a failover now could lose it, so the client
+    /// should retry with the same client id, which finds it rather than sending it twice.
+    async fn append_and_wait(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        room: &RoomId,
+    ) -> StoreResult<(i64, u64, Vec<u8>)> {
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX));
+        let mut conn = self.conn.clone();
+        let answer = match pipe.query_async(&mut conn).await {
+            // A primary that never ran it (a promoted replica, a restarted server).
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                invocation
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(store_error)?;
+                pipe.query_async(&mut conn).await
+            }
+            answer => answer,
+        };
+        let (appended, acknowledged): ((i64, u64, Vec<u8>), u32) = answer.map_err(store_error)?;
+        // (An unknown room or a non-member wrote nothing: their answer stands.)
+        let stored = matches!(appended.0, 0 | 1);
+        if stored && acknowledged < self.wait_replicas {
             return Err(StoreError::Unavailable(anyhow::anyhow!(
                 "{acknowledged} of {} replicas acknowledged a message of room {room} in time",
                 self.wait_replicas
             )));
         }
-        Ok(())
+        Ok(appended)
     }
 }
