@@ -80,7 +80,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Natter>> {
             );
             let store = Arc::new(
                 RedisStore::new(conn, schema, config.history_retention, bus.clone())
-                    .waiting_for_replicas(config.redis_wait_replicas),
+                    .waiting_for_replicas(config.redis_wait_replicas, &target)?,
             );
             Seams {
                 directory: store.clone(),

@@ -158,7 +158,8 @@ async fn measure(setup: Setup, window: Duration) -> anyhow::Result<Row> {
         shutdown.clone(),
         &tasks,
     )?;
-    let store = Arc::new(RedisStore::new(conn, schema, 0, bus).waiting_for_replicas(wait));
+    let store =
+        Arc::new(RedisStore::new(conn, schema, 0, bus).waiting_for_replicas(wait, &target)?);
 
     let senders: Vec<UserId> = (0..APPENDERS)
         .map(|i| UserId::from_trusted(format!("u{i}")))

@@ -313,3 +313,69 @@ async fn a_send_succeeds_only_once_a_replica_holds_it_even_retried_elsewhere() {
         "one message, however many attempts"
     );
 }
+
+/// `WAIT` blocks the connection it runs on until replicas answer: a send waiting for a
+/// frozen replica must not hold up other requests to the same primary (they would queue
+/// behind it on a shared connection for the whole wait).
+#[tokio::test]
+async fn a_send_waiting_for_replicas_does_not_hold_up_other_requests_to_its_primary() {
+    let cluster = start_cluster().await;
+    let a = spawn_redis_app(&cluster, |c| c.redis_wait_replicas = 1).await;
+    let mut alice = a.register("alice").await;
+    let room = alice.create_room("Patient").await;
+    let mut waiting_alice = a.connect(&alice);
+    let primary = cluster
+        .primary_of(room_slot(&cluster, &room.id).await)
+        .await
+        .unwrap();
+    let replicas = cluster.replicas_of(&primary).await.unwrap();
+    // The first send loads the append script (a NOSCRIPT answer would be followed by a WAIT
+    // covering nothing of this test).
+    alice.send(&room.id, "first").await;
+    for replica in &replicas {
+        cluster.freeze(*replica).unwrap();
+    }
+    let room_id = room.id.clone();
+    let send = tokio::spawn(async move {
+        waiting_alice
+            .chat
+            .send_message(pb::SendMessageRequest {
+                room_id,
+                text: "waits".into(),
+                client_id: "w1".into(),
+            })
+            .await
+    });
+    let blocked_waits = async || {
+        let clients = cluster
+            .cli(primary.port, &["client", "list"])
+            .await
+            .unwrap();
+        clients
+            .lines()
+            .filter(|line| line.contains("cmd=wait") && line.contains("flags=b"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while blocked_waits().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no WAIT blocked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let history = alice.history(&room.id).await;
+    assert_eq!(
+        history.len(),
+        2,
+        "the log holds the waiting message: {history:?}"
+    );
+    assert_eq!(
+        blocked_waits().await,
+        1,
+        "the read was answered while the send still waited"
+    );
+    let status = send.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    for replica in &replicas {
+        cluster.thaw(*replica).unwrap();
+    }
+}

@@ -166,7 +166,8 @@ impl RedisStore {
     /// command). Sent on its own, it could leave as the first command of a fresh connection
     /// (after a reconnect, or to the replica a failover promoted) and answer at once for a
     /// write it never saw; right behind the script, it covers the message, also on a retry
-    /// that finds the message already stored.
+    /// that finds the message already stored. It goes on one of the wait lanes, where the
+    /// blocked connection holds up nothing but other waiting appends.
     ///
     /// Short of the configured replicas the send is answered UNAVAILABLE: the message is in
     /// the log (and may be delivered), but a failover now could lose it, so the client
@@ -181,7 +182,7 @@ impl RedisStore {
             .cmd("WAIT")
             .arg(self.wait_replicas)
             .arg(u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX));
-        let mut conn = self.conn.clone();
+        let mut conn = self.wait_lanes.next().unwrap_or_else(|| self.conn.clone());
         let answer = match pipe.query_async(&mut conn).await {
             // A primary that never ran it (a promoted replica, a restarted server).
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {

@@ -13,10 +13,15 @@ mod directory;
 mod log;
 mod scripts;
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
 use redis::{AsyncCommands, RedisError};
 
 use super::{
-    RedisConn,
+    RedisConn, RedisTarget,
     bus::RedisBus,
     schema::{Schema, decode_log_entry},
 };
@@ -67,6 +72,26 @@ pub(super) fn internal(e: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Internal(e.into())
 }
 
+/// Connections (to each primary) for appends that wait for replicas. `WAIT` blocks its
+/// connection: Redis reads nothing more from it until the replicas answer, so on one shared
+/// connection every waiting append to a primary would queue behind the previous one's
+/// replication round trip. Taking lanes in turn lets that many wait at once.
+const WAIT_LANES: usize = 8;
+
+#[derive(Default)]
+struct WaitLanes {
+    lanes: Vec<RedisConn>,
+    next: AtomicUsize,
+}
+
+impl WaitLanes {
+    /// The next lane (a clone: connections are shared handles), or `None` without lanes.
+    fn next(&self) -> Option<RedisConn> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lanes.get(turn % self.lanes.len().max(1)).cloned()
+    }
+}
+
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -76,6 +101,8 @@ pub struct RedisStore {
     retention: u64,
     /// Replicas that must acknowledge a message before its send is answered (0: none).
     wait_replicas: u32,
+    /// Connections for appends that wait for replicas (see [`WAIT_LANES`]), taken in turn.
+    wait_lanes: Arc<WaitLanes>,
     /// This instance's pub/sub connection: the log's live side.
     bus: RedisBus,
 }
@@ -96,17 +123,29 @@ impl RedisStore {
             schema,
             retention,
             wait_replicas: 0,
+            wait_lanes: Arc::default(),
             bus,
         }
     }
 
     /// Answers a send only once `replicas` replicas hold the message (Redis `WAIT`), so
-    /// that a failover cannot lose an acknowledged message.
-    pub fn waiting_for_replicas(self, replicas: u32) -> Self {
-        Self {
+    /// that a failover cannot lose an acknowledged message. Opens [`WAIT_LANES`] more
+    /// connections to `target` for those appends.
+    pub fn waiting_for_replicas(self, replicas: u32, target: &RedisTarget) -> anyhow::Result<Self> {
+        let lanes = match replicas {
+            0 => Vec::new(),
+            _ => (0..WAIT_LANES)
+                .map(|_| RedisConn::open(target))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        Ok(Self {
             wait_replicas: replicas,
+            wait_lanes: Arc::new(WaitLanes {
+                lanes,
+                next: AtomicUsize::new(0),
+            }),
             ..self
-        }
+        })
     }
 
     /// Rooms with their current last seq and first retained seq, in the order of `ids`,
