@@ -23,6 +23,17 @@ async fn room_slot(cluster: &RedisCluster, room_id: &str) -> u16 {
     answer.trim().parse().unwrap()
 }
 
+/// The primary that owns a room's slot, and its replicas (at least one).
+async fn room_shard(cluster: &RedisCluster, room_id: &str) -> (Primary, Vec<u16>) {
+    let primary = cluster
+        .primary_of(room_slot(cluster, room_id).await)
+        .await
+        .unwrap();
+    let replicas = cluster.replicas_of(&primary).await.unwrap();
+    assert!(!replicas.is_empty(), "{primary:?} has a replica");
+    (primary, replicas)
+}
+
 /// How many connections on `primary` hold shard-channel subscriptions (`ssub=` in CLIENT
 /// LIST), and how many subscribers `channel` has there.
 async fn subscribers(cluster: &RedisCluster, primary: &Primary, channel: &str) -> (usize, u64) {
@@ -271,12 +282,7 @@ async fn a_send_succeeds_only_once_a_replica_holds_it_even_retried_elsewhere() {
     let mut alice = a.register("alice").await;
     let room = alice.create_room("Careful").await;
     let mut alice_on_b = b.connect(&alice);
-    let primary = cluster
-        .primary_of(room_slot(&cluster, &room.id).await)
-        .await
-        .unwrap();
-    let replicas = cluster.replicas_of(&primary).await.unwrap();
-    assert!(!replicas.is_empty(), "{primary:?} has a replica");
+    let (_, replicas) = room_shard(&cluster, &room.id).await;
     let request = || pb::SendMessageRequest {
         room_id: room.id.clone(),
         text: "kept".into(),
@@ -324,11 +330,7 @@ async fn a_send_waiting_for_replicas_does_not_hold_up_other_requests_to_its_prim
     let mut alice = a.register("alice").await;
     let room = alice.create_room("Patient").await;
     let mut waiting_alice = a.connect(&alice);
-    let primary = cluster
-        .primary_of(room_slot(&cluster, &room.id).await)
-        .await
-        .unwrap();
-    let replicas = cluster.replicas_of(&primary).await.unwrap();
+    let (primary, replicas) = room_shard(&cluster, &room.id).await;
     // The first send loads the append script (a NOSCRIPT answer would be followed by a WAIT
     // covering nothing of this test).
     alice.send(&room.id, "first").await;

@@ -10,7 +10,10 @@ use tokio::sync::broadcast;
 /// UNAVAILABLE.
 const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-use super::{LogEntry, RedisStore, entry_message, internal, scripts::APPEND, store_error, to_json};
+use super::{
+    LogEntry, RedisStore, ReplicaWait, entry_message, internal, scripts::APPEND, store_error,
+    to_json,
+};
 use crate::{
     ids::RoomId,
     records::MessageRecord,
@@ -34,10 +37,10 @@ impl Log for RedisStore {
         let json = to_json(&message)?;
         // Waiting for replicas, the message is published only once they hold it: a stream
         // must never show a message that a failover then loses (and whose seq it reuses).
-        let publish = match (self.wait_replicas, self.schema.is_cluster()) {
-            (1.., _) => "",
-            (0, true) => "SPUBLISH",
-            (0, false) => "PUBLISH",
+        let publish = match (&self.replica_wait, self.schema.is_cluster()) {
+            (Some(_), _) => "",
+            (None, true) => "SPUBLISH",
+            (None, false) => "PUBLISH",
         };
         let mut invocation = APPEND.prepare_invoke();
         invocation
@@ -54,8 +57,8 @@ impl Log for RedisStore {
             .arg(MESSAGE_TAG)
             .arg(&message.sender_id)
             .arg(publish);
-        let (status, seq, stored): (i64, u64, Vec<u8>) = if self.wait_replicas > 0 {
-            self.append_and_wait(&invocation, room).await?
+        let (status, seq, stored): (i64, u64, Vec<u8>) = if let Some(wait) = &self.replica_wait {
+            wait.append(&invocation, room).await?
         } else {
             invocation
                 .invoke_async(&mut self.conn.clone())
@@ -79,7 +82,7 @@ impl Log for RedisStore {
                 created: false,
             },
         };
-        if self.wait_replicas > 0 {
+        if self.replica_wait.is_some() {
             // Also for a retry: the first attempt may have stopped before publishing, and
             // a second delivery of one seq is dropped by every stream.
             let body = if status == 1 {
@@ -159,20 +162,20 @@ impl Log for RedisStore {
     }
 }
 
-impl RedisStore {
+impl ReplicaWait {
     /// Runs the append script and `WAIT` in one pipeline, so both go to the room's primary
     /// on one connection. `WAIT` counts the replicas holding what the primary had written
     /// when this connection's previous command ran (Redis notes the offset after each
     /// command). Sent on its own, it could leave as the first command of a fresh connection
     /// (after a reconnect, or to the replica a failover promoted) and answer at once for a
     /// write it never saw; right behind the script, it covers the message, also on a retry
-    /// that finds the message already stored. It goes on one of the wait lanes, where the
-    /// blocked connection holds up nothing but other waiting appends.
+    /// that finds the message already stored. It goes on the next lane, where the blocked
+    /// connection holds up nothing but other waiting appends.
     ///
     /// Short of the configured replicas the send is answered UNAVAILABLE: the message is in
     /// the log (and may be delivered), but a failover now could lose it, so the client
     /// should retry with the same client id, which finds it rather than sending it twice.
-    async fn append_and_wait(
+    async fn append(
         &self,
         invocation: &ScriptInvocation<'_>,
         room: &RoomId,
@@ -180,9 +183,9 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.invoke_script(invocation)
             .cmd("WAIT")
-            .arg(self.wait_replicas)
+            .arg(self.replicas)
             .arg(u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX));
-        let mut conn = self.wait_lanes.next().unwrap_or_else(|| self.conn.clone());
+        let mut conn = self.lane();
         let answer = match pipe.query_async(&mut conn).await {
             // A primary that never ran it (a promoted replica, a restarted server).
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -197,10 +200,10 @@ impl RedisStore {
         let (appended, acknowledged): ((i64, u64, Vec<u8>), u32) = answer.map_err(store_error)?;
         // (An unknown room or a non-member wrote nothing: their answer stands.)
         let stored = matches!(appended.0, 0 | 1);
-        if stored && acknowledged < self.wait_replicas {
+        if stored && acknowledged < self.replicas {
             return Err(StoreError::Unavailable(anyhow::anyhow!(
                 "{acknowledged} of {} replicas acknowledged a message of room {room} in time",
-                self.wait_replicas
+                self.replicas
             )));
         }
         Ok(appended)

@@ -72,23 +72,26 @@ pub(super) fn internal(e: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Internal(e.into())
 }
 
-/// Connections (to each primary) for appends that wait for replicas. `WAIT` blocks its
-/// connection: Redis reads nothing more from it until the replicas answer, so on one shared
-/// connection every waiting append to a primary would queue behind the previous one's
-/// replication round trip. Taking lanes in turn lets that many wait at once.
-const WAIT_LANES: usize = 8;
-
-#[derive(Default)]
-struct WaitLanes {
+/// Waiting for replicas before a send is answered (`--redis-wait-replicas`).
+///
+/// `WAIT` blocks its connection: Redis reads nothing more from it until the replicas
+/// answer, so on the store's shared connection every waiting append to a primary would
+/// queue behind the previous one's replication round trip, and so would every other request
+/// to that primary. Waiting appends take [`WAIT_LANES`] connections of their own in turn.
+struct ReplicaWait {
+    /// Replicas that must hold a message (at least 1).
+    replicas: u32,
     lanes: Vec<RedisConn>,
     next: AtomicUsize,
 }
 
-impl WaitLanes {
-    /// The next lane (a clone: connections are shared handles), or `None` without lanes.
-    fn next(&self) -> Option<RedisConn> {
+const WAIT_LANES: usize = 8;
+
+impl ReplicaWait {
+    /// The next lane (a clone: connections are shared handles).
+    fn lane(&self) -> RedisConn {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lanes.get(turn % self.lanes.len().max(1)).cloned()
+        self.lanes[turn % self.lanes.len()].clone()
     }
 }
 
@@ -99,10 +102,8 @@ pub struct RedisStore {
     schema: Schema,
     /// Messages kept per room; 0 keeps all.
     retention: u64,
-    /// Replicas that must acknowledge a message before its send is answered (0: none).
-    wait_replicas: u32,
-    /// Connections for appends that wait for replicas (see [`WAIT_LANES`]), taken in turn.
-    wait_lanes: Arc<WaitLanes>,
+    /// Set when sends are answered only once replicas hold the message.
+    replica_wait: Option<Arc<ReplicaWait>>,
     /// This instance's pub/sub connection: the log's live side.
     bus: RedisBus,
 }
@@ -122,8 +123,7 @@ impl RedisStore {
             conn,
             schema,
             retention,
-            wait_replicas: 0,
-            wait_lanes: Arc::default(),
+            replica_wait: None,
             bus,
         }
     }
@@ -132,18 +132,18 @@ impl RedisStore {
     /// that a failover cannot lose an acknowledged message. Opens [`WAIT_LANES`] more
     /// connections to `target` for those appends.
     pub fn waiting_for_replicas(self, replicas: u32, target: &RedisTarget) -> anyhow::Result<Self> {
-        let lanes = match replicas {
-            0 => Vec::new(),
-            _ => (0..WAIT_LANES)
-                .map(|_| RedisConn::open(target))
-                .collect::<anyhow::Result<_>>()?,
-        };
+        if replicas == 0 {
+            return Ok(self);
+        }
+        let lanes = (0..WAIT_LANES)
+            .map(|_| RedisConn::open(target))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            wait_replicas: replicas,
-            wait_lanes: Arc::new(WaitLanes {
+            replica_wait: Some(Arc::new(ReplicaWait {
+                replicas,
                 lanes,
                 next: AtomicUsize::new(0),
-            }),
+            })),
             ..self
         })
     }
