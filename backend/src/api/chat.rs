@@ -61,7 +61,10 @@ impl ChatApi {
         Ok(Response::new(Box::pin(SessionBody::new(
             outbox,
             Some(watched),
-            session.run(initial, frames),
+            // Boxed: the session's future lives as long as the stream, and a `Streaming`
+            // held inline (~230 bytes, twice over in the nested futures) would make every
+            // stream pay for what only `Chat` calls use.
+            session.run(initial, frames.map(Box::new)),
         ))))
     }
 }

@@ -11,7 +11,9 @@ mod body;
 mod rooms;
 mod watch;
 
-use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    collections::HashMap, future::Future, sync::Arc, sync::atomic::Ordering, time::Duration,
+};
 
 use futures::{Stream, StreamExt};
 use natter_proto::{
@@ -64,8 +66,8 @@ impl From<ApiError> for End {
 pub(crate) struct Session {
     natter: Arc<Natter>,
     caller: Caller,
-    user: UserRecord,
-    /// Counts this stream open (in the metrics and in presence) until it is dropped.
+    /// Counts this stream open (in the metrics and in presence) until it is dropped; it
+    /// holds the user's record for the session too (see [`Session::user`]).
     open: OpenStream,
     out: Arc<Outbox>,
     /// Highest seq delivered per followed room.
@@ -85,21 +87,20 @@ impl Session {
         out: Arc<Outbox>,
     ) -> ApiResult<Self> {
         let user = natter.account(&caller).await?;
-        let mut open = OpenStream::admit(natter.clone(), user.clone(), web)?;
+        let mut open = OpenStream::admit(natter.clone(), user, web)?;
         // Counted in presence from the first poll of `stream_opened`: the client may leave
         // (dropping this future and the guard with it) while the rest of it awaits. A
         // refused or failed open takes its count back itself. This happens before the call
         // is answered, so a refusal (the account's stream limit) is the call's status, and
         // a stream the client never reads cannot hold a place it was not given.
         open.counted_in_presence = true;
-        if let Err(e) = Box::pin(natter.stream_opened(&user)).await {
+        if let Err(e) = Box::pin(natter.stream_opened(&open.user)).await {
             open.counted_in_presence = false;
             return Err(e);
         }
         Ok(Self {
             natter,
             caller,
-            user,
             open,
             out,
             delivered: HashMap::new(),
@@ -110,11 +111,31 @@ impl Session {
 
     /// Runs the stream until the client leaves, the server shuts down or a dependency fails.
     /// `frames` carries a `Chat` call's client frames; a `Subscribe` call passes `initial`.
-    pub(crate) async fn run<F>(mut self, initial: Option<pb::SubscribeRequest>, frames: Option<F>)
+    ///
+    /// Not an `async fn` awaiting `serve`: rustc keeps an awaited future's temporary next to
+    /// the awaited copy (rust-lang/rust#62958), so the wrapper held `serve`'s state twice,
+    /// and this future lives as long as the stream. A combinator holds it once.
+    pub(crate) fn run<F>(
+        self,
+        initial: Option<pb::SubscribeRequest>,
+        frames: Option<F>,
+    ) -> impl Future<Output = ()>
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        match self.serve(initial, frames).await {
+        futures::FutureExt::map(self.serve(initial, frames), |(session, end)| {
+            session.finish(end);
+        })
+    }
+
+    /// The signed-in user (the record read when the stream opened).
+    fn user(&self) -> &UserRecord {
+        &self.open.user
+    }
+
+    /// Tells the client why its stream ended, where there is something to say.
+    fn finish(self, end: End) {
+        match end {
             End::Closed => {}
             End::Failed(e) => self.out.push_now(Err(Box::new(e.into()))),
             // Without waiting: a client too slow to take these is told by the stream's end.
@@ -131,51 +152,63 @@ impl Session {
         }
     }
 
-    async fn serve<F>(
-        &mut self,
+    /// The stream's life: subscribing (for `Subscribe`), then live events, heartbeats and
+    /// client frames until it ends; the session comes back with why.
+    ///
+    /// An `async` block rather than an `async fn`: an `async fn` moves its arguments into
+    /// locals and keeps both copies (rust-lang/rust#62958), the session twice; the block
+    /// uses the captured session in place.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the session twice"
+    )]
+    fn serve<F>(
+        mut self,
         initial: Option<pb::SubscribeRequest>,
         mut frames: Option<F>,
-    ) -> End
+    ) -> impl Future<Output = (Self, End)>
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        if let Some(request) = initial
-            && let Err(end) = Box::pin(self.subscribe(request)).await
-        {
-            return end;
-        }
-        let interval = self
-            .natter
-            .config()
-            .heartbeat_interval
-            .max(Duration::from_millis(10));
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The cancellation future is made once: polling it registers a waiter in a list
-        // shared by every stream, which must not happen again per event.
-        let shutdown = self.natter.shutdown().clone();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        // A future is as large as its largest await, and this one lives as long as the
-        // stream: the rare paths (subscribing, client frames, room-list changes, repairs)
-        // are boxed, so an idle stream holds only the hot path's state.
-        loop {
-            let step = tokio::select! {
-                () = &mut cancelled => Err(End::Draining),
-                _ = heartbeat.tick() => self.on_heartbeat().await,
-                Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
-                Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
-                Some(frame) = next_frame(&mut frames) => match frame {
-                    Ok(frame) => Box::pin(self.on_frame(frame)).await,
-                    Err(status) => {
-                        tracing::debug!(%status, "client frame stream failed");
-                        Err(End::Closed)
-                    }
-                },
-            };
-            if let Err(end) = step {
-                return end;
+        async move {
+            if let Some(request) = initial
+                && let Err(end) = Box::pin(self.subscribe(request)).await
+            {
+                return (self, end);
+            }
+            let interval = self
+                .natter
+                .config()
+                .heartbeat_interval
+                .max(Duration::from_millis(10));
+            let mut heartbeat =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The cancellation future is made once: polling it registers a waiter in a list
+            // shared by every stream, which must not happen again per event.
+            let shutdown = self.natter.shutdown().clone();
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(cancelled);
+            // A future is as large as its largest await, and this one lives as long as the
+            // stream: the rare paths (subscribing, client frames, room-list changes, repairs)
+            // are boxed, so an idle stream holds only the hot path's state.
+            loop {
+                let step = tokio::select! {
+                    () = &mut cancelled => Err(End::Draining),
+                    _ = heartbeat.tick() => self.on_heartbeat().await,
+                    Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
+                    Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
+                    Some(frame) = next_frame(&mut frames) => match frame {
+                        Ok(frame) => Box::pin(self.on_frame(frame)).await,
+                        Err(status) => {
+                            tracing::debug!(%status, "client frame stream failed");
+                            Err(End::Closed)
+                        }
+                    },
+                };
+                if let Err(end) = step {
+                    return (self, end);
+                }
             }
         }
     }
@@ -215,10 +248,11 @@ impl Session {
         Ok(())
     }
 
-    /// Queues an event for this client only, encoding it.
-    async fn send(&self, event: Ev) -> Result<(), End> {
+    /// Queues an event for this client only, encoding it at once: the event is not kept
+    /// across the wait for room in the outbox, so every future awaiting this stays small
+    /// (an `Ev` is ~300 bytes, and a stream's future is as large as its largest await).
+    fn send(&self, event: Ev) -> impl Future<Output = Result<(), End>> + Send + '_ {
         self.send_encoded(EncodedEvent::from(&convert::event(event)))
-            .await
     }
 
     /// Queues an encoded event. When the outbox is full this returns to the response body

@@ -22,10 +22,10 @@ impl Session {
         // The user's own topic first: a room joined from now on is announced there.
         self.own = Some(BroadcastStream::new(
             self.natter
-                .follow(&Topic::User(self.user.id.clone()))
+                .follow(&Topic::User(self.user().id.clone()))
                 .await?,
         ));
-        let rooms = self.natter.rooms_of(&self.user.id).await?;
+        let rooms = self.natter.rooms_of(&self.user().id).await?;
         for room in &rooms {
             let receiver = self.natter.follow(&Topic::Room(room.id.clone())).await?;
             self.live
@@ -34,7 +34,7 @@ impl Session {
         let mut views = Vec::with_capacity(rooms.len());
         for room in &rooms {
             views.push(convert::room_view(
-                &self.natter.room_view(room, &self.user.id).await?,
+                &self.natter.room_view(room, &self.user().id).await?,
             ));
         }
         let heartbeat_interval_ms =
@@ -148,7 +148,7 @@ impl Session {
                 if typing
                     .user
                     .as_ref()
-                    .is_some_and(|u| u.id == self.user.id.as_str()) =>
+                    .is_some_and(|u| u.id == self.user().id.as_str()) =>
             {
                 Ok(())
             }
@@ -233,7 +233,7 @@ impl Session {
         Metrics::inc(&self.natter.metrics().stream_repairs);
         let (room, member) = self
             .natter
-            .room_and_membership(room_id, &self.user.id)
+            .room_and_membership(room_id, &self.user().id)
             .await?;
         match room {
             Some(_) if member => self.catch_up(room_id).await,
@@ -271,7 +271,7 @@ impl Session {
     async fn resync_rooms(&mut self) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics().room_list_resyncs);
         self.natter.account(&self.caller).await?;
-        let rooms = self.natter.rooms_of(&self.user.id).await?;
+        let rooms = self.natter.rooms_of(&self.user().id).await?;
         let followed: Vec<RoomId> = self.delivered.keys().cloned().collect();
         for id in followed {
             if !rooms.iter().any(|r| r.id == id) {
@@ -280,7 +280,8 @@ impl Session {
         }
         for room in rooms {
             if !self.delivered.contains_key(&room.id) {
-                let view = convert::room_view(&self.natter.room_view(&room, &self.user.id).await?);
+                let view =
+                    convert::room_view(&self.natter.room_view(&room, &self.user().id).await?);
                 self.follow(
                     &room,
                     room.last_seq,
