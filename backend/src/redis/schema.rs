@@ -11,7 +11,7 @@ use crate::{
     convert,
     ids::{RoomId, UserId},
     records::MessageRecord,
-    seams::{BusMessage, Topic},
+    seams::{BusMessage, EventKind, Topic},
 };
 
 /// Key and channel names under one prefix.
@@ -179,7 +179,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 pub fn decode_payload(payload: &[u8]) -> anyhow::Result<BusMessage> {
     match payload.split_first() {
         Some((&EVENT_TAG, body)) => Ok(BusMessage::Event {
-            event: Event::decode(body)?,
+            kind: EventKind::of(Event::decode(body)?),
             encoded: EncodedEvent(bytes::Bytes::copy_from_slice(body)),
         }),
         Some((b'M', body)) => {
@@ -274,9 +274,10 @@ mod tests {
             client_id: String::new(),
         };
         let payload = format!("M42\n{}", serde_json::to_string(&record).unwrap());
-        let BusMessage::Event { event, .. } = decode_payload(payload.as_bytes()).unwrap() else {
-            panic!("an event");
-        };
+        let event = decode_payload(payload.as_bytes())
+            .unwrap()
+            .decoded()
+            .expect("an event");
         let Some(event::Event::Message(message)) = event.event else {
             panic!("a message");
         };

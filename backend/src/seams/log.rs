@@ -15,7 +15,10 @@ use crate::{
     ids::{RoomId, UserId},
     records::MessageRecord,
 };
-use natter_proto::{EncodedEvent, v1::Event};
+use natter_proto::{
+    EncodedEvent,
+    v1::{Event, event::Event as Ev},
+};
 use tokio::sync::broadcast;
 
 /// Where events go: a room (its messages, typing, presence and membership changes) or one
@@ -39,16 +42,12 @@ impl fmt::Display for Topic {
 
 /// What a topic's receivers get.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "always behind an Arc, never moved by value"
-)]
 pub enum BusMessage {
-    /// An event to deliver, with its encoding, made once for all the streams it goes to.
+    /// An event to deliver, encoded once for all the streams it goes to.
     Event {
-        /// The event, for streams that look into it (seq checks, filters).
-        event: Event,
-        /// The same event encoded, which streams send as is.
+        /// What streams look at to decide whether to send it (seq checks, filters).
+        kind: EventKind,
+        /// The event encoded, which streams send as is.
         encoded: EncodedEvent,
     },
     /// The bus may have missed events (its connection to the broker was re-established):
@@ -56,11 +55,69 @@ pub enum BusMessage {
     Resync,
 }
 
+/// The little of an event that streams look into; the rest of it stays encoded.
+///
+/// A room's ring keeps its last events for every member's stream, and the decoded event
+/// kept next to its encoding doubled what each one held (a message's text twice, and a
+/// presence notice's user record besides its bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A room's message: streams deliver it in seq order and repair gaps from the log.
+    Message {
+        /// Its seq in the room.
+        seq: u64,
+        /// When it was appended (unix milliseconds), for the fan-out latency series.
+        sent_at: i64,
+    },
+    /// Someone typing: not echoed to the typist's own streams.
+    Typing {
+        /// Whose notice it is.
+        user_id: Option<String>,
+    },
+    /// A room changed (joined, left, deleted) or a session ended: rare, and streams act on
+    /// what it says.
+    Control(Box<Event>),
+    /// Anything else (presence, heartbeats): sent as is.
+    Plain,
+    /// No body (an event this build does not know, from a newer instance): nothing to send.
+    Empty,
+}
+
+impl EventKind {
+    /// What streams need of `event`.
+    pub fn of(event: Event) -> Self {
+        match &event.event {
+            Some(Ev::Message(message)) => EventKind::Message {
+                seq: message.seq,
+                sent_at: message.sent_at,
+            },
+            Some(Ev::Typing(typing)) => EventKind::Typing {
+                user_id: typing.user.as_ref().map(|user| user.id.clone()),
+            },
+            Some(Ev::RoomChanged(_) | Ev::SessionEnded(_)) => EventKind::Control(Box::new(event)),
+            Some(_) => EventKind::Plain,
+            None => EventKind::Empty,
+        }
+    }
+}
+
 impl BusMessage {
     /// Wraps an event, encoding it once.
     pub fn event(event: Event) -> Self {
         let encoded = EncodedEvent::from(&event);
-        BusMessage::Event { event, encoded }
+        BusMessage::Event {
+            kind: EventKind::of(event),
+            encoded,
+        }
+    }
+
+    /// The whole event, decoded again from its encoding (for tests and tools; streams look
+    /// at [`EventKind`] only).
+    pub fn decoded(&self) -> Option<Event> {
+        match self {
+            BusMessage::Event { encoded, .. } => prost::Message::decode(encoded.0.clone()).ok(),
+            BusMessage::Resync => None,
+        }
     }
 }
 

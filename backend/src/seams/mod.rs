@@ -15,5 +15,5 @@ mod presence;
 pub use directory::{
     DIRECTORY_SCAN_LIMIT, Directory, StoreError, StoreResult, UserPage, search_users,
 };
-pub use log::{Appended, BusError, BusMessage, Log, NewMessage, SharedEvent, Topic};
+pub use log::{Appended, BusError, BusMessage, EventKind, Log, NewMessage, SharedEvent, Topic};
 pub use presence::Presence;

@@ -13,7 +13,7 @@ use crate::{
     ids::RoomId,
     metrics::Metrics,
     records::RoomRecord,
-    seams::{BusMessage, SharedEvent, Topic},
+    seams::{BusMessage, EventKind, SharedEvent, Topic},
 };
 
 impl Session {
@@ -118,23 +118,23 @@ impl Session {
                 return Box::pin(self.repair_room(&room_id)).await;
             }
         };
-        let (event, encoded) = match shared.as_ref() {
-            BusMessage::Event { event, encoded } => (event, encoded),
+        let (kind, encoded) = match shared.as_ref() {
+            BusMessage::Event { kind, encoded } => (kind, encoded),
             BusMessage::Resync => return Box::pin(self.repair_room(&room_id)).await,
         };
-        match &event.event {
-            Some(Ev::Message(message)) => {
+        match kind {
+            &EventKind::Message { seq, sent_at } => {
                 let Some(delivered) = self.delivered.get_mut(&room_id) else {
                     return Ok(());
                 };
-                if message.seq <= *delivered {
+                if seq <= *delivered {
                     Ok(())
-                } else if message.seq == *delivered + 1 {
-                    *delivered = message.seq;
+                } else if seq == *delivered + 1 {
+                    *delivered = seq;
                     self.send_encoded(encoded.clone()).await?;
                     let metrics = self.natter.metrics();
                     metrics.messages_delivered.inc(self.open.web);
-                    let since_append = crate::auth::now_ms().saturating_sub(message.sent_at);
+                    let since_append = crate::auth::now_ms().saturating_sub(sent_at);
                     metrics
                         .fanout_latency
                         .observe(u64::try_from(since_append).unwrap_or(0));
@@ -144,19 +144,19 @@ impl Session {
                     Box::pin(self.catch_up(&room_id)).await
                 }
             }
-            Some(Ev::Typing(typing))
-                if typing
-                    .user
-                    .as_ref()
-                    .is_some_and(|u| u.id == self.user().id.as_str()) =>
+            EventKind::Typing { user_id }
+                if user_id.as_deref() == Some(self.user().id.as_str()) =>
             {
                 Ok(())
             }
-            Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
-                Box::pin(self.drop_room(&room_id, change.clone())).await
-            }
-            Some(_) => self.send_encoded(encoded.clone()).await,
-            None => Ok(()),
+            EventKind::Control(event) => match &event.event {
+                Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
+                    Box::pin(self.drop_room(&room_id, change.clone())).await
+                }
+                _ => self.send_encoded(encoded.clone()).await,
+            },
+            EventKind::Typing { .. } | EventKind::Plain => self.send_encoded(encoded.clone()).await,
+            EventKind::Empty => Ok(()),
         }
     }
 
@@ -168,8 +168,13 @@ impl Session {
             Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(_)) => return self.resync_rooms().await,
         };
-        let BusMessage::Event { event, .. } = shared.as_ref() else {
-            return self.resync_rooms().await;
+        let event = match shared.as_ref() {
+            BusMessage::Event {
+                kind: EventKind::Control(event),
+                ..
+            } => event,
+            BusMessage::Event { .. } => return Ok(()),
+            BusMessage::Resync => return self.resync_rooms().await,
         };
         if let Some(Ev::SessionEnded(ended)) = &event.event {
             return self.check_session(ended.clone()).await;

@@ -10,7 +10,7 @@ use natter_server::{
     ids::{RoomId, UserId},
     records::{AccountChange, EndedSession, MessageRecord, RoomKind, RoomRecord, UserRecord},
     redis::{RedisBus, RedisConn, RedisStore, RedisTarget, schema::Schema},
-    seams::{BusMessage, Directory, Log, NewMessage, StoreError, Topic, search_users},
+    seams::{Directory, Log, NewMessage, StoreError, Topic, search_users},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -546,15 +546,11 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
             .await
             .expect("an event in time")
             .expect("the follower keeps up");
-        match &*delivered {
-            BusMessage::Event {
-                event:
-                    pb::Event {
-                        event: Some(Ev::Message(m)),
-                    },
-                ..
-            } => seen.push(format!("#{}", m.seq)),
-            BusMessage::Event { event, .. } if *event == typing => seen.push("typing".into()),
+        match delivered.decoded() {
+            Some(pb::Event {
+                event: Some(Ev::Message(m)),
+            }) => seen.push(format!("#{}", m.seq)),
+            Some(event) if event == typing => seen.push("typing".into()),
             other => panic!("unexpected {other:?}"),
         }
     }
