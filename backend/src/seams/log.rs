@@ -227,3 +227,78 @@ pub trait Log: Send + Sync + 'static {
     /// Times the connection to the broker was re-established.
     fn reconnects(&self) -> u64;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_proto::v1 as pb;
+
+    fn wrap(event: Ev) -> BusMessage {
+        BusMessage::event(Event { event: Some(event) })
+    }
+
+    fn kind(message: &BusMessage) -> &EventKind {
+        match message {
+            BusMessage::Event { kind, .. } => kind,
+            BusMessage::Resync => panic!("an event"),
+        }
+    }
+
+    /// Streams decide from the kind alone and send the encoding, so the kind must carry
+    /// exactly what they look at, and the encoding the whole event.
+    #[test]
+    fn an_event_keeps_what_streams_look_at_and_its_whole_encoding() {
+        let message = wrap(Ev::Message(pb::Message {
+            seq: 7,
+            sent_at: 1_795_312_361_000,
+            text: "a long text kept only once, encoded".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            kind(&message),
+            &EventKind::Message {
+                seq: 7,
+                sent_at: 1_795_312_361_000
+            }
+        );
+        let Some(Ev::Message(back)) = message.decoded().unwrap().event else {
+            panic!("the message");
+        };
+        assert_eq!(back.text, "a long text kept only once, encoded");
+
+        let typing = wrap(Ev::Typing(pb::Typing {
+            room_id: "r".into(),
+            user: Some(pb::User {
+                id: "u1".into(),
+                ..Default::default()
+            }),
+            typing: true,
+        }));
+        assert_eq!(
+            kind(&typing),
+            &EventKind::Typing {
+                user_id: Some("u1".into())
+            }
+        );
+
+        let change = Ev::RoomChanged(pb::RoomChanged {
+            room: None,
+            change: pb::RoomChange::Deleted as i32,
+            user: None,
+        });
+        assert_eq!(
+            kind(&wrap(change.clone())),
+            &EventKind::Control(Box::new(Event {
+                event: Some(change)
+            }))
+        );
+
+        let heartbeat = wrap(Ev::Heartbeat(pb::Heartbeat { server_time: 1 }));
+        assert_eq!(kind(&heartbeat), &EventKind::Plain);
+        assert_eq!(
+            kind(&BusMessage::event(Event { event: None })),
+            &EventKind::Empty
+        );
+        assert_eq!(BusMessage::Resync.decoded(), None);
+    }
+}
