@@ -61,10 +61,7 @@ impl ChatApi {
         Ok(Response::new(Box::pin(SessionBody::new(
             outbox,
             Some(watched),
-            // Boxed: the session's future lives as long as the stream, and a `Streaming`
-            // held inline (~230 bytes, twice over in the nested futures) would make every
-            // stream pay for what only `Chat` calls use.
-            session.run(initial, frames.map(Box::new)),
+            session.run(initial, frames),
         ))))
     }
 }

@@ -114,7 +114,9 @@ impl Session {
     ///
     /// Not an `async fn` awaiting `serve`: rustc keeps an awaited future's temporary next to
     /// the awaited copy (rust-lang/rust#62958), so the wrapper held `serve`'s state twice,
-    /// and this future lives as long as the stream. A combinator holds it once.
+    /// and this future lives as long as the stream. A combinator holds it once. The frames
+    /// are boxed here for the same reason: a `Streaming` held inline (~230 bytes) would make
+    /// every stream pay for what only `Chat` calls use.
     pub(crate) fn run<F>(
         self,
         initial: Option<pb::SubscribeRequest>,
@@ -123,9 +125,12 @@ impl Session {
     where
         F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
     {
-        futures::FutureExt::map(self.serve(initial, frames), |(session, end)| {
-            session.finish(end);
-        })
+        futures::FutureExt::map(
+            self.serve(initial, frames.map(Box::new)),
+            |(session, end)| {
+                session.finish(end);
+            },
+        )
     }
 
     /// The signed-in user (the record read when the stream opened).

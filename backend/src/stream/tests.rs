@@ -113,7 +113,7 @@ async fn an_idle_streams_future_stays_small() {
     let session = Session::open(natter.clone(), caller, false, outbox)
         .await
         .unwrap();
-    let future = session.run(None, None::<Box<tonic::Streaming<pb::ClientFrame>>>);
+    let future = session.run(None, None::<tonic::Streaming<pb::ClientFrame>>);
     let size = std::mem::size_of_val(&future);
     assert!(size <= 1024, "a stream's future takes {size} bytes");
 }
