@@ -57,6 +57,10 @@ struct Args {
     /// embedded instance (and per online user at 1k users, each in 10 rooms).
     #[arg(long)]
     memory_slope: bool,
+    /// Instead: only the memory rows of the standard run (RSS per idle stream and per online
+    /// user, embedded and Redis), for reading one deployment's memory under a profiler.
+    #[arg(long)]
+    memory: bool,
     /// Instead: a reconnect storm, this many streams resuming a room with a 50-message
     /// backlog at once, while another room carries 50 messages/s (embedded and Redis).
     #[arg(long)]
@@ -89,6 +93,37 @@ struct Args {
     serve_baseline: bool,
 }
 
+/// The standard run's memory rows alone (`--memory`).
+async fn memory_rows(args: &Args) -> anyhow::Result<()> {
+    println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
+    println!("|---|---|---|");
+    let mut per_stream = Vec::new();
+    let mut per_user = Vec::new();
+    for redis in [false, true] {
+        let deploy = async || Deployment::compared(redis).await;
+        per_stream.push(memory::idle_memory(&deploy().await?, args.idle_streams).await?);
+        per_user.push(memory::online_user_memory(&deploy().await?, args.online_users).await?);
+    }
+    memory_table_rows(args, &per_stream, &per_user);
+    Ok(())
+}
+
+/// RSS per idle stream and per online user, one column per deployment.
+fn memory_table_rows(args: &Args, per_stream: &[f64], per_user: &[f64]) {
+    row(
+        &format!("RSS per idle stream ({} streams)", args.idle_streams),
+        &|i| format!("{:.1} KiB", per_stream[i] / 1024.0),
+    );
+    row(
+        &format!(
+            "RSS per online user ({} users, one stream each, each in {} rooms)",
+            args.online_users,
+            memory::ROOMS_PER_USER
+        ),
+        &|i| format!("{:.1} KiB", per_user[i] / 1024.0),
+    );
+}
+
 fn ms(seconds: f64) -> String {
     format!("{:.2} ms", seconds * 1000.0)
 }
@@ -107,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.memory_slope {
         return memory_slope().await;
+    }
+    if args.memory {
+        return memory_rows(&args).await;
     }
     if let Some(users) = args.shape {
         let kinds = [Kind::Embedded, Kind::Redis];
@@ -149,18 +187,7 @@ async fn main() -> anyhow::Result<()> {
         &|i| fanout[i].sent.to_string(),
     );
     delivery_rows(&args, &fanout, &latency);
-    row(
-        &format!("RSS per idle stream ({} streams)", args.idle_streams),
-        &|i| format!("{:.1} KiB", per_stream[i] / 1024.0),
-    );
-    row(
-        &format!(
-            "RSS per online user ({} users, one stream each, each in {} rooms)",
-            args.online_users,
-            memory::ROOMS_PER_USER
-        ),
-        &|i| format!("{:.1} KiB", per_user[i] / 1024.0),
-    );
+    memory_table_rows(&args, &per_stream, &per_user);
 
     eprintln!("== baselines");
     let logs = tempfile::tempdir()?;
