@@ -100,12 +100,20 @@ async fn memory_rows(args: &Args) -> anyhow::Result<()> {
     let mut per_stream = Vec::new();
     let mut per_user = Vec::new();
     for redis in [false, true] {
-        let deploy = async || Deployment::compared(redis).await;
-        per_stream.push(memory::idle_memory(&deploy().await?, args.idle_streams).await?);
-        per_user.push(memory::online_user_memory(&deploy().await?, args.online_users).await?);
+        let (stream, user) = memory_of(args, redis).await?;
+        per_stream.push(stream);
+        per_user.push(user);
     }
     memory_table_rows(args, &per_stream, &per_user);
     Ok(())
+}
+
+/// RSS per idle stream and per online user of one deployment, each on a fresh one.
+async fn memory_of(args: &Args, redis: bool) -> anyhow::Result<(f64, f64)> {
+    let deploy = async || Deployment::compared(redis).await;
+    let per_stream = memory::idle_memory(&deploy().await?, args.idle_streams).await?;
+    let per_user = memory::online_user_memory(&deploy().await?, args.online_users).await?;
+    Ok((per_stream, per_user))
 }
 
 /// RSS per idle stream and per online user, one column per deployment.
@@ -176,8 +184,9 @@ async fn main() -> anyhow::Result<()> {
         let (f, l) = fanout_and_latency(&args, deploy).await?;
         fanout.push(f);
         latency.push(l);
-        per_stream.push(memory::idle_memory(&deploy().await?, args.idle_streams).await?);
-        per_user.push(memory::online_user_memory(&deploy().await?, args.online_users).await?);
+        let (stream, user) = memory_of(&args, redis).await?;
+        per_stream.push(stream);
+        per_user.push(user);
     }
     row(
         &format!(
