@@ -150,48 +150,76 @@ impl RedisStore {
 
     /// Rooms with their current last seq and first retained seq, in the order of `ids`,
     /// leaving out those that do not exist (and, given `member`, those it is not a member
-    /// of: a user's room index may hold rooms they left). One pipeline per room, each in
-    /// its room's slot, all in flight at once.
+    /// of: a user's room index may hold rooms they left).
+    ///
+    /// On one server every room's reads go in one pipeline: one request in flight per call.
+    /// A Redis Cluster refuses a pipeline that spans slots, so there each room gets its own
+    /// pipeline in its room's slot, all in flight at once. (One pipeline per room on a single
+    /// server too put ten thousand requests in flight on the shared connection when a
+    /// thousand users in ten rooms subscribed at once; BENCHMARKS.md records what it cost.)
     pub(super) async fn load_rooms(
         &self,
         ids: &[RoomId],
         member: Option<&UserId>,
     ) -> StoreResult<Vec<RoomRecord>> {
-        let loads = ids.iter().map(|id| self.load_room(id, member));
-        let rooms = futures::future::try_join_all(loads).await?;
-        Ok(rooms.into_iter().flatten().collect())
+        let rows = if self.schema.is_cluster() {
+            let loads = ids
+                .iter()
+                .map(|id| self.query_rooms(std::slice::from_ref(id), member));
+            futures::future::try_join_all(loads)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            self.query_rooms(ids, member).await?
+        };
+        let mut rooms = Vec::with_capacity(rows.len());
+        for (json, seq, first, is_member) in rows {
+            let Some(json) = json.filter(|_| is_member) else {
+                continue;
+            };
+            let mut room: RoomRecord = serde_json::from_slice(&json).map_err(internal)?;
+            room.last_seq = seq.unwrap_or(0);
+            room.first_seq = match first.first() {
+                Some(entry) => entry_seq(entry)?,
+                None => room.last_seq + 1,
+            };
+            rooms.push(room);
+        }
+        Ok(rooms)
     }
 
-    async fn load_room(
+    /// One pipeline reading each room of `ids`: its record, last seq, first log entry and
+    /// (given `member`) whether `member` belongs to it.
+    async fn query_rooms(
         &self,
-        id: &RoomId,
+        ids: &[RoomId],
         member: Option<&UserId>,
-    ) -> StoreResult<Option<RoomRecord>> {
+    ) -> StoreResult<Vec<RoomRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
-        pipe.get(self.schema.room(id))
-            .get(self.schema.room_seq(id))
-            .xrange_count(self.schema.room_log(id), "-", "+", 1);
-        if let Some(member) = member {
-            pipe.sismember(self.schema.room_members(id), member);
+        for id in ids {
+            pipe.get(self.schema.room(id))
+                .get(self.schema.room_seq(id))
+                .xrange_count(self.schema.room_log(id), "-", "+", 1);
+            if let Some(member) = member {
+                pipe.sismember(self.schema.room_members(id), member);
+            }
         }
         let mut conn = self.conn.clone();
-        let (json, seq, first, is_member): (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>, bool) =
-            if member.is_some() {
-                pipe.query_async(&mut conn).await.map_err(store_error)?
-            } else {
-                let (json, seq, first) = pipe.query_async(&mut conn).await.map_err(store_error)?;
-                (json, seq, first, true)
-            };
-        let Some(json) = json.filter(|_| is_member) else {
-            return Ok(None);
-        };
-        let mut room: RoomRecord = serde_json::from_slice(&json).map_err(internal)?;
-        room.last_seq = seq.unwrap_or(0);
-        room.first_seq = match first.first() {
-            Some(entry) => entry_seq(entry)?,
-            None => room.last_seq + 1,
-        };
-        Ok(Some(room))
+        if member.is_some() {
+            pipe.query_async(&mut conn).await.map_err(store_error)
+        } else {
+            type Unasked = (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>);
+            let rows: Vec<Unasked> = pipe.query_async(&mut conn).await.map_err(store_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|(json, seq, first)| (json, seq, first, true))
+                .collect())
+        }
     }
 
     pub(super) async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
@@ -206,6 +234,10 @@ impl RedisStore {
             .collect()
     }
 }
+
+/// A room's reads in [`RedisStore::query_rooms`]: record, last seq, first log entry, and
+/// whether the asked-about user is a member.
+type RoomRow = (Option<Vec<u8>>, Option<u64>, Vec<LogEntry>, bool);
 
 /// One XRANGE entry: id and field/value pairs.
 pub(super) type LogEntry = (String, Vec<(String, Vec<u8>)>);
