@@ -13,7 +13,9 @@ use tonic::service::{LayerExt, Routes};
 use tonic_web::GrpcWebLayer;
 
 use crate::{
-    api::{auth::AuthApi, chat::ChatApi, in_flight::HoldUntilSentLayer},
+    api::{
+        auth::AuthApi, chat::ChatApi, event_body::EventBodyLayer, in_flight::HoldUntilSentLayer,
+    },
     auth::{self, TokenKeys, load_or_create_secret},
     config::{AdminAction, Config},
     connections,
@@ -162,9 +164,11 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         ));
     }
     let chat = tonic::service::interceptor::InterceptedService::new(
-        HoldUntilSentLayer.named_layer(
-            ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
-                .max_decoding_message_size(max_request),
+        EventBodyLayer.named_layer(
+            HoldUntilSentLayer.named_layer(
+                ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
+                    .max_decoding_message_size(max_request),
+            ),
         ),
         move |mut request: tonic::Request<()>| {
             let caller = keys.verify_metadata(request.metadata())?;

@@ -1,8 +1,7 @@
 //! `natter.v1.ChatService`. The auth interceptor has already verified the token.
 
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 
-use futures::Stream;
 use natter_proto::{
     EncodedEvent,
     v1::{self as pb, server::chat_service_server::ChatService},
@@ -11,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     GrpcWeb, caller,
+    event_body::EventBody,
     in_flight::{HeldUntilSent, InFlight},
 };
 use crate::{
@@ -58,11 +58,12 @@ impl ChatApi {
         let outbox = Arc::new(Outbox::default());
         let session = Session::open(self.natter.clone(), caller, web, outbox.clone()).await?;
         let watched = self.watch.watch(connection);
-        Ok(Response::new(Box::pin(SessionBody::new(
-            outbox,
-            Some(watched),
-            session.run(initial, frames),
-        ))))
+        let body = SessionBody::new(outbox, Some(watched), session.run(initial, frames));
+        let mut response = Response::new(futures::stream::empty());
+        response
+            .extensions_mut()
+            .insert(EventBody::new(tonic::body::Body::new(body)));
+        Ok(response)
     }
 }
 
@@ -70,9 +71,9 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
     Ok(RoomId::parse("room_id", raw)?)
 }
 
-/// The response stream of `Subscribe` and `Chat`.
-pub(crate) type EventStream =
-    Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send + 'static>>;
+/// The response stream of `Subscribe` and `Chat` as tonic sees it: empty. The events are
+/// the [`EventBody`] in the answer's extensions, which [`EventBodyLayer`] makes the body.
+pub(crate) type EventStream = futures::stream::Empty<Result<EncodedEvent, Status>>;
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {

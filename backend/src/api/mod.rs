@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod chat;
+pub(crate) mod event_body;
 pub(crate) mod in_flight;
 
 use tonic::{Request, Status};

@@ -1,11 +1,18 @@
-//! The session *is* the response body: one hop from a room's broadcast to tonic's encoder.
+//! The session *is* the response body: one hop from a room's broadcast to the socket.
 //!
 //! A session used to run on a task of its own and hand each event to the response body
 //! through a per-stream channel. Every delivery then woke two tasks (the session's and
 //! hyper's task for the HTTP stream), and every stream paid for the task and the channel.
 //! Now the session's future is polled by the body itself, inside hyper's task: the session
-//! queues events in its [`Outbox`], the body hands them to tonic (which encodes whatever is
-//! ready into one frame), and when the outbox is empty the body polls the session again.
+//! queues events in its [`Outbox`], the body frames whatever is queued into one chunk, and
+//! when the outbox is empty the body polls the session again.
+//!
+//! The body frames gRPC messages itself instead of handing a stream to tonic: tonic's
+//! encoder keeps one buffer per call for the call's whole life, grown to the largest batch
+//! it ever encoded (the `Ready` event with a user's rooms, a catch-up burst), which made
+//! about 3 KiB of every online user's memory. Here each chunk is allocated at its exact
+//! size and freed once written, so an idle stream holds no buffer at all. The events are
+//! already encoded (see [`EncodedEvent`]); framing one is a 5-byte prefix and a copy.
 //!
 //! Backpressure is unchanged: hyper takes the body's next chunk only once the previous one
 //! has found room in the client's flow-control window, so a client that stops reading
@@ -21,7 +28,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::Stream;
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
 use natter_proto::EncodedEvent;
 use tonic::Status;
 
@@ -33,6 +41,14 @@ pub(crate) const OUTBOX_CAPACITY: usize = 128;
 
 /// A drained outbox buffer keeps its allocation up to this many items.
 const KEPT_CAPACITY: usize = 16;
+
+/// Most bytes of events framed into one chunk (more when one event alone is larger): as
+/// tonic's default yield threshold, so a catch-up burst leaves in a few large writes without
+/// one allocation holding the whole burst.
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// A gRPC message's prefix: a compression flag (never set here) and the length, big-endian.
+const PREFIX_BYTES: usize = 5;
 
 /// What a session hands to tonic: an encoded event, or the status that ends the call. The
 /// status is boxed: a bare `Status` (about 180 bytes) would make every slot of the outbox's
@@ -121,6 +137,8 @@ pub(crate) struct SessionBody<S> {
     ready: VecDeque<OutboxItem>,
     /// The send deadline's record of this stream's polls.
     watched: Option<Arc<Watched>>,
+    /// The trailers (the call's status) have been returned: nothing follows.
+    finished: bool,
 }
 
 impl<S: Future<Output = ()>> SessionBody<S> {
@@ -132,24 +150,78 @@ impl<S: Future<Output = ()>> SessionBody<S> {
             outbox,
             ready: VecDeque::new(),
             watched,
+            finished: false,
         }
+    }
+
+    /// The next chunk from the events taken: every event ready, in order, up to
+    /// [`CHUNK_BYTES`]; or the trailers, when a status ends the stream.
+    fn next_frame(&mut self) -> Result<Frame<Bytes>, Status> {
+        let mut events = 0;
+        let mut size = 0;
+        for item in &self.ready {
+            let Ok(event) = item else { break };
+            if events > 0 && size + PREFIX_BYTES + event.0.len() > CHUNK_BYTES {
+                break;
+            }
+            events += 1;
+            size += PREFIX_BYTES + event.0.len();
+        }
+        if events == 0 {
+            let status = match self.ready.pop_front() {
+                Some(Err(status)) => *status,
+                _ => unreachable!("called with an event or a status ready"),
+            };
+            return self.finish(&status);
+        }
+        let mut chunk = BytesMut::with_capacity(size);
+        for item in self.ready.drain(..events) {
+            let Ok(event) = item else {
+                unreachable!("counted as an event above")
+            };
+            let length = u32::try_from(event.0.len())
+                .map_err(|_| Status::internal("an event is larger than a gRPC message may be"))?;
+            chunk.put_u8(0);
+            chunk.put_u32(length);
+            chunk.put_slice(&event.0);
+        }
+        Ok(Frame::data(chunk.freeze()))
+    }
+
+    /// Ends the call with `status`: the trailers, and nothing after them. The session (if
+    /// it still runs) is dropped with whatever it had queued, as a status ends the stream.
+    fn finish(&mut self, status: &Status) -> Result<Frame<Bytes>, Status> {
+        self.finished = true;
+        self.session = None;
+        self.ready.clear();
+        let mut trailers = http::HeaderMap::with_capacity(3);
+        status.add_header(&mut trailers)?;
+        Ok(Frame::trailers(trailers))
     }
 }
 
-impl<S: Future<Output = ()>> Stream for SessionBody<S> {
-    type Item = Result<EncodedEvent, Status>;
+impl<S: Future<Output = ()>> http_body::Body for SessionBody<S> {
+    type Data = Bytes;
+    type Error = Status;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
         if let Some(watched) = &this.watched {
             watched.polled();
         }
         loop {
-            if let Some(item) = this.ready.pop_front() {
-                return Poll::Ready(Some(item.map_err(|status| *status)));
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if !this.ready.is_empty() {
+                return Poll::Ready(Some(this.next_frame()));
             }
             let Some(session) = this.session.as_mut() else {
-                return Poll::Ready(None);
+                // The session ended without a status: the call succeeded.
+                return Poll::Ready(Some(this.finish(&Status::ok(""))));
             };
             if session.as_mut().poll(cx).is_ready() {
                 this.session = None;
@@ -160,12 +232,60 @@ impl<S: Future<Output = ()>> Stream for SessionBody<S> {
             }
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+}
+
+/// Test helpers: a body read back as the events and the status a gRPC client would see.
+#[cfg(test)]
+pub(crate) mod read_back {
+    use super::*;
+    use bytes::Buf;
+    use http_body_util::BodyExt;
+
+    /// The body's chunks, each split back into its events; the status from the trailers.
+    pub(crate) async fn chunks<B>(mut body: B) -> (Vec<Vec<EncodedEvent>>, Option<Status>)
+    where
+        B: http_body::Body<Data = Bytes, Error = Status> + Unpin,
+    {
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("no body error");
+            if let Some(trailers) = frame.trailers_ref() {
+                assert!(body.frame().await.is_none(), "nothing after the trailers");
+                return (chunks, Status::from_header_map(trailers));
+            }
+            let mut data = frame.into_data().expect("data or trailers");
+            let mut events = Vec::new();
+            while data.has_remaining() {
+                assert_eq!(data.get_u8(), 0, "never compressed");
+                let length = data.get_u32() as usize;
+                events.push(EncodedEvent(data.split_to(length)));
+            }
+            chunks.push(events);
+        }
+        (chunks, None)
+    }
+
+    /// The body's events in order, then its status, as [`OutboxItem`]s.
+    pub(crate) async fn items<B>(body: B) -> Vec<Result<EncodedEvent, Status>>
+    where
+        B: http_body::Body<Data = Bytes, Error = Status> + Unpin,
+    {
+        let (chunks, status) = chunks(body).await;
+        let mut items: Vec<_> = chunks.into_iter().flatten().map(Ok).collect();
+        items.extend(status.filter(|s| s.code() != tonic::Code::Ok).map(Err));
+        items
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::read_back::{chunks, items};
     use super::*;
-    use futures::StreamExt;
+    use http_body_util::BodyExt;
 
     fn event(n: u8) -> OutboxItem {
         Ok(EncodedEvent(bytes::Bytes::from(vec![n])))
@@ -182,13 +302,63 @@ mod tests {
             }
             producer.push_now(Err(Box::new(Status::unavailable("bye"))));
         });
-        let items: Vec<_> = body.collect().await;
+        let items = items(body).await;
         assert_eq!(items.len(), total + 1);
         for (n, item) in items[..total].iter().enumerate() {
             let got = item.as_ref().expect("an event").clone();
             assert_eq!(got, EncodedEvent(bytes::Bytes::from(vec![(n % 251) as u8])));
         }
         assert_eq!(items[total].as_ref().unwrap_err().message(), "bye");
+    }
+
+    #[tokio::test]
+    async fn events_ready_together_leave_in_one_chunk_of_bounded_size() {
+        let outbox = Arc::new(Outbox::default());
+        let producer = outbox.clone();
+        let big = EncodedEvent(Bytes::from(vec![1u8; CHUNK_BYTES]));
+        let small = EncodedEvent(Bytes::from(vec![2u8; 1000]));
+        let (big_event, small_event) = (big.clone(), small.clone());
+        let body = SessionBody::new(outbox, None, async move {
+            for _ in 0..3 {
+                producer.push_now(Ok(small_event.clone()));
+            }
+            producer.push_now(Ok(big_event));
+            for _ in 0..40 {
+                producer.push_now(Ok(small_event.clone()));
+            }
+        });
+        let (chunks, status) = chunks(body).await;
+        assert_eq!(status.expect("trailers").code(), tonic::Code::Ok);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        // Three small ones together, the one too large for a chunk alone, then the rest
+        // in chunks that stay within the bound.
+        assert_eq!(sizes, [3, 1, 32, 8], "events per chunk");
+        assert_eq!(chunks[1][0], big);
+        assert!(
+            chunks
+                .iter()
+                .flatten()
+                .filter(|e| **e != big)
+                .all(|e| *e == small)
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_follows_the_status_that_ends_a_stream() {
+        let outbox = Arc::new(Outbox::default());
+        let producer = outbox.clone();
+        let body = SessionBody::new(outbox, None, async move {
+            producer.push_now(event(1));
+            producer.push_now(Err(Box::new(Status::unauthenticated("expired"))));
+            producer.push_now(event(2));
+        });
+        let items = items(body).await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items[0].as_ref().unwrap().0[..], [1]);
+        assert_eq!(
+            items[1].as_ref().unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[tokio::test]
@@ -203,9 +373,10 @@ mod tests {
                 producer.push(event(0)).await;
             }
         });
-        for taken in 1..=500 {
-            let item = body.next().await.expect("the session never ends");
-            assert!(item.is_ok());
+        let mut taken = 0;
+        while taken < 500 {
+            let frame = body.frame().await.expect("the session never ends").unwrap();
+            taken += frame.into_data().expect("events").len() / (PREFIX_BYTES + 1);
             let ahead = produced.load(std::sync::atomic::Ordering::Relaxed) - taken;
             assert!(ahead <= OUTBOX_CAPACITY, "{ahead} events ahead");
         }
@@ -220,15 +391,13 @@ mod tests {
             let n = rx.await.expect("a value");
             producer.push(event(n)).await;
         });
-        let reader = tokio::spawn(async move { body.next().await });
+        let reader = tokio::spawn(async move { body.frame().await });
         tx.send(7).unwrap();
         let first = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
             .await
             .expect("woken")
             .unwrap();
-        assert_eq!(
-            first.unwrap().unwrap(),
-            EncodedEvent(bytes::Bytes::from(vec![7]))
-        );
+        let data = first.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data[..], [0, 0, 0, 0, 1, 7]);
     }
 }

@@ -87,7 +87,7 @@ async fn a_stream_catching_up_when_the_server_drains_is_told_at_once() {
     };
     let no_frames = None::<futures::stream::Empty<Result<pb::ClientFrame, Status>>>;
     let body = SessionBody::new(outbox, None, session.run(Some(resume), no_frames));
-    let items: Vec<_> = body.collect().await;
+    let items = super::body::read_back::items(body).await;
     let events: Vec<_> = items
         .iter()
         .filter_map(|item| item.as_ref().ok())
