@@ -8,21 +8,18 @@
 //! The log, not the bus, is the source of truth; the bus only says "something new".
 
 mod body;
+mod follows;
 mod rooms;
 mod watch;
 
-use std::{
-    collections::HashMap, future::Future, sync::Arc, sync::atomic::Ordering, time::Duration,
-};
+use std::{future::Future, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use futures::{Stream, StreamExt};
 use natter_proto::{
     EncodedEvent,
     v1::{self as pb, event::Event as Ev},
 };
-use tokio_stream::{
-    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
+use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
 use tonic::Status;
 
 use body::Pushed;
@@ -33,7 +30,6 @@ use crate::{
     auth::{self, Caller},
     convert,
     error::{ApiError, ApiResult},
-    ids::RoomId,
     records::{MessageRecord, UserRecord},
     seams::SharedEvent,
     service::Natter,
@@ -43,8 +39,6 @@ use crate::{
 /// beyond its outbox while it waits for a slow client, so it stays small: 64 messages of
 /// at most 4,000 characters, about 1 MB at the very worst.
 const CATCH_UP_BATCH: usize = 64;
-
-type Live = StreamMap<RoomId, BroadcastStream<SharedEvent>>;
 
 /// Why a stream stopped.
 enum End {
@@ -70,10 +64,8 @@ pub(crate) struct Session {
     /// holds the user's record for the session too (see [`Session::user`]).
     open: OpenStream,
     out: Arc<Outbox>,
-    /// Highest seq delivered per followed room.
-    delivered: HashMap<RoomId, u64>,
-    /// Live receivers of followed rooms' topics.
-    live: Live,
+    /// Followed rooms: their live receivers and the highest seq delivered in each.
+    follows: follows::Follows,
     /// Receiver of the user's own topic (room list changes); `None` until subscribed.
     own: Option<BroadcastStream<SharedEvent>>,
 }
@@ -103,8 +95,7 @@ impl Session {
             caller,
             open,
             out,
-            delivered: HashMap::new(),
-            live: StreamMap::new(),
+            follows: follows::Follows::default(),
             own: None,
         })
     }
@@ -202,7 +193,7 @@ impl Session {
                     () = &mut cancelled => Err(End::Draining),
                     _ = heartbeat.tick() => self.on_heartbeat().await,
                     Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
-                    Some((room, item)) = self.live.next() => self.on_room_event(room, item).await,
+                    Some((index, item)) = self.follows.next() => self.on_room_event(index, item).await,
                     Some(frame) = next_frame(&mut frames) => match frame {
                         Ok(frame) => Box::pin(self.on_frame(frame)).await,
                         Err(status) => {
@@ -238,16 +229,10 @@ impl Session {
         .await
     }
 
-    /// Delivers the next message of a room and records it as delivered.
-    async fn send_message(&mut self, message: &MessageRecord) -> Result<(), End> {
-        // Updated in place: catching up follows rooms already recorded, and this runs once
-        // per replayed message.
-        match self.delivered.get_mut(&message.room_id) {
-            Some(delivered) => *delivered = message.seq,
-            None => {
-                self.delivered.insert(message.room_id.clone(), message.seq);
-            }
-        }
+    /// Delivers the next message of the room followed at `index` and records it as
+    /// delivered.
+    async fn send_message(&mut self, index: usize, message: &MessageRecord) -> Result<(), End> {
+        self.follows.at_mut(index).delivered = Some(message.seq);
         self.send(Ev::Message(convert::message(message))).await?;
         self.natter.metrics().messages_delivered.inc(self.open.web);
         Ok(())

@@ -26,10 +26,10 @@ impl Session {
                 .await?,
         ));
         let rooms = self.natter.rooms_of(&self.user().id).await?;
+        self.follows.reserve_exact(rooms.len());
         for room in &rooms {
             let receiver = self.natter.follow(&Topic::Room(room.id.clone())).await?;
-            self.live
-                .insert(room.id.clone(), BroadcastStream::new(receiver));
+            self.follows.insert(room.id.clone(), receiver);
         }
         let mut views = Vec::with_capacity(rooms.len());
         for room in &rooms {
@@ -66,7 +66,9 @@ impl Session {
 
     /// Starts delivering a room's messages after `after_seq`, signalling trimmed history.
     async fn follow_from(&mut self, room: &RoomRecord, after_seq: u64) -> Result<(), End> {
-        self.delivered.insert(room.id.clone(), after_seq);
+        if let Some(index) = self.follows.position(&room.id) {
+            self.follows.at_mut(index).delivered = Some(after_seq);
+        }
         self.catch_up(&room.id).await
     }
 
@@ -76,7 +78,11 @@ impl Session {
             if self.natter.shutdown().is_cancelled() {
                 return Err(End::Draining);
             }
-            let Some(&after) = self.delivered.get(room_id) else {
+            // Looked up per batch: nothing removes a follow while this runs.
+            let Some(index) = self.follows.position(room_id) else {
+                return Ok(());
+            };
+            let Some(after) = self.follows.at_mut(index).delivered else {
                 return Ok(());
             };
             let batch = self
@@ -96,7 +102,7 @@ impl Session {
             }
             let full = batch.len() == CATCH_UP_BATCH;
             for message in &batch {
-                self.send_message(message).await?;
+                self.send_message(index, message).await?;
             }
             if !full {
                 return Ok(());
@@ -104,27 +110,33 @@ impl Session {
         }
     }
 
-    /// Delivers a room's live event. The in-order message is the hot path; everything else
-    /// (repair, catch-up, a deleted room) is boxed, see `Session::serve`.
+    /// Delivers a live event of the room followed at `index`. The in-order message is the
+    /// hot path; everything else (repair, catch-up, a deleted room) is boxed, see
+    /// `Session::serve`, and clones the room's id first, as it may change the follows.
     pub(super) async fn on_room_event(
         &mut self,
-        room_id: RoomId,
+        index: usize,
         item: Result<SharedEvent, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
         let shared = match item {
             Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                let room_id = self.follows.at_mut(index).room_id.clone();
                 tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
                 return Box::pin(self.repair_room(&room_id)).await;
             }
         };
         let (kind, encoded) = match shared.as_ref() {
             BusMessage::Event { kind, encoded } => (kind, encoded),
-            BusMessage::Resync => return Box::pin(self.repair_room(&room_id)).await,
+            BusMessage::Resync => {
+                let room_id = self.follows.at_mut(index).room_id.clone();
+                return Box::pin(self.repair_room(&room_id)).await;
+            }
         };
         match kind {
             &EventKind::Message { seq, sent_at } => {
-                let Some(delivered) = self.delivered.get_mut(&room_id) else {
+                let follow = self.follows.at_mut(index);
+                let Some(delivered) = follow.delivered.as_mut() else {
                     return Ok(());
                 };
                 if seq <= *delivered {
@@ -140,6 +152,7 @@ impl Session {
                         .observe(u64::try_from(since_append).unwrap_or(0));
                     Ok(())
                 } else {
+                    let room_id = follow.room_id.clone();
                     Metrics::inc(&self.natter.metrics().stream_repairs);
                     Box::pin(self.catch_up(&room_id)).await
                 }
@@ -151,6 +164,7 @@ impl Session {
             }
             EventKind::Control(event) => match &event.event {
                 Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
+                    let room_id = self.follows.at_mut(index).room_id.clone();
                     Box::pin(self.drop_room(&room_id, change.clone())).await
                 }
                 _ => self.send_encoded(encoded.clone()).await,
@@ -189,7 +203,7 @@ impl Session {
         let room_id = RoomId::from_trusted(room.id.clone());
         match RoomChange::try_from(change.change) {
             Ok(RoomChange::Joined) => {
-                if self.delivered.contains_key(&room_id) {
+                if self.follows.is_followed(&room_id) {
                     return Ok(());
                 }
                 let Some(record) = self.natter.room_record(&room_id).await? else {
@@ -215,8 +229,7 @@ impl Session {
         joined: Option<pb::RoomChanged>,
     ) -> Result<(), End> {
         let receiver = self.natter.follow(&Topic::Room(room.id.clone())).await?;
-        self.live
-            .insert(room.id.clone(), BroadcastStream::new(receiver));
+        self.follows.insert(room.id.clone(), receiver);
         if let Some(change) = joined {
             self.send(Ev::RoomChanged(change)).await?;
         }
@@ -225,8 +238,7 @@ impl Session {
 
     /// Stops following a room and tells the client why, once.
     async fn drop_room(&mut self, room_id: &RoomId, change: pb::RoomChanged) -> Result<(), End> {
-        self.live.remove(room_id);
-        if self.delivered.remove(room_id).is_some() {
+        if self.follows.remove(room_id) {
             self.send(Ev::RoomChanged(change)).await?;
         }
         Ok(())
@@ -277,14 +289,13 @@ impl Session {
         Metrics::inc(&self.natter.metrics().room_list_resyncs);
         self.natter.account(&self.caller).await?;
         let rooms = self.natter.rooms_of(&self.user().id).await?;
-        let followed: Vec<RoomId> = self.delivered.keys().cloned().collect();
-        for id in followed {
+        for id in self.follows.followed() {
             if !rooms.iter().any(|r| r.id == id) {
                 self.repair_room(&id).await?;
             }
         }
         for room in rooms {
-            if !self.delivered.contains_key(&room.id) {
+            if !self.follows.is_followed(&room.id) {
                 let view =
                     convert::room_view(&self.natter.room_view(&room, &self.user().id).await?);
                 self.follow(

@@ -8,6 +8,7 @@ use super::*;
 use crate::{
     config::Config,
     domain::{Registration, RoomName},
+    ids::RoomId,
     server,
 };
 
