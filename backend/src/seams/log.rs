@@ -128,14 +128,14 @@ impl Topic {
     /// Capacity of the topic's local broadcast, allocated in full when the first stream
     /// follows it. A receiver that falls further behind gets `Lagged` and repairs from the
     /// log (a room) or re-reads its room list (a user), so this bounds memory, not
-    /// correctness. A room's buffer absorbs bursts for all its members (64: a quarter of
-    /// the earlier 256 saved about 8 KiB per online user in 10 rooms, with no more CPU per
-    /// delivery in the fan-out benchmark); a user's topic carries only room-list changes,
-    /// and there is one per online user, so it stays small.
+    /// correctness. A room's buffer absorbs bursts for all its members: 16 events (from 64,
+    /// and 256 before that) saved about 2 KiB per online user in 10 rooms, with no more CPU
+    /// per delivery in the fan-out benchmark (BENCHMARKS.md). A user's topic carries only
+    /// room-list changes, and there is one per online user, so it holds 4.
     pub fn capacity(&self) -> usize {
         match self {
-            Topic::Room(_) => 64,
-            Topic::User(_) => 16,
+            Topic::Room(_) => 16,
+            Topic::User(_) => 4,
         }
     }
 }

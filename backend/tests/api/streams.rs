@@ -180,7 +180,7 @@ async fn cursors_replay_what_was_missed_while_offline() {
 #[tokio::test]
 async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
     // The stream is stuck behind a flood it does not read while its user joins more rooms
-    // than the user's topic buffers (16): the joins are not lost, the list is read again.
+    // than the user's topic buffers (4): the joins are not lost, the list is read again.
     const JOINS: usize = 40;
     let app = spawn_app().await;
     let (mut alice, mut bob, flood, mut events) = flood_a_slow_reader(&app).await;
@@ -213,7 +213,7 @@ async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
 
 #[tokio::test]
 async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
-    // More messages than a room topic buffers (256) plus the outbox (128): the unread stream's
+    // More messages than a room topic buffers (16) plus the outbox (128): the unread stream's
     // bus receiver lags, and the session must fill the hole from the log.
     let app = spawn_app().await;
     let (_, _, _, mut events) = flood_a_slow_reader(&app).await;
