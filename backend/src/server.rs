@@ -153,16 +153,18 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
 
     let max_request = natter.config().max_request_bytes;
     let keys = natter.keys().clone();
-    let watch = Arc::new(SendWatch::default());
+    // Without a send deadline, streams are not watched at all (nothing would sweep them).
     let send_timeout = natter.config().send_timeout;
-    if !send_timeout.is_zero() {
+    let watch = (!send_timeout.is_zero()).then(|| {
+        let watch = Arc::new(SendWatch::default());
         // A healthy stream is polled at least once per heartbeat (see `stream::watch`).
         natter.tasks().spawn(watch.clone().sweep(
             natter.config().heartbeat_interval + send_timeout,
             natter.metrics().rejections.clone(),
             natter.shutdown().clone(),
         ));
-    }
+        watch
+    });
     let chat = tonic::service::interceptor::InterceptedService::new(
         EventBodyLayer.named_layer(
             HoldUntilSentLayer.named_layer(

@@ -29,15 +29,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct ChatApi {
     natter: Arc<Natter>,
-    /// The send deadline's record of this instance's streams.
-    watch: Arc<SendWatch>,
+    /// The send deadline's record of this instance's streams (`None` without a deadline).
+    watch: Option<Arc<SendWatch>>,
     /// History pages being sent, per account.
     history_reads: Arc<InFlight>,
 }
 
 impl ChatApi {
     /// The service over shared state.
-    pub(crate) fn new(natter: Arc<Natter>, watch: Arc<SendWatch>) -> Self {
+    pub(crate) fn new(natter: Arc<Natter>, watch: Option<Arc<SendWatch>>) -> Self {
         let history_reads = InFlight::new(natter.config().max_history_reads_per_user);
         Self {
             natter,
@@ -57,8 +57,8 @@ impl ChatApi {
     ) -> Result<Response<EventStream>, Status> {
         let outbox = Arc::new(Outbox::default());
         let session = Session::open(self.natter.clone(), caller, web, outbox.clone()).await?;
-        let watched = self.watch.watch(connection);
-        let body = SessionBody::new(outbox, Some(watched), session.run(initial, frames));
+        let watched = self.watch.as_ref().map(|watch| watch.watch(connection));
+        let body = SessionBody::new(outbox, watched, session.run(initial, frames));
         let mut response = Response::new(futures::stream::empty());
         response
             .extensions_mut()
