@@ -166,8 +166,9 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         watch
     });
     let chat = tonic::service::interceptor::InterceptedService::new(
-        EventBodyLayer.named_layer(
-            HoldUntilSentLayer.named_layer(
+        // The event body goes in first, so that a place held until sent would hold it too.
+        HoldUntilSentLayer.named_layer(
+            EventBodyLayer.named_layer(
                 ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
                     .max_decoding_message_size(max_request),
             ),

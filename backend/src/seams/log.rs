@@ -126,12 +126,13 @@ pub type SharedEvent = Arc<BusMessage>;
 
 impl Topic {
     /// Capacity of the topic's local broadcast, allocated in full when the first stream
-    /// follows it. A receiver that falls further behind gets `Lagged` and repairs from the
-    /// log (a room) or re-reads its room list (a user), so this bounds memory, not
-    /// correctness. A room's buffer absorbs bursts for all its members: 16 events (from 64,
-    /// and 256 before that) saved about 2 KiB per online user in 10 rooms, with no more CPU
-    /// per delivery in the fan-out benchmark (BENCHMARKS.md). A user's topic carries only
-    /// room-list changes, and there is one per online user, so it holds 4.
+    /// follows it. A receiver that falls further behind gets `Lagged`: a room's messages
+    /// are then repaired from the log and a user's room list is read again (telling the
+    /// client of a session ended meanwhile), so this bounds memory, not correctness of the
+    /// log or the room list. A room's transient events missed that way (presence, typing,
+    /// member notices) are gone, as they were with larger buffers in a larger burst.
+    /// 16 events per room (from 64) and 4 per user (from 16) cost about 2 KiB less per
+    /// online user in 10 rooms; 32 and 16 were measured too (BENCHMARKS.md).
     pub fn capacity(&self) -> usize {
         match self {
             Topic::Room(_) => 16,

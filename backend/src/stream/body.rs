@@ -50,7 +50,7 @@ const CHUNK_BYTES: usize = 32 * 1024;
 /// A gRPC message's prefix: a compression flag (never set here) and the length, big-endian.
 const PREFIX_BYTES: usize = 5;
 
-/// What a session hands to tonic: an encoded event, or the status that ends the call. The
+/// What a session hands to its body: an encoded event, or the status that ends the call. The
 /// status is boxed: a bare `Status` (about 180 bytes) would make every slot of the outbox's
 /// buffers that large, for an item that comes at most once per stream.
 pub(crate) type OutboxItem = Result<EncodedEvent, Box<Status>>;
@@ -133,7 +133,7 @@ pub(crate) struct SessionBody<S> {
     /// `None` once the session has ended.
     session: Option<Pin<Box<S>>>,
     outbox: Arc<Outbox>,
-    /// Taken from the outbox, not yet handed to tonic.
+    /// Taken from the outbox, not yet framed.
     ready: VecDeque<OutboxItem>,
     /// The send deadline's record of this stream's polls.
     watched: Option<Arc<Watched>>,
@@ -161,7 +161,10 @@ impl<S: Future<Output = ()>> SessionBody<S> {
         let mut size = 0;
         for item in &self.ready {
             let Ok(event) = item else { break };
-            if events > 0 && size + PREFIX_BYTES + event.0.len() > CHUNK_BYTES {
+            // Too large for a gRPC length (never, in practice): ends the call below.
+            if u32::try_from(event.0.len()).is_err()
+                || (events > 0 && size + PREFIX_BYTES + event.0.len() > CHUNK_BYTES)
+            {
                 break;
             }
             events += 1;
@@ -170,7 +173,8 @@ impl<S: Future<Output = ()>> SessionBody<S> {
         if events == 0 {
             let status = match self.ready.pop_front() {
                 Some(Err(status)) => *status,
-                _ => unreachable!("called with an event or a status ready"),
+                Some(Ok(_)) => Status::internal("an event is larger than a gRPC message may be"),
+                None => unreachable!("called with an event or a status ready"),
             };
             return self.finish(&status);
         }
@@ -179,10 +183,8 @@ impl<S: Future<Output = ()>> SessionBody<S> {
             let Ok(event) = item else {
                 unreachable!("counted as an event above")
             };
-            let length = u32::try_from(event.0.len())
-                .map_err(|_| Status::internal("an event is larger than a gRPC message may be"))?;
             chunk.put_u8(0);
-            chunk.put_u32(length);
+            chunk.put_u32(u32::try_from(event.0.len()).unwrap_or(u32::MAX));
             chunk.put_slice(&event.0);
         }
         Ok(Frame::data(chunk.freeze()))

@@ -287,7 +287,16 @@ impl Session {
     /// event among the missed ones) ends the stream.
     async fn resync_rooms(&mut self) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics().room_list_resyncs);
-        self.natter.account(&self.caller).await?;
+        if let Err(e) = self.natter.account(&self.caller).await {
+            // The missed events may have told why: say it as they would have.
+            if let ApiError::Unauthenticated(reason) = e {
+                self.send(Ev::SessionEnded(pb::SessionEnded {
+                    reason: reason.to_owned(),
+                }))
+                .await?;
+            }
+            return Err(End::Failed(e));
+        }
         let rooms = self.natter.rooms_of(&self.user().id).await?;
         for id in self.follows.followed() {
             if !rooms.iter().any(|r| r.id == id) {

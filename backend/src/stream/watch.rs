@@ -4,17 +4,17 @@
 //! the client's flow-control window. A stream whose client stopped reading is therefore
 //! not polled any more: its own timers cannot fire, and a status sent on it would wait
 //! behind the events the client does not take. So each body marks that it was polled, and
-//! one sweeper per instance looks at every stream, noting when it last found the mark. A healthy stream is polled at least once per
-//! heartbeat interval (its heartbeat timer wakes it, and an idle body is polled as soon as
-//! it is woken), so one not polled for a heartbeat interval plus the send timeout is stuck,
-//! and its connection is closed. That reaches the client at once, as a broken call
+//! one sweeper per instance looks at every stream, noting when it last found the mark. A
+//! healthy stream is polled at least once per heartbeat interval (its heartbeat timer wakes
+//! it, and an idle body is polled as soon as it is woken), so one not polled for a heartbeat
+//! interval plus the send timeout is stuck, and its connection is closed. That reaches the client at once, as a broken call
 //! (UNAVAILABLE), and the client resumes with its cursors and gets everything, in order,
 //! from the log. Over HTTP/2 the other calls on that connection break too; they are the
 //! same client's, and resume the same way (behind a proxy that multiplexes many clients on
 //! one upstream connection, turn the deadline off with `--send-timeout 0`).
 //!
 //! Whether the body was last left waiting on the client or on us cannot be seen from here
-//! (tonic gathers several events per chunk, and hyper keeps the last chunk itself), so a
+//! (the body frames several events per chunk, and hyper keeps the last chunk itself), so a
 //! session stuck on a dependency for that long would be ended too: the store's calls time
 //! out long before (Redis after 3 s).
 //!

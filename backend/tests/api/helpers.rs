@@ -477,3 +477,16 @@ pub fn with_authorization<T>(value: &str, message: T) -> Request<T> {
         .insert("authorization", value.parse().unwrap());
     request
 }
+
+/// Reads a stream until it ends; the events it carried and its final status.
+pub async fn until_the_end(stream: &mut tonic::Streaming<pb::Event>) -> (Vec<Ev>, Status) {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.message()).await.unwrap() {
+            Ok(Some(pb::Event { event: Some(event) })) => events.push(event),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status; events: {events:?}"),
+            Err(status) => return (events, status),
+        }
+    }
+}

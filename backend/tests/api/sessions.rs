@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use natter_proto::v1::{self as pb, auth_service_client::AuthServiceClient, event::Event as Ev};
-use tonic::{Code, Request, Streaming};
+use tonic::{Code, Request};
 
 use crate::{helpers::*, redis_server::start_redis};
 
@@ -36,19 +36,6 @@ async fn login(app: &TestApp, username: &str) -> String {
         .unwrap()
         .into_inner()
         .access_token
-}
-
-/// Reads a stream until it ends; the events it carried and its final status.
-async fn until_the_end(stream: &mut Streaming<pb::Event>) -> (Vec<Ev>, tonic::Status) {
-    let mut events = Vec::new();
-    loop {
-        match tokio::time::timeout(WAIT, stream.message()).await.unwrap() {
-            Ok(Some(pb::Event { event: Some(event) })) => events.push(event),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the stream ended without a status; events: {events:?}"),
-            Err(status) => return (events, status),
-        }
-    }
 }
 
 #[tokio::test]

@@ -212,6 +212,38 @@ async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
 }
 
 #[tokio::test]
+async fn a_session_ended_among_room_list_changes_a_slow_reader_missed_is_still_told() {
+    // More room-list changes than the user's topic buffers (4), then the account is
+    // disabled: the stream reads its list again, finds the session over and says why.
+    let app = spawn_app().await;
+    let (mut alice, mut bob, _flood, mut events) = flood_a_slow_reader(&app).await;
+    app.natter.set_admin("alice", true).await.unwrap();
+    for i in 0..8 {
+        let room = alice.create_room(&format!("Room {i}")).await;
+        bob.join(&room.code).await;
+    }
+    alice
+        .chat
+        .set_account_disabled(pb::SetAccountDisabledRequest {
+            user_id: bob.user.id.clone(),
+            disabled: true,
+        })
+        .await
+        .unwrap();
+    let (seen, status) = until_the_end(&mut events).await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Ev::SessionEnded(s) if s.reason.contains("disabled"))),
+        "told why"
+    );
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        app.metric("natter_room_list_resyncs_total").await > 0,
+        "the missed-changes path was exercised"
+    );
+}
+
+#[tokio::test]
 async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
     // More messages than a room topic buffers (16) plus the outbox (128): the unread stream's
     // bus receiver lags, and the session must fill the hole from the log.
