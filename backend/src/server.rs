@@ -13,9 +13,7 @@ use tonic::service::{LayerExt, Routes};
 use tonic_web::GrpcWebLayer;
 
 use crate::{
-    api::{
-        auth::AuthApi, chat::ChatApi, event_body::EventBodyLayer, in_flight::HoldUntilSentLayer,
-    },
+    api::{answer_body::AnswerBodyLayer, auth::AuthApi, chat::ChatApi},
     auth::{self, TokenKeys, load_or_create_secret},
     config::{AdminAction, Config},
     connections,
@@ -166,12 +164,9 @@ pub(crate) async fn router(natter: Arc<Natter>) -> anyhow::Result<axum::Router> 
         watch
     });
     let chat = tonic::service::interceptor::InterceptedService::new(
-        // The event body goes in first, so that a place held until sent would hold it too.
-        HoldUntilSentLayer.named_layer(
-            EventBodyLayer.named_layer(
-                ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
-                    .max_decoding_message_size(max_request),
-            ),
+        AnswerBodyLayer.named_layer(
+            ChatServiceServer::new(ChatApi::new(natter.clone(), watch))
+                .max_decoding_message_size(max_request),
         ),
         move |mut request: tonic::Request<()>| {
             let caller = keys.verify_metadata(request.metadata())?;

@@ -9,8 +9,9 @@ use natter_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    GrpcWeb, caller,
-    event_body::EventBody,
+    GrpcWeb,
+    answer_body::EventBody,
+    caller,
     in_flight::{HeldUntilSent, InFlight},
 };
 use crate::{
@@ -72,7 +73,7 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
 }
 
 /// The response stream of `Subscribe` and `Chat` as tonic sees it: empty. The events are
-/// the [`EventBody`] in the answer's extensions, which [`EventBodyLayer`] makes the body.
+/// the [`EventBody`] in the answer's extensions, which `answer_body::AnswerBodyLayer` makes the body.
 pub(crate) type EventStream = futures::stream::Empty<Result<EncodedEvent, Status>>;
 
 #[tonic::async_trait]

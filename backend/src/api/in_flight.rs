@@ -28,7 +28,7 @@ pub(crate) struct InFlight {
 }
 
 /// One place, given back when dropped. Put into the answer's extensions (as
-/// [`HeldUntilSent`]); [`HoldUntilSentLayer`] moves it into the body.
+/// [`HeldUntilSent`]); `answer_body::AnswerBodyLayer` moves it into the body.
 #[derive(Debug)]
 pub(crate) struct Place {
     owner: Arc<InFlight>,
@@ -74,51 +74,13 @@ impl Drop for Place {
 #[derive(Debug, Clone)]
 pub(crate) struct HeldUntilSent(pub(crate) Arc<Place>);
 
-/// Moves a [`HeldUntilSent`] place from an answer's extensions into its body.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HoldUntilSentLayer;
-
-impl<S> tower::Layer<S> for HoldUntilSentLayer {
-    type Service = HoldUntilSent<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HoldUntilSent(inner)
-    }
-}
-
-/// See [`HoldUntilSentLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct HoldUntilSent<S>(S);
-
-impl<S, R> tower::Service<R> for HoldUntilSent<S>
-where
-    S: tower::Service<R, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let answer = self.0.call(request);
-        Box::pin(async move {
-            let mut response = answer.await?;
-            Ok(match response.extensions_mut().remove::<HeldUntilSent>() {
-                Some(HeldUntilSent(place)) => response.map(|body| {
-                    tonic::body::Body::new(Holding {
-                        body,
-                        rest: Bytes::new(),
-                        _place: place,
-                    })
-                }),
-                None => response,
-            })
-        })
-    }
+/// `body`, holding `place` until the body is dropped (after its last byte went out).
+pub(crate) fn holding(body: tonic::body::Body, place: Arc<Place>) -> tonic::body::Body {
+    tonic::body::Body::new(Holding {
+        body,
+        rest: Bytes::new(),
+        _place: place,
+    })
 }
 
 /// Most bytes handed to hyper at once. hyper takes a body's next chunk as soon as the

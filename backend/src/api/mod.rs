@@ -1,9 +1,9 @@
 //! The gRPC services: parse requests into domain values, call [`crate::service::Natter`],
 //! answer with the generated types. No logic lives here.
 
+pub(crate) mod answer_body;
 pub(crate) mod auth;
 pub(crate) mod chat;
-pub(crate) mod event_body;
 pub(crate) mod in_flight;
 
 use tonic::{Request, Status};
