@@ -73,7 +73,8 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
 }
 
 /// The response stream of `Subscribe` and `Chat` as tonic sees it: empty. The events are
-/// the [`EventBody`] in the answer's extensions, which `answer_body::AnswerBodyLayer` makes the body.
+/// the [`EventBody`] in the answer's extensions, which `answer_body::AnswerBodyLayer`
+/// makes the body.
 pub(crate) type EventStream = futures::stream::Empty<Result<EncodedEvent, Status>>;
 
 #[tonic::async_trait]

@@ -80,6 +80,11 @@ impl Follows {
         &mut self.rooms[index]
     }
 
+    /// The room id of the entry at `index`.
+    pub(super) fn room_id(&self, index: usize) -> &RoomId {
+        &self.rooms[index].room_id
+    }
+
     /// Highest seq delivered in a room, if its replay has started.
     pub(super) fn delivered(&self, room_id: &RoomId) -> Option<u64> {
         self.position(room_id)
@@ -165,7 +170,7 @@ mod tests {
         for _ in 0..3 {
             let (index, item) = follows.next().await.expect("an event");
             assert!(item.is_ok());
-            rooms.push(follows.at_mut(index).room_id.to_string());
+            rooms.push(follows.room_id(index).to_string());
         }
         assert!(rooms.contains(&"quiet".to_owned()), "{rooms:?}");
     }

@@ -121,7 +121,7 @@ impl Session {
         let shared = match item {
             Ok(shared) => shared,
             Err(BroadcastStreamRecvError::Lagged(skipped)) => {
-                let room_id = self.follows.at_mut(index).room_id.clone();
+                let room_id = self.follows.room_id(index).clone();
                 tracing::debug!(room = %room_id, skipped, "stream lagged; repairing from the log");
                 return Box::pin(self.repair_room(&room_id)).await;
             }
@@ -129,7 +129,7 @@ impl Session {
         let (kind, encoded) = match shared.as_ref() {
             BusMessage::Event { kind, encoded } => (kind, encoded),
             BusMessage::Resync => {
-                let room_id = self.follows.at_mut(index).room_id.clone();
+                let room_id = self.follows.room_id(index).clone();
                 return Box::pin(self.repair_room(&room_id)).await;
             }
         };
@@ -164,7 +164,7 @@ impl Session {
             }
             EventKind::Control(event) => match &event.event {
                 Some(Ev::RoomChanged(change)) if change.change == RoomChange::Deleted as i32 => {
-                    let room_id = self.follows.at_mut(index).room_id.clone();
+                    let room_id = self.follows.room_id(index).clone();
                     Box::pin(self.drop_room(&room_id, change.clone())).await
                 }
                 _ => self.send_encoded(encoded.clone()).await,
@@ -191,7 +191,7 @@ impl Session {
             BusMessage::Resync => return self.resync_rooms().await,
         };
         if let Some(Ev::SessionEnded(ended)) = &event.event {
-            return self.check_session(ended.clone()).await;
+            return self.check_session(Some(ended.clone())).await;
         }
         let Some(Ev::RoomChanged(change)) = &event.event else {
             return Ok(());
@@ -269,12 +269,16 @@ impl Session {
         }
     }
 
-    /// Some session of the user ended: if it is this stream's (or the account was
-    /// disabled), the client hears why and the stream ends with UNAUTHENTICATED.
-    async fn check_session(&mut self, ended: pb::SessionEnded) -> Result<(), End> {
+    /// Some session of the user ended (`ended`, or unknown after missed events): if it is
+    /// this stream's (or the account was disabled), the client hears why (the event's
+    /// reason, or the refusal's) and the stream ends with UNAUTHENTICATED.
+    async fn check_session(&mut self, ended: Option<pb::SessionEnded>) -> Result<(), End> {
         match self.natter.account(&self.caller).await {
             Ok(_) => Ok(()),
-            Err(e @ ApiError::Unauthenticated(_)) => {
+            Err(e @ ApiError::Unauthenticated(reason)) => {
+                let ended = ended.unwrap_or_else(|| pb::SessionEnded {
+                    reason: reason.to_owned(),
+                });
                 self.send(Ev::SessionEnded(ended)).await?;
                 Err(End::Failed(e))
             }
@@ -287,16 +291,8 @@ impl Session {
     /// event among the missed ones) ends the stream.
     async fn resync_rooms(&mut self) -> Result<(), End> {
         Metrics::inc(&self.natter.metrics().room_list_resyncs);
-        if let Err(e) = self.natter.account(&self.caller).await {
-            // The missed events may have told why: say it as they would have.
-            if let ApiError::Unauthenticated(reason) = e {
-                self.send(Ev::SessionEnded(pb::SessionEnded {
-                    reason: reason.to_owned(),
-                }))
-                .await?;
-            }
-            return Err(End::Failed(e));
-        }
+        // The missed events may include this session's end: told as they would have.
+        self.check_session(None).await?;
         let rooms = self.natter.rooms_of(&self.user().id).await?;
         for id in self.follows.followed() {
             if !rooms.iter().any(|r| r.id == id) {
