@@ -44,9 +44,14 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) async fn embedded() -> anyhow::Result<Self> {
+        Self::embedded_binary(&crate::procs::server_binary()?).await
+    }
+
+    /// One embedded instance of the natter-server binary at `binary`.
+    pub(crate) async fn embedded_binary(binary: &std::path::Path) -> anyhow::Result<Self> {
         Ok(Self {
             label: "embedded (1 instance)",
-            servers: vec![Server::start(None, false).await?],
+            servers: vec![Server::start_binary(binary, None, false).await?],
             redis_pids: Vec::new(),
             _redis: None,
             logs: tempfile::tempdir()?,

@@ -8,6 +8,7 @@
 mod baseline;
 mod deployment;
 mod memory;
+mod paired;
 mod procs;
 mod scenarios;
 mod shape;
@@ -65,6 +66,12 @@ struct Args {
     /// backlog at once, while another room carries 50 messages/s (embedded and Redis).
     #[arg(long)]
     storm: Option<usize>,
+    /// Instead: two builds' embedded fan-outs at the same time, this many rounds, for CPU per
+    /// delivery that this VM's drift does not blur: A is `NATTER_SERVER_BIN` (else the
+    /// binary next to this one), B is `NATTER_SERVER_BIN_B` (`--subscribers` streams each,
+    /// `--fanout-seconds` of publishing)
+    #[arg(long)]
+    paired: Option<usize>,
     /// Instead: the realistic chat shape, this many users (10000 in BENCHMARKS.md) in rooms
     /// of 5-20, each in 5-10 rooms, one stream each (half native gRPC, half gRPC-Web over
     /// HTTP/1.1), messages into random rooms at fixed rates: the highest sustainable rate,
@@ -141,6 +148,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.serve_baseline {
         return baseline::serve_baseline().await;
+    }
+    if let Some(rounds) = args.paired {
+        return paired::report(rounds, args.subscribers, args.fanout_seconds).await;
     }
     if args.nginx {
         return through_nginx(&args).await;

@@ -20,7 +20,7 @@ pub(crate) struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATTER_SERVER_BIN") {
         return Ok(path.into());
     }
@@ -41,8 +41,17 @@ impl Server {
         redis: Option<&[String]>,
         behind_nginx: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_binary(&server_binary()?, redis, behind_nginx).await
+    }
+
+    /// [`Server::start`] with the natter-server binary at `binary`.
+    pub(crate) async fn start_binary(
+        binary: &std::path::Path,
+        redis: Option<&[String]>,
+        behind_nginx: bool,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut command = Command::new(server_binary()?);
+        let mut command = Command::new(binary);
         command
             .args([
                 "--listen",

@@ -84,6 +84,9 @@ pub(crate) struct Connections {
     pub(crate) window: Option<u32>,
     /// The cursor every stream resumes from, if any.
     pub(crate) resume: Option<pb::RoomCursor>,
+    /// Paired fan-outs (`--paired`): publishing starts once every fan-out sharing this
+    /// barrier has its streams open, so their measuring windows coincide.
+    pub(crate) start_together: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl Default for Connections {
@@ -92,6 +95,7 @@ impl Default for Connections {
             streams_each: STREAMS_PER_CONNECTION,
             window: None,
             resume: None,
+            start_together: None,
         }
     }
 }
@@ -227,6 +231,7 @@ pub(crate) async fn fanout_on(
     let (room, users) = room_with_members(deployment, "fan", SUBSCRIBER_USERS + publishers).await?;
     let (watchers, senders) = users.split_at(SUBSCRIBER_USERS);
     let delivered = Arc::new(AtomicU64::new(0));
+    let start_together = connections.start_together.clone();
     open_streams_on(
         deployment,
         watchers,
@@ -235,6 +240,9 @@ pub(crate) async fn fanout_on(
         delivered.clone(),
     )
     .await?;
+    if let Some(barrier) = start_together {
+        barrier.wait().await;
+    }
 
     let sent = Arc::new(AtomicU64::new(0));
     let cpu_before = deployment.cpu_seconds()?;

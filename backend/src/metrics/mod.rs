@@ -3,6 +3,7 @@
 //! than it brings here.
 
 mod histogram;
+mod striped;
 
 use std::sync::{
     Arc,
@@ -43,26 +44,27 @@ pub(crate) struct Metrics {
     pub connections_open: Arc<ConnectionsOpen>,
 }
 
-/// A counter per API protocol.
+/// A counter per API protocol, striped per thread (it counts every delivery).
 #[derive(Debug, Default)]
 pub(crate) struct ByProtocol {
-    grpc: AtomicU64,
-    web: AtomicU64,
+    /// Per stripe: (native gRPC, gRPC-Web).
+    stripes: [striped::Stripe<[AtomicU64; 2]>; striped::STRIPES],
 }
 
 impl ByProtocol {
     /// Counts one (over gRPC-Web when `web`).
     pub(crate) fn inc(&self, web: bool) {
-        let counter = if web { &self.web } else { &self.grpc };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.stripes[striped::mine()].0[usize::from(web)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// (native gRPC, gRPC-Web).
     fn read(&self) -> (u64, u64) {
-        (
-            self.grpc.load(Ordering::Relaxed),
-            self.web.load(Ordering::Relaxed),
-        )
+        self.stripes.iter().fold((0, 0), |(grpc, web), stripe| {
+            (
+                grpc + stripe.0[0].load(Ordering::Relaxed),
+                web + stripe.0[1].load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
@@ -365,5 +367,25 @@ mod tests {
         );
         assert!(text.contains("natter_rejections_total{limit=\"connections\"} 1\n"));
         assert!(text.contains("natter_rejections_total{limit=\"sign_in\"} 0\n"));
+    }
+
+    #[test]
+    fn deliveries_counted_on_several_threads_add_up_per_protocol() {
+        let metrics = Metrics::default();
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    metrics.messages_delivered.inc(false);
+                    metrics.messages_delivered.inc(true);
+                    metrics.messages_delivered.inc(false);
+                });
+            }
+        });
+        assert_eq!(metrics.messages_delivered.read(), (6, 3));
+        let text = metrics.render(0);
+        assert!(
+            text.contains("natter_messages_delivered_total 9\n"),
+            "{text}"
+        );
     }
 }

@@ -9,10 +9,17 @@
 
 mod body;
 mod follows;
+mod quiet;
 mod rooms;
 mod watch;
 
-use std::{future::Future, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures::{Stream, StreamExt};
 use natter_proto::{
@@ -20,6 +27,7 @@ use natter_proto::{
     v1::{self as pb, event::Event as Ev},
 };
 use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+use tokio_util::sync::WaitForCancellationFuture;
 use tonic::Status;
 
 use body::Pushed;
@@ -185,16 +193,49 @@ impl Session {
             let shutdown = self.natter.shutdown().clone();
             let cancelled = shutdown.cancelled();
             tokio::pin!(cancelled);
+            // Only the rooms are polled on every step; the rest only when one of them woke
+            // the stream (see `quiet`). A step from a quiet source is followed by one that
+            // polls the rooms first, so a client sending frames fast cannot starve them.
+            let quiet = quiet::Quiet::new();
+            let mut rooms_first = true;
             // A future is as large as its largest await, and this one lives as long as the
             // stream: the rare paths (subscribing, client frames, room-list changes, repairs)
             // are boxed, so an idle stream holds only the hot path's state.
             loop {
-                let step = tokio::select! {
-                    () = &mut cancelled => Err(End::Draining),
-                    _ = heartbeat.tick() => self.on_heartbeat().await,
-                    Some(item) = next_own(&mut self.own) => Box::pin(self.on_own_event(item)).await,
-                    Some((index, item)) = self.follows.next() => self.on_room_event(index, item).await,
-                    Some(frame) = next_frame(&mut frames) => match frame {
+                let next = std::future::poll_fn(|cx| {
+                    quiet.register(cx);
+                    if rooms_first && let Poll::Ready(Some(item)) = self.follows.poll_next_unpin(cx)
+                    {
+                        return Poll::Ready(Next::Room(item));
+                    }
+                    if let Some(mut quiet_cx) = quiet.take_due() {
+                        let next = poll_quiet(
+                            &mut quiet_cx,
+                            cancelled.as_mut(),
+                            &mut heartbeat,
+                            &mut self.own,
+                            &mut frames,
+                        );
+                        if let Poll::Ready(next) = next {
+                            quiet.again();
+                            return Poll::Ready(next);
+                        }
+                    }
+                    if !rooms_first
+                        && let Poll::Ready(Some(item)) = self.follows.poll_next_unpin(cx)
+                    {
+                        return Poll::Ready(Next::Room(item));
+                    }
+                    Poll::Pending
+                })
+                .await;
+                rooms_first = !matches!(next, Next::Room(_));
+                let step = match next {
+                    Next::Drain => Err(End::Draining),
+                    Next::Heartbeat => self.on_heartbeat().await,
+                    Next::Own(item) => Box::pin(self.on_own_event(item)).await,
+                    Next::Room((index, item)) => self.on_room_event(index, item).await,
+                    Next::Frame(frame) => match *frame {
                         Ok(frame) => Box::pin(self.on_frame(frame)).await,
                         Err(status) => {
                             tracing::debug!(%status, "client frame stream failed");
@@ -314,30 +355,49 @@ impl Session {
     }
 }
 
-async fn next_own(
-    own: &mut Option<BroadcastStream<SharedEvent>>,
-) -> Option<Result<SharedEvent, BroadcastStreamRecvError>> {
-    match own {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
-    }
+/// What woke a stream's step.
+enum Next {
+    Drain,
+    Heartbeat,
+    Own(Result<SharedEvent, BroadcastStreamRecvError>),
+    Room(follows::LiveItem),
+    /// Boxed: a `Status` would make every step's value as large, for what only `Chat`
+    /// calls carry.
+    Frame(Box<Result<pb::ClientFrame, Status>>),
 }
 
-async fn next_frame<F>(frames: &mut Option<F>) -> Option<Result<pb::ClientFrame, Status>>
+/// Polls the quiet sources (see `quiet`) with their own context, in order of urgency.
+fn poll_quiet<F>(
+    cx: &mut Context<'_>,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    heartbeat: &mut tokio::time::Interval,
+    own: &mut Option<BroadcastStream<SharedEvent>>,
+    frames: &mut Option<F>,
+) -> Poll<Next>
 where
     F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
 {
-    match frames {
-        Some(stream) => match stream.next().await {
-            Some(item) => Some(item),
-            None => {
-                // Half-closed by the client: stop polling it, keep the events flowing.
-                *frames = None;
-                std::future::pending().await
-            }
-        },
-        None => std::future::pending().await,
+    if cancelled.poll(cx).is_ready() {
+        return Poll::Ready(Next::Drain);
     }
+    if heartbeat.poll_tick(cx).is_ready() {
+        return Poll::Ready(Next::Heartbeat);
+    }
+    // A closed topic (never, while the bus holds it) has nothing more: not an event.
+    if let Some(own) = own
+        && let Poll::Ready(Some(item)) = own.poll_next_unpin(cx)
+    {
+        return Poll::Ready(Next::Own(item));
+    }
+    if let Some(stream) = frames {
+        match stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => return Poll::Ready(Next::Frame(Box::new(item))),
+            // Half-closed by the client: stop polling it, keep the events flowing.
+            Poll::Ready(None) => *frames = None,
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
 }
 
 /// An open stream, counted in the metrics and in presence. Dropped when the session ends,
