@@ -22,7 +22,7 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("natter_descriptor");
 
 #[cfg(feature = "server")]
-pub use encoded::EncodedEvent;
+pub use encoded::{EncodedEvent, FramedEvent};
 
 #[cfg(feature = "server")]
 pub use server_codec::ServerCodec;
@@ -122,10 +122,83 @@ mod encoded {
         }
     }
 
+    /// An `Event` as one gRPC message on the wire: the 5-byte prefix (uncompressed, then the
+    /// length, big-endian) and the encoding. A server's stream body writes it as is: an event
+    /// fanned out to many streams is framed once, and a chunk of one event is these bytes,
+    /// shared, not a copy.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct FramedEvent(Bytes);
+
+    impl FramedEvent {
+        /// Bytes before the encoding.
+        pub const PREFIX: usize = 5;
+
+        /// Frames an event's encoding (copied once). An encoding too long for a gRPC length
+        /// (4 GiB) is framed with the largest one; [`FramedEvent::fits`] says so.
+        pub fn from_encoding(encoding: &[u8]) -> Self {
+            let mut framed = Vec::with_capacity(Self::PREFIX + encoding.len());
+            framed.push(0);
+            framed.put_u32(u32::try_from(encoding.len()).unwrap_or(u32::MAX));
+            framed.put_slice(encoding);
+            Self(framed.into())
+        }
+
+        /// The prefix and the encoding, as written to a stream.
+        pub fn framed(&self) -> &Bytes {
+            &self.0
+        }
+
+        /// The prefix and the encoding, as written to a stream.
+        pub fn into_framed(self) -> Bytes {
+            self.0
+        }
+
+        /// The event's encoding, without the prefix.
+        pub fn encoding(&self) -> Bytes {
+            self.0.slice(Self::PREFIX.min(self.0.len())..)
+        }
+
+        /// Whether the prefix holds the encoding's true length.
+        pub fn fits(&self) -> bool {
+            u32::try_from(self.0.len() - Self::PREFIX.min(self.0.len())).is_ok()
+        }
+    }
+
+    impl From<&Event> for FramedEvent {
+        fn from(event: &Event) -> Self {
+            let length = event.encoded_len();
+            let mut framed = Vec::with_capacity(Self::PREFIX + length);
+            framed.push(0);
+            framed.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+            event
+                .encode(&mut framed)
+                .expect("a Vec has room for what it reserved");
+            Self(framed.into())
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
         use crate::v1::{Heartbeat, event};
+
+        #[test]
+        fn a_framed_event_is_one_grpc_message_of_its_encoding() {
+            let event = Event {
+                event: Some(event::Event::Heartbeat(Heartbeat { server_time: 42 })),
+            };
+            let framed = FramedEvent::from(&event);
+            let encoding = event.encode_to_vec();
+            assert_eq!(framed.framed()[0], 0, "not compressed");
+            assert_eq!(
+                framed.framed()[1..5],
+                u32::try_from(encoding.len()).unwrap().to_be_bytes()
+            );
+            assert_eq!(framed.encoding(), encoding);
+            assert!(framed.fits());
+            assert_eq!(FramedEvent::from_encoding(&encoding), framed);
+            assert_eq!(Event::decode(framed.encoding()).unwrap(), event);
+        }
 
         #[test]
         fn encoded_events_decode_as_the_event() {

@@ -5,7 +5,7 @@
 use natter_proto::v1::{Event, event};
 use prost::Message as _;
 
-use natter_proto::EncodedEvent;
+use natter_proto::FramedEvent;
 
 use crate::{
     convert,
@@ -180,7 +180,7 @@ pub fn decode_payload(payload: &[u8]) -> anyhow::Result<BusMessage> {
     match payload.split_first() {
         Some((&EVENT_TAG, body)) => Ok(BusMessage::Event {
             kind: EventKind::of(Event::decode(body)?),
-            encoded: EncodedEvent(bytes::Bytes::copy_from_slice(body)),
+            encoded: FramedEvent::from_encoding(body),
         }),
         Some((b'M', body)) => {
             let newline = body

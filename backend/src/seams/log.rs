@@ -16,7 +16,7 @@ use crate::{
     records::MessageRecord,
 };
 use natter_proto::{
-    EncodedEvent,
+    FramedEvent,
     v1::{Event, event::Event as Ev},
 };
 use tokio::sync::broadcast;
@@ -47,8 +47,8 @@ pub enum BusMessage {
     Event {
         /// What streams look at to decide whether to send it (seq checks, filters).
         kind: EventKind,
-        /// The event encoded, which streams send as is.
-        encoded: EncodedEvent,
+        /// The event encoded and framed as a gRPC message, which streams send as is.
+        encoded: FramedEvent,
     },
     /// The bus may have missed events (its connection to the broker was re-established):
     /// receivers must re-read what they follow from the store.
@@ -104,7 +104,7 @@ impl EventKind {
 impl BusMessage {
     /// Wraps an event, encoding it once.
     pub fn event(event: Event) -> Self {
-        let encoded = EncodedEvent::from(&event);
+        let encoded = FramedEvent::from(&event);
         BusMessage::Event {
             kind: EventKind::of(event),
             encoded,
@@ -115,7 +115,7 @@ impl BusMessage {
     /// at [`EventKind`] only).
     pub fn decoded(&self) -> Option<Event> {
         match self {
-            BusMessage::Event { encoded, .. } => prost::Message::decode(encoded.0.clone()).ok(),
+            BusMessage::Event { encoded, .. } => prost::Message::decode(encoded.encoding()).ok(),
             BusMessage::Resync => None,
         }
     }

@@ -12,7 +12,9 @@
 //! it ever encoded (the `Ready` event with a user's rooms, a catch-up burst), which made
 //! about 3 KiB of every online user's memory. Here each chunk is allocated at its exact
 //! size and freed once written, so an idle stream holds no buffer at all. The events are
-//! already encoded (see [`EncodedEvent`]); framing one is a 5-byte prefix and a copy.
+//! already framed (see [`FramedEvent`]), once for all the streams an event goes to: a chunk
+//! of one event (the common case of a live delivery) is that event's bytes, shared, with no
+//! allocation or copy; several are copied into one chunk.
 //!
 //! Backpressure is unchanged: hyper takes the body's next chunk only once the previous one
 //! has found room in the client's flow-control window, so a client that stops reading
@@ -30,7 +32,7 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
-use natter_proto::EncodedEvent;
+use natter_proto::FramedEvent;
 use tonic::Status;
 
 use super::watch::Watched;
@@ -47,13 +49,10 @@ const KEPT_CAPACITY: usize = 16;
 /// one allocation holding the whole burst.
 const CHUNK_BYTES: usize = 32 * 1024;
 
-/// A gRPC message's prefix: a compression flag (never set here) and the length, big-endian.
-const PREFIX_BYTES: usize = 5;
-
 /// What a session hands to its body: an encoded event, or the status that ends the call. The
 /// status is boxed: a bare `Status` (about 180 bytes) would make every slot of the outbox's
 /// buffers that large, for an item that comes at most once per stream.
-pub(crate) type OutboxItem = Result<EncodedEvent, Box<Status>>;
+pub(crate) type OutboxItem = Result<FramedEvent, Box<Status>>;
 
 /// Events the session produced and the body has not taken yet.
 ///
@@ -161,14 +160,13 @@ impl<S: Future<Output = ()>> SessionBody<S> {
         let mut size = 0;
         for item in &self.ready {
             let Ok(event) = item else { break };
+            let framed = event.framed().len();
             // Too large for a gRPC length (never, in practice): ends the call below.
-            if u32::try_from(event.0.len()).is_err()
-                || (events > 0 && size + PREFIX_BYTES + event.0.len() > CHUNK_BYTES)
-            {
+            if !event.fits() || (events > 0 && size + framed > CHUNK_BYTES) {
                 break;
             }
             events += 1;
-            size += PREFIX_BYTES + event.0.len();
+            size += framed;
         }
         if events == 0 {
             let status = match self.ready.pop_front() {
@@ -178,12 +176,15 @@ impl<S: Future<Output = ()>> SessionBody<S> {
             };
             return self.finish(&status);
         }
+        if events == 1
+            && let Some(Ok(event)) = self.ready.pop_front()
+        {
+            return Ok(Frame::data(event.into_framed()));
+        }
         let mut chunk = BytesMut::with_capacity(size);
         // All of them events (counted above): `flatten` yields each.
         for event in self.ready.drain(..events).flatten() {
-            chunk.put_u8(0);
-            chunk.put_u32(u32::try_from(event.0.len()).unwrap_or(u32::MAX));
-            chunk.put_slice(&event.0);
+            chunk.put_slice(event.framed());
         }
         Ok(Frame::data(chunk.freeze()))
     }
@@ -246,7 +247,7 @@ pub(crate) mod read_back {
     use http_body_util::BodyExt;
 
     /// The body's chunks, each split back into its events; the status from the trailers.
-    pub(crate) async fn chunks<B>(mut body: B) -> (Vec<Vec<EncodedEvent>>, Option<Status>)
+    pub(crate) async fn chunks<B>(mut body: B) -> (Vec<Vec<FramedEvent>>, Option<Status>)
     where
         B: http_body::Body<Data = Bytes, Error = Status> + Unpin,
     {
@@ -262,7 +263,7 @@ pub(crate) mod read_back {
             while data.has_remaining() {
                 assert_eq!(data.get_u8(), 0, "never compressed");
                 let length = data.get_u32() as usize;
-                events.push(EncodedEvent(data.split_to(length)));
+                events.push(FramedEvent::from_encoding(&data.split_to(length)));
             }
             chunks.push(events);
         }
@@ -270,7 +271,7 @@ pub(crate) mod read_back {
     }
 
     /// The body's events in order, then its status, as [`OutboxItem`]s.
-    pub(crate) async fn items<B>(body: B) -> Vec<Result<EncodedEvent, Status>>
+    pub(crate) async fn items<B>(body: B) -> Vec<Result<FramedEvent, Status>>
     where
         B: http_body::Body<Data = Bytes, Error = Status> + Unpin,
     {
@@ -288,7 +289,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn event(n: u8) -> OutboxItem {
-        Ok(EncodedEvent(bytes::Bytes::from(vec![n])))
+        Ok(FramedEvent::from_encoding(&[n]))
     }
 
     #[tokio::test]
@@ -306,7 +307,7 @@ mod tests {
         assert_eq!(items.len(), total + 1);
         for (n, item) in items[..total].iter().enumerate() {
             let got = item.as_ref().expect("an event").clone();
-            assert_eq!(got, EncodedEvent(bytes::Bytes::from(vec![(n % 251) as u8])));
+            assert_eq!(got, FramedEvent::from_encoding(&[(n % 251) as u8]));
         }
         assert_eq!(items[total].as_ref().unwrap_err().message(), "bye");
     }
@@ -315,8 +316,8 @@ mod tests {
     async fn events_ready_together_leave_in_one_chunk_of_bounded_size() {
         let outbox = Arc::new(Outbox::default());
         let producer = outbox.clone();
-        let big = EncodedEvent(Bytes::from(vec![1u8; CHUNK_BYTES]));
-        let small = EncodedEvent(Bytes::from(vec![2u8; 1000]));
+        let big = FramedEvent::from_encoding(&[1u8; CHUNK_BYTES]);
+        let small = FramedEvent::from_encoding(&[2u8; 1000]);
         let (big_event, small_event) = (big.clone(), small.clone());
         let body = SessionBody::new(outbox, None, async move {
             for _ in 0..3 {
@@ -344,6 +345,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_chunk_of_one_event_is_the_events_framed_bytes_not_a_copy() {
+        let outbox = Arc::new(Outbox::default());
+        let producer = outbox.clone();
+        let event = FramedEvent::from_encoding(b"one live delivery");
+        let shared = event.clone();
+        let mut body = SessionBody::new(outbox, None, async move {
+            producer.push_now(Ok(shared));
+        });
+        let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(chunk, event.framed());
+        assert_eq!(chunk.as_ptr(), event.framed().as_ptr(), "the same bytes");
+    }
+
+    #[tokio::test]
     async fn nothing_follows_the_status_that_ends_a_stream() {
         let outbox = Arc::new(Outbox::default());
         let producer = outbox.clone();
@@ -354,7 +369,7 @@ mod tests {
         });
         let items = items(body).await;
         assert_eq!(items.len(), 2, "{items:?}");
-        assert_eq!(items[0].as_ref().unwrap().0[..], [1]);
+        assert_eq!(items[0].as_ref().unwrap().encoding()[..], [1]);
         assert_eq!(
             items[1].as_ref().unwrap_err().code(),
             tonic::Code::Unauthenticated
@@ -376,7 +391,7 @@ mod tests {
         let mut taken = 0;
         while taken < 500 {
             let frame = body.frame().await.expect("the session never ends").unwrap();
-            taken += frame.into_data().expect("events").len() / (PREFIX_BYTES + 1);
+            taken += frame.into_data().expect("events").len() / (FramedEvent::PREFIX + 1);
             let ahead = produced.load(std::sync::atomic::Ordering::Relaxed) - taken;
             assert!(ahead <= OUTBOX_CAPACITY, "{ahead} events ahead");
         }

@@ -23,7 +23,7 @@ use std::{
 
 use futures::{Stream, StreamExt};
 use natter_proto::{
-    EncodedEvent,
+    FramedEvent,
     v1::{self as pb, event::Event as Ev},
 };
 use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
@@ -148,7 +148,7 @@ impl Session {
                     reason: "this server is shutting down".into(),
                 });
                 self.out
-                    .push_now(Ok(EncodedEvent::from(&convert::event(go_away))));
+                    .push_now(Ok(FramedEvent::from(&convert::event(go_away))));
                 self.out.push_now(Err(Box::new(Status::unavailable(
                     "this server is shutting down: reconnect and resume with your cursors",
                 ))));
@@ -196,7 +196,7 @@ impl Session {
             // Only the rooms are polled on every step; the rest only when one of them woke
             // the stream (see `quiet`). A step from a quiet source is followed by one that
             // polls the rooms first, so a client sending frames fast cannot starve them.
-            let quiet = quiet::Quiet::new();
+            let mut quiet = quiet::Quiet::new();
             let mut rooms_first = true;
             // A future is as large as its largest await, and this one lives as long as the
             // stream: the rare paths (subscribing, client frames, room-list changes, repairs)
@@ -283,7 +283,7 @@ impl Session {
     /// across the wait for room in the outbox, so every future awaiting this stays small
     /// (an `Ev` is ~300 bytes, and a stream's future is as large as its largest await).
     fn send(&self, event: Ev) -> impl Future<Output = Result<(), End>> + Send + '_ {
-        self.send_encoded(EncodedEvent::from(&convert::event(event)))
+        self.send_encoded(FramedEvent::from(&convert::event(event)))
     }
 
     /// Queues an encoded event. When the outbox is full this returns to the response body
@@ -291,7 +291,7 @@ impl Session {
     /// Draining is noticed here too, after such a wait: a long catch-up or a slow client
     /// does not keep the stream past shutdown. (The common case, room in the outbox, reads
     /// no shared state.)
-    async fn send_encoded(&self, event: EncodedEvent) -> Result<(), End> {
+    async fn send_encoded(&self, event: FramedEvent) -> Result<(), End> {
         if self.out.push(Ok(event)).await == Pushed::AfterWaiting
             && self.natter.shutdown().is_cancelled()
         {

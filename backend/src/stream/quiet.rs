@@ -12,30 +12,34 @@
 //! due and then wakes the task. The session polls them only when they are due: on its
 //! first poll, after one of them woke it, and right after one of them had an item (it may
 //! have more). A delivery then polls the rooms alone. No wake is lost: the task's waker is
-//! recorded on every poll before the mark is read, and a source that wakes while (or after)
-//! the quiet sources are polled marks them due again and wakes the task once more.
+//! recorded (when it changed) before the mark is read, and a source that wakes while (or
+//! after) the quiet sources are polled marks them due again and wakes the task once more.
+//!
+//! The task's waker is kept, not taken, by a wake, and replaced only when a poll brings
+//! another one (hyper polls a stream from one task for its whole life): a poll compares two
+//! pointers instead of taking a lock or swapping an atomic.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Wake, Waker},
 };
 
-use futures::task::AtomicWaker;
-
 /// The quiet sources' waker, for one session.
 pub(super) struct Quiet {
     state: Arc<QuietState>,
     waker: Waker,
+    /// The task waker last recorded in `state` (`None` before the first poll).
+    recorded: Option<Waker>,
 }
 
 struct QuietState {
     /// A quiet source woke (or has not been polled yet): poll them all.
     due: AtomicBool,
-    /// The session's task, as its last poll gave it.
-    task: AtomicWaker,
+    /// The session's task, as a poll last gave it.
+    task: Mutex<Option<Waker>>,
 }
 
 impl Wake for QuietState {
@@ -45,7 +49,9 @@ impl Wake for QuietState {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.due.store(true, Ordering::Release);
-        self.task.wake();
+        if let Some(task) = &*self.task.lock().expect("quiet waker lock poisoned") {
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -54,17 +60,28 @@ impl Quiet {
     pub(super) fn new() -> Self {
         let state = Arc::new(QuietState {
             due: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            task: Mutex::new(None),
         });
         Self {
             waker: Waker::from(state.clone()),
             state,
+            recorded: None,
         }
     }
 
-    /// Records the task to wake (`cx`, the session's own context). Call on every poll.
-    pub(super) fn register(&self, cx: &Context<'_>) {
-        self.state.task.register(cx.waker());
+    /// Records the task to wake (`cx`, the session's own context), if it changed. Call on
+    /// every poll, before [`Quiet::take_due`].
+    pub(super) fn register(&mut self, cx: &Context<'_>) {
+        if self
+            .recorded
+            .as_ref()
+            .is_some_and(|recorded| recorded.will_wake(cx.waker()))
+        {
+            return;
+        }
+        let task = cx.waker().clone();
+        *self.state.task.lock().expect("quiet waker lock poisoned") = Some(task.clone());
+        self.recorded = Some(task);
     }
 
     /// If the quiet sources are due, clears the mark and gives the context to poll them
@@ -102,7 +119,7 @@ mod tests {
         let counter = Arc::new(Counter::default());
         let task = Waker::from(counter.clone());
         let cx = Context::from_waker(&task);
-        let quiet = Quiet::new();
+        let mut quiet = Quiet::new();
         quiet.register(&cx);
         let source_waker = quiet
             .take_due()
@@ -119,6 +136,23 @@ mod tests {
 
         quiet.again();
         assert!(quiet.take_due().is_some(), "due again after an item");
+
+        source_waker.wake_by_ref();
+        assert_eq!(
+            counter.0.load(Ordering::Relaxed),
+            2,
+            "a wake keeps the waker"
+        );
+        let other = Arc::new(Counter::default());
+        let other_task = Waker::from(other.clone());
+        quiet.register(&Context::from_waker(&other_task));
+        source_waker.wake_by_ref();
+        assert_eq!(
+            other.0.load(Ordering::Relaxed),
+            1,
+            "a new task waker is used"
+        );
+        assert_eq!(counter.0.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -126,7 +160,7 @@ mod tests {
         let token = tokio_util::sync::CancellationToken::new();
         let cancelled = token.cancelled();
         tokio::pin!(cancelled);
-        let quiet = Quiet::new();
+        let mut quiet = Quiet::new();
         let polls = std::future::poll_fn(|cx| {
             quiet.register(cx);
             match quiet.take_due() {
