@@ -2,9 +2,16 @@
 //!
 //! Every acknowledged message is fsynced before its answer, and an fsync costs the same for
 //! one message as for a hundred. So appends go to one writer thread, which takes every request
-//! waiting at that moment, writes them all in ONE transaction, commits (one fsync), publishes
-//! them in seq order and answers each. Alone, a message waits for nothing; under load, many
-//! share a commit. The single writer also keeps publish order equal to seq order.
+//! waiting at that moment, writes them all in ONE transaction, commits (one fsync), and
+//! hands the batch to one task on the async runtime, which publishes the messages in seq order
+//! and answers each. Alone, a message waits for nothing; under load, many share a commit. The
+//! single writer and the single publishing task keep publish order equal to seq order.
+//!
+//! Why publish from the runtime: publishing a message wakes every stream following its room.
+//! Woken from a thread outside the runtime, each of a thousand wakes went through the
+//! runtime's shared queue and its workers were woken through the kernel; woken from a worker,
+//! they stay in that worker's own queue (and the other worker steals its share). One wake per
+//! batch crosses over instead of one per stream and message.
 
 use std::{
     sync::{Arc, mpsc},
@@ -33,6 +40,13 @@ struct Request {
     reply: oneshot::Sender<StoreResult<Appended>>,
 }
 
+/// A committed batch on its way to the publishing task: each request's answer and outcome,
+/// in seq order.
+type Committed = Vec<(
+    oneshot::Sender<StoreResult<Appended>>,
+    StoreResult<Appended>,
+)>;
+
 /// The writer thread and the way to it. Dropping it waits for the thread, so that the
 /// database file is closed when the store is gone (a restart may open it again at once).
 pub(super) struct Appender {
@@ -41,12 +55,16 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    /// Starts the writer thread.
+    /// Starts the writer thread, and its publishing task on the current runtime.
     pub(super) fn start(db: Arc<Database>, fanout: LocalFanout) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("the embedded store publishes on the async runtime: open it inside one")?;
+        let (committed, to_publish) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(publish_committed(fanout, to_publish));
         let (requests, incoming) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("natter-appender".into())
-            .spawn(move || write_batches(&db, &fanout, &incoming))
+            .spawn(move || write_batches(&db, &incoming, &committed))
             .context("starting the appender thread")?;
         Ok(Self {
             requests: Some(requests),
@@ -81,7 +99,11 @@ impl Drop for Appender {
 }
 
 /// The writer thread: until every sender is gone, commit whatever is waiting as one batch.
-fn write_batches(db: &Database, fanout: &LocalFanout, incoming: &mpsc::Receiver<Request>) {
+fn write_batches(
+    db: &Database,
+    incoming: &mpsc::Receiver<Request>,
+    committed: &tokio::sync::mpsc::UnboundedSender<Committed>,
+) {
     while let Ok(first) = incoming.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -92,18 +114,9 @@ fn write_batches(db: &Database, fanout: &LocalFanout, incoming: &mpsc::Receiver<
         }
         match commit(db, &batch) {
             Ok(outcomes) => {
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    if let Ok(appended) = &outcome
-                        && appended.created
-                    {
-                        let message = &appended.message;
-                        let event = Event {
-                            event: Some(event::Event::Message(convert::message(message))),
-                        };
-                        fanout.publish_now(&Topic::Room(message.room_id.clone()), event);
-                    }
-                    let _ = request.reply.send(outcome);
-                }
+                let replies = batch.into_iter().map(|request| request.reply);
+                // The runtime is gone (the process is ending): the callers with it.
+                let _ = committed.send(replies.zip(outcomes).collect());
             }
             Err(e) => {
                 tracing::error!(error = ?e, "committing a batch of messages failed");
@@ -112,6 +125,28 @@ fn write_batches(db: &Database, fanout: &LocalFanout, incoming: &mpsc::Receiver<
                     let _ = request.reply.send(Err(StoreError::Internal(failure)));
                 }
             }
+        }
+    }
+}
+
+/// The publishing task: publishes each committed message, in seq order, then answers it,
+/// until the writer thread is gone.
+async fn publish_committed(
+    fanout: LocalFanout,
+    mut to_publish: tokio::sync::mpsc::UnboundedReceiver<Committed>,
+) {
+    while let Some(batch) = to_publish.recv().await {
+        for (reply, outcome) in batch {
+            if let Ok(appended) = &outcome
+                && appended.created
+            {
+                let message = &appended.message;
+                let event = Event {
+                    event: Some(event::Event::Message(convert::message(message))),
+                };
+                fanout.publish_now(&Topic::Room(message.room_id.clone()), event);
+            }
+            let _ = reply.send(outcome);
         }
     }
 }

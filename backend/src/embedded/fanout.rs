@@ -27,8 +27,8 @@ struct Inner {
 }
 
 impl LocalFanout {
-    /// Publishes without awaiting: the embedded store calls this from its writer thread,
-    /// before answering, so that publish order equals seq order. The event is encoded
+    /// Publishes without awaiting: the embedded store calls this from its one publishing
+    /// task, before answering, so that publish order equals seq order. The event is encoded
     /// outside the lock, and only when the topic has a channel (a stream on this process
     /// followed it).
     pub(crate) fn publish_now(&self, topic: &Topic, event: Event) {

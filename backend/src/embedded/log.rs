@@ -1,5 +1,5 @@
-//! The embedded Log: appends go to the appender thread (one writer, group commits, publish
-//! in seq order); ranges are read from the messages table; following is the in-process
+//! The embedded Log: appends go to the appender thread (one writer, group commits; one task
+//! publishes in seq order); ranges are read from the messages table; following is the in-process
 //! fan-out.
 
 use async_trait::async_trait;

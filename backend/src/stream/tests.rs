@@ -92,7 +92,12 @@ async fn a_stream_catching_up_when_the_server_drains_is_told_at_once() {
     let events: Vec<_> = items
         .iter()
         .filter_map(|item| item.as_ref().ok())
-        .map(|encoded| pb::Event::decode(encoded.encoding()).unwrap().event.unwrap())
+        .map(|encoded| {
+            pb::Event::decode(encoded.encoding())
+                .unwrap()
+                .event
+                .unwrap()
+        })
         .collect();
     assert!(matches!(events[0], Ev::Ready(_)), "{events:?}");
     assert!(

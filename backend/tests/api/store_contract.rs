@@ -561,3 +561,62 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
 fn room_with_pair(id: &str) -> RoomRecord {
     room(id, None, "idalice")
 }
+
+/// Records the name of the thread that wakes it.
+struct WokenOn(std::sync::Mutex<Option<String>>);
+
+impl std::task::Wake for WokenOn {
+    fn wake(self: Arc<Self>) {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        *self.0.lock().unwrap() = Some(thread);
+    }
+}
+
+/// The embedded log publishes each commit from a task on the runtime, so the wakes of the
+/// streams following a room stay in a worker's queue instead of crossing from the writer
+/// thread one by one; in seq order, and each message before its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_publishes_on_the_runtime_in_seq_order_before_answering() {
+    use std::future::Future;
+    let s = embedded().await;
+    group_room(&s).await;
+    let mut follower = s.log.follow(&Topic::Room(rid("r1"))).await.unwrap();
+
+    let woken_on = Arc::new(WokenOn(std::sync::Mutex::new(None)));
+    let waker = std::task::Waker::from(woken_on.clone());
+    {
+        let mut waiting = std::pin::pin!(follower.recv());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let first = s.log.append(message("r1", "idalice", "first", "")).await;
+        assert_eq!(first.unwrap().message.seq, 1);
+        assert_eq!(
+            woken_on.0.lock().unwrap().as_deref(),
+            Some("tokio-rt-worker"),
+            "the publish woke the stream from a runtime worker, before the answer"
+        );
+    }
+
+    // Fewer than a room topic holds (16), so the follower, not reading meanwhile, keeps up.
+    let sends = (0..14).map(|n| s.log.append(message("r1", "idbob", &format!("m{n}"), "")));
+    for appended in futures::future::join_all(sends).await {
+        assert!(appended.unwrap().created);
+    }
+    let mut published = Vec::new();
+    while published.len() < 15 {
+        let delivered = tokio::time::timeout(WAIT, follower.recv())
+            .await
+            .expect("an event in time")
+            .expect("the follower keeps up");
+        match delivered.decoded() {
+            Some(pb::Event {
+                event: Some(Ev::Message(m)),
+            }) => published.push(m.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(published, (1..=15).collect::<Vec<u64>>());
+}
