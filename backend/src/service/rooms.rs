@@ -262,23 +262,28 @@ impl Natter {
     ) -> ApiResult<Vec<MemberView>> {
         self.account(caller).await?;
         let room = self.member_room(caller, room_id).await?;
+        let mut members = self.members_with_presence(room_id).await?;
+        let owner = &room.owner_id;
+        members.sort_by(|a, b| {
+            (a.user.id != *owner, &a.user.username).cmp(&(b.user.id != *owner, &b.user.username))
+        });
+        Ok(members
+            .into_iter()
+            .map(|user| MemberView {
+                is_owner: user.user.id == *owner,
+                user,
+            })
+            .collect())
+    }
+
+    /// A room's members with their presence, in no particular order.
+    pub(crate) async fn members_with_presence(&self, room_id: &RoomId) -> ApiResult<Vec<UserView>> {
         let mut users = Vec::new();
         for id in self.directory.members_of(room_id).await? {
             if let Some(user) = self.directory.user(&id).await? {
                 users.push(user);
             }
         }
-        users.sort_by(|a, b| {
-            (a.id != room.owner_id, &a.username).cmp(&(b.id != room.owner_id, &b.username))
-        });
-        Ok(self
-            .users_view(&users)
-            .await?
-            .into_iter()
-            .map(|user| MemberView {
-                is_owner: user.user.id == room.owner_id,
-                user,
-            })
-            .collect())
+        self.users_view(&users).await
     }
 }

@@ -9,29 +9,25 @@
 
 mod body;
 mod follows;
+mod open;
 mod quiet;
 mod rooms;
 mod watch;
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{Arc, atomic::Ordering},
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
 
 use futures::{Stream, StreamExt};
 use natter_proto::{
     FramedEvent,
     v1::{self as pb, event::Event as Ev},
 };
-use tokio_stream::{wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
-use tokio_util::sync::WaitForCancellationFuture;
+use tokio_stream::wrappers::BroadcastStream;
 use tonic::Status;
 
 use body::Pushed;
 pub(crate) use body::{Outbox, SessionBody};
+use open::OpenStream;
+use quiet::{Next, poll_quiet};
 pub(crate) use watch::SendWatch;
 
 use crate::{
@@ -351,122 +347,6 @@ impl Session {
                 }))
                 .await
             }
-        }
-    }
-}
-
-/// What woke a stream's step.
-enum Next {
-    Drain,
-    Heartbeat,
-    Own(Result<SharedEvent, BroadcastStreamRecvError>),
-    Room(follows::LiveItem),
-    /// Boxed: a `Status` would make every step's value as large, for what only `Chat`
-    /// calls carry.
-    Frame(Box<Result<pb::ClientFrame, Status>>),
-}
-
-/// Polls the quiet sources (see `quiet`) with their own context, in order of urgency.
-fn poll_quiet<F>(
-    cx: &mut Context<'_>,
-    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-    heartbeat: &mut tokio::time::Interval,
-    own: &mut Option<BroadcastStream<SharedEvent>>,
-    frames: &mut Option<F>,
-) -> Poll<Next>
-where
-    F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
-{
-    if cancelled.poll(cx).is_ready() {
-        return Poll::Ready(Next::Drain);
-    }
-    if heartbeat.poll_tick(cx).is_ready() {
-        return Poll::Ready(Next::Heartbeat);
-    }
-    // A closed topic (never, while the bus holds it) has nothing more: not an event.
-    if let Some(own) = own
-        && let Poll::Ready(Some(item)) = own.poll_next_unpin(cx)
-    {
-        return Poll::Ready(Next::Own(item));
-    }
-    if let Some(stream) = frames {
-        match stream.poll_next_unpin(cx) {
-            Poll::Ready(Some(item)) => return Poll::Ready(Next::Frame(Box::new(item))),
-            // Half-closed by the client: stop polling it, keep the events flowing.
-            Poll::Ready(None) => *frames = None,
-            Poll::Pending => {}
-        }
-    }
-    Poll::Pending
-}
-
-/// An open stream, counted in the metrics and in presence. Dropped when the session ends,
-/// or with the session when the client goes away (hyper drops the response body), which
-/// is why closing happens here and not at the end of `run`.
-struct OpenStream {
-    natter: Arc<Natter>,
-    user: UserRecord,
-    /// Over gRPC-Web (counted apart in the metrics).
-    web: bool,
-    /// Whether presence counts this stream: from the moment the opening session starts
-    /// recording it, unless that failed (a failed open takes its count back itself).
-    counted_in_presence: bool,
-}
-
-impl OpenStream {
-    /// Counts a new stream, unless the instance holds `--max-streams` already (checked and
-    /// counted in one atomic step, so streams opening at once cannot pass the limit).
-    fn admit(natter: Arc<Natter>, user: UserRecord, web: bool) -> ApiResult<Self> {
-        let max = i64::from(natter.config().max_streams);
-        natter
-            .metrics()
-            .streams_open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .map_err(|_| {
-                natter
-                    .metrics()
-                    .rejections
-                    .count(crate::metrics::Limit::Streams);
-                ApiError::ResourceExhausted {
-                    what: "this server holds the most event streams it may; try again shortly",
-                    retry_after: Some(Duration::from_secs(5)),
-                }
-            })?;
-        if web {
-            natter
-                .metrics()
-                .web_streams_open
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(Self {
-            natter,
-            user,
-            web,
-            counted_in_presence: false,
-        })
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        let metrics = self.natter.metrics();
-        metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
-        if self.web {
-            metrics.web_streams_open.fetch_sub(1, Ordering::Relaxed);
-        }
-        // Recording presence awaits the store, so it runs on a task of its own. Without a
-        // runtime (the process is ending) there is nobody left to tell.
-        if !self.counted_in_presence {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let natter = self.natter.clone();
-            let user = self.user.clone();
-            self.natter
-                .tasks()
-                .spawn_on(async move { natter.stream_closed(&user).await }, &runtime);
         }
     }
 }

@@ -20,12 +20,23 @@
 //! pointers instead of taking a lock or swapping an atomic.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Wake, Waker},
+    task::{Context, Poll, Wake, Waker},
 };
+
+use futures::{Stream, StreamExt};
+use natter_proto::v1 as pb;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+use tokio_util::sync::WaitForCancellationFuture;
+use tonic::Status;
+
+use super::follows;
+use crate::seams::SharedEvent;
 
 /// The quiet sources' waker, for one session.
 pub(super) struct Quiet {
@@ -97,6 +108,51 @@ impl Quiet {
     pub(super) fn again(&self) {
         self.state.due.store(true, Ordering::Release);
     }
+}
+
+/// What woke a stream's step.
+pub(super) enum Next {
+    Drain,
+    Heartbeat,
+    Own(Result<SharedEvent, BroadcastStreamRecvError>),
+    Room(follows::LiveItem),
+    /// Boxed: a `Status` would make every step's value as large, for what only `Chat`
+    /// calls carry.
+    Frame(Box<Result<pb::ClientFrame, Status>>),
+}
+
+/// Polls the quiet sources (see `quiet`) with their own context, in order of urgency.
+pub(super) fn poll_quiet<F>(
+    cx: &mut Context<'_>,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    heartbeat: &mut tokio::time::Interval,
+    own: &mut Option<BroadcastStream<SharedEvent>>,
+    frames: &mut Option<F>,
+) -> Poll<Next>
+where
+    F: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+{
+    if cancelled.poll(cx).is_ready() {
+        return Poll::Ready(Next::Drain);
+    }
+    if heartbeat.poll_tick(cx).is_ready() {
+        return Poll::Ready(Next::Heartbeat);
+    }
+    // A closed topic (never, while the bus holds it) has nothing more: not an event.
+    if let Some(own) = own
+        && let Poll::Ready(Some(item)) = own.poll_next_unpin(cx)
+    {
+        return Poll::Ready(Next::Own(item));
+    }
+    if let Some(stream) = frames {
+        match stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => return Poll::Ready(Next::Frame(Box::new(item))),
+            // Half-closed by the client: stop polling it, keep the events flowing.
+            Poll::Ready(None) => *frames = None,
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
 }
 
 #[cfg(test)]

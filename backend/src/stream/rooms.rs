@@ -16,6 +16,10 @@ use crate::{
     seams::{BusMessage, EventKind, SharedEvent, Topic},
 };
 
+/// Rooms up to this many members get their presence repaired after a hole in their feed
+/// (see [`Session::send_presence_of`]).
+const PRESENCE_REPAIR_MAX_MEMBERS: usize = 200;
+
 impl Session {
     /// Follows every room of the user, sends `Ready`, then replays each room from its cursor.
     pub(super) async fn subscribe(&mut self, request: pb::SubscribeRequest) -> Result<(), End> {
@@ -253,7 +257,10 @@ impl Session {
             .room_and_membership(room_id, &self.user().id)
             .await?;
         match room {
-            Some(_) if member => self.catch_up(room_id).await,
+            Some(_) if member => {
+                self.catch_up(room_id).await?;
+                self.send_presence_of(room_id).await
+            }
             Some(room) => {
                 let change = room_changed(convert::room(&room, None), RoomChange::Left);
                 self.drop_room(room_id, change).await
@@ -267,6 +274,29 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// After a hole in a room's live feed, the presence notices in it are gone for good:
+    /// only messages are in the log. So the client is told every member's presence as it
+    /// is now, one notice each (what it would have seen last, had it seen everything). A
+    /// room larger than [`PRESENCE_REPAIR_MAX_MEMBERS`] is not: that many notices per
+    /// lagging stream would cost more than the stale dots they fix, and the member list
+    /// (`ListMembers`) is always current. Typing notices are not repaired: they are
+    /// transient, and clients let them expire.
+    async fn send_presence_of(&mut self, room_id: &RoomId) -> Result<(), End> {
+        let members = self.natter.members_with_presence(room_id).await?;
+        if members.len() > PRESENCE_REPAIR_MAX_MEMBERS {
+            return Ok(());
+        }
+        for member in &members {
+            self.send(Ev::Presence(pb::PresenceChanged {
+                room_id: room_id.to_string(),
+                user: Some(convert::user_view(member)),
+                online: member.online,
+            }))
+            .await?;
+        }
+        Ok(())
     }
 
     /// Some session of the user ended (`ended`, or unknown after missed events): if it is

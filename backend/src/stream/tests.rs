@@ -1,6 +1,6 @@
 //! The session's lifecycle against a real embedded server: opening, dropping, draining.
 
-use std::{future::Future, task::Context};
+use std::{future::Future, sync::atomic::Ordering, task::Context};
 
 use prost::Message;
 

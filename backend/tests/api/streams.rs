@@ -261,6 +261,41 @@ async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
     assert_eq!(app.metric("natter_messages_stored_total").await, FLOOD);
 }
 
+#[tokio::test]
+async fn presence_a_slow_reader_missed_is_told_as_it_is_now() {
+    // Carol comes online in the room while bob's stream is stuck behind a flood, and more
+    // messages than a room topic buffers (16) push her notice out: repairing the hole from
+    // the log brings the messages back, and the members' presence is told as it is now.
+    const AFTER: u64 = 32;
+    let app = spawn_app().await;
+    let (mut alice, _bob, flood, mut events) = flood_a_slow_reader(&app).await;
+    let mut carol = app.register("carol").await;
+    carol.join(&flood.code).await;
+    let mut carol_events = carol.subscribe(vec![]).await;
+    expect_ready(&mut carol_events).await;
+    for i in 1..=AFTER {
+        alice.send(&flood.id, &format!("after {i}")).await;
+    }
+    let (mut last_seq, mut carol_online) = (0, false);
+    while last_seq < FLOOD + AFTER || !carol_online {
+        match next_event(&mut events).await {
+            Ev::Message(m) if m.room_id == flood.id => {
+                assert_eq!(m.seq, last_seq + 1, "no gap, no duplicate");
+                last_seq = m.seq;
+            }
+            Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.id == carol.user.id) => {
+                assert_eq!(p.room_id, flood.id);
+                carol_online = p.online;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        app.metric("natter_stream_repairs_total").await > 0,
+        "the lag path was exercised"
+    );
+}
+
 /// Messages sent into a room while a member's stream is not read.
 const FLOOD: u64 = 3000;
 
