@@ -542,11 +542,7 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
         .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let delivered = tokio::time::timeout(WAIT, follower.recv())
-            .await
-            .expect("an event in time")
-            .expect("the follower keeps up");
-        match delivered.decoded() {
+        match next_followed(&mut follower).await {
             Some(pb::Event {
                 event: Some(Ev::Message(m)),
             }) => seen.push(format!("#{}", m.seq)),
@@ -555,6 +551,17 @@ async fn appends_reach_followers_in_seq_order(s: &Seams) {
         }
     }
     assert_eq!(seen, ["#1", "#2", "#3", "typing"]);
+}
+
+/// The next event a follower receives, decoded; it must come in time and not lag.
+async fn next_followed(
+    follower: &mut tokio::sync::broadcast::Receiver<natter_server::seams::SharedEvent>,
+) -> Option<pb::Event> {
+    tokio::time::timeout(WAIT, follower.recv())
+        .await
+        .expect("an event in time")
+        .expect("the follower keeps up")
+        .decoded()
 }
 
 /// The direct room of alice and bob.
@@ -607,11 +614,7 @@ async fn the_embedded_log_publishes_on_the_runtime_in_seq_order_before_answering
     }
     let mut published = Vec::new();
     while published.len() < 15 {
-        let delivered = tokio::time::timeout(WAIT, follower.recv())
-            .await
-            .expect("an event in time")
-            .expect("the follower keeps up");
-        match delivered.decoded() {
+        match next_followed(&mut follower).await {
             Some(pb::Event {
                 event: Some(Ev::Message(m)),
             }) => published.push(m.seq),
