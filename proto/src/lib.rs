@@ -136,11 +136,17 @@ mod encoded {
         /// Frames an event's encoding (copied once). An encoding too long for a gRPC length
         /// (4 GiB) is framed with the largest one; [`FramedEvent::fits`] says so.
         pub fn from_encoding(encoding: &[u8]) -> Self {
-            let mut framed = Vec::with_capacity(Self::PREFIX + encoding.len());
-            framed.push(0);
-            framed.put_u32(u32::try_from(encoding.len()).unwrap_or(u32::MAX));
+            let mut framed = Self::prefixed(encoding.len());
             framed.put_slice(encoding);
             Self(framed.into())
+        }
+
+        /// A buffer holding the prefix of an encoding of `length` bytes, with room for it.
+        fn prefixed(length: usize) -> Vec<u8> {
+            let mut framed = Vec::with_capacity(Self::PREFIX + length);
+            framed.push(0);
+            framed.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+            framed
         }
 
         /// The prefix and the encoding, as written to a stream.
@@ -166,10 +172,7 @@ mod encoded {
 
     impl From<&Event> for FramedEvent {
         fn from(event: &Event) -> Self {
-            let length = event.encoded_len();
-            let mut framed = Vec::with_capacity(Self::PREFIX + length);
-            framed.push(0);
-            framed.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+            let mut framed = Self::prefixed(event.encoded_len());
             event
                 .encode(&mut framed)
                 .expect("a Vec has room for what it reserved");
