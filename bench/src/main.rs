@@ -72,6 +72,12 @@ struct Args {
     /// `--fanout-seconds` of publishing)
     #[arg(long)]
     paired: Option<usize>,
+    /// With `--paired`: both builds' publishers send this many messages per second in all,
+    /// instead of each sending as soon as its last message is answered. Builds that answer
+    /// at different speeds then still fan out the same rate, so each stream wakes for about
+    /// as many events in both.
+    #[arg(long)]
+    paired_rate: Option<u32>,
     /// Instead: the realistic chat shape, this many users (10000 in BENCHMARKS.md) in rooms
     /// of 5-20, each in 5-10 rooms, one stream each (half native gRPC, half gRPC-Web over
     /// HTTP/1.1), messages into random rooms at fixed rates: the highest sustainable rate,
@@ -150,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
         return baseline::serve_baseline().await;
     }
     if let Some(rounds) = args.paired {
-        return paired::report(rounds, args.subscribers, args.fanout_seconds).await;
+        let pace = args
+            .paired_rate
+            .map_or(scenarios::Pace::AsAnswered, scenarios::Pace::PerSecond);
+        return paired::report(rounds, args.subscribers, args.fanout_seconds, pace).await;
     }
     if args.nginx {
         return through_nginx(&args).await;
@@ -323,7 +332,15 @@ async fn with_default_windows() -> anyhow::Result<()> {
             window,
             ..scenarios::Connections::default()
         };
-        let f = scenarios::fanout_on(&deployment, 100, 4, PUBLISHING, connections).await?;
+        let f = scenarios::fanout_on(
+            &deployment,
+            100,
+            4,
+            PUBLISHING,
+            scenarios::Pace::AsAnswered,
+            connections,
+        )
+        .await?;
         println!(
             "| {label} | {:.0} | {:.0} | {:.2} s | {} of {} |",
             f.sent as f64 / PUBLISHING.as_secs_f64(),

@@ -16,18 +16,28 @@ use anyhow::Context;
 
 use crate::{
     deployment::Deployment,
-    scenarios::{self, Connections},
+    scenarios::{self, Connections, Pace},
 };
 
 /// CPU per delivery of both builds, round by round, and the medians.
-pub(crate) async fn report(rounds: usize, subscribers: usize, seconds: u64) -> anyhow::Result<()> {
+pub(crate) async fn report(
+    rounds: usize,
+    subscribers: usize,
+    seconds: u64,
+    pace: Pace,
+) -> anyhow::Result<()> {
     let a = crate::procs::server_binary()?;
     let b: PathBuf = std::env::var_os("NATTER_SERVER_BIN_B")
         .context("NATTER_SERVER_BIN_B: the natter-server binary to compare with")?
         .into();
     println!("A: {}  \nB: {}\n", a.display(), b.display());
-    println!("| round | A: server CPU per delivery | B: server CPU per delivery | B / A |");
-    println!("|---|---|---|---|");
+    if let Pace::PerSecond(rate) = pace {
+        println!("Both publish {rate} messages/s in all.\n");
+    }
+    println!(
+        "| round | A: messages/s | A: server CPU per delivery | B: messages/s | B: server CPU per delivery | B / A |"
+    );
+    println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::with_capacity(rounds);
     let (mut cpu_a, mut cpu_b) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -47,6 +57,7 @@ pub(crate) async fn report(rounds: usize, subscribers: usize, seconds: u64) -> a
                     subscribers,
                     4,
                     Duration::from_secs(seconds),
+                    pace,
                     connections,
                 )
                 .await
@@ -61,8 +72,11 @@ pub(crate) async fn report(rounds: usize, subscribers: usize, seconds: u64) -> a
             Ok(f.server_cpu_seconds * 1e6 / f.delivered.max(1) as f64)
         };
         let (us_a, us_b) = (per_delivery(&fanout_a)?, per_delivery(&fanout_b)?);
+        let rate = |f: &scenarios::Fanout| f.sent as f64 / seconds as f64;
         println!(
-            "| {round} | {us_a:.2} µs | {us_b:.2} µs | {:.3} |",
+            "| {round} | {:.0} | {us_a:.2} µs | {:.0} | {us_b:.2} µs | {:.3} |",
+            rate(&fanout_a),
+            rate(&fanout_b),
             us_b / us_a
         );
         ratios.push(us_b / us_a);
@@ -71,7 +85,7 @@ pub(crate) async fn report(rounds: usize, subscribers: usize, seconds: u64) -> a
     }
     let lower = ratios.iter().filter(|r| **r < 1.0).count();
     println!(
-        "| median | {:.2} µs | {:.2} µs | {:.3} |",
+        "| median | | {:.2} µs | | {:.2} µs | {:.3} |",
         median(&mut cpu_a),
         median(&mut cpu_b),
         median(&mut ratios)

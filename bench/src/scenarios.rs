@@ -202,6 +202,18 @@ pub(crate) struct Fanout {
     pub(crate) socket_writes: Option<u64>,
 }
 
+/// How the fan-out's publishers pace their sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Each publisher sends its next message as soon as its last one is answered, so the
+    /// rate is whatever the server's answers allow.
+    AsAnswered,
+    /// All publishers together send this many messages per second, each on a schedule of
+    /// its own (staggered), still one in flight each: a publisher whose answer comes late
+    /// sends its next one late, which the achieved rate shows.
+    PerSecond(u32),
+}
+
 /// One room, `subscribers` streams spread over the instances, `publishers` users sending as
 /// fast as their sends are acknowledged for `duration`; then waits for every delivery.
 pub(crate) async fn fanout(
@@ -215,17 +227,20 @@ pub(crate) async fn fanout(
         subscribers,
         publishers,
         duration,
+        Pace::AsAnswered,
         Connections::default(),
     )
     .await
 }
 
-/// [`fanout`] with the subscribers' connections set up as `connections` says.
+/// [`fanout`] paced as `pace` says, with the subscribers' connections set up as
+/// `connections` says.
 pub(crate) async fn fanout_on(
     deployment: &Deployment,
     subscribers: usize,
     publishers: usize,
     duration: Duration,
+    pace: Pace,
     connections: Connections,
 ) -> anyhow::Result<Fanout> {
     let (room, users) = room_with_members(deployment, "fan", SUBSCRIBER_USERS + publishers).await?;
@@ -252,9 +267,23 @@ pub(crate) async fn fanout_on(
     for (i, sender) in senders.iter().enumerate() {
         let mut chat = chat(&deployment.url(i), sender)?;
         let (room_id, sent) = (room.id.clone(), sent.clone());
+        let mut schedule = match pace {
+            Pace::AsAnswered => None,
+            Pace::PerSecond(rate) => {
+                let period = Duration::from_secs(publishers as u64) / rate.max(1);
+                let first =
+                    tokio::time::Instant::from_std(start) + period * i as u32 / publishers as u32;
+                let mut schedule = tokio::time::interval_at(first, period);
+                schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                Some(schedule)
+            }
+        };
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while start.elapsed() < duration {
+                if let Some(schedule) = &mut schedule {
+                    schedule.tick().await;
+                }
                 n += 1;
                 let text = format!("fan-out message {n} from publisher {i}");
                 if chat

@@ -41,10 +41,9 @@ impl Directory for EmbeddedStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        let username = username.to_owned();
-        self.blocking(move |s| {
+        self.point_read(|s| {
             let txn = s.db.begin_read()?;
-            let Some(id) = indexed_id(&txn, USERNAMES, &username)? else {
+            let Some(id) = indexed_id(&txn, USERNAMES, username)? else {
                 return Ok(None);
             };
             let users = txn.open_table(USERS)?;
@@ -53,12 +52,10 @@ impl Directory for EmbeddedStore {
                 .map(|b| decode(b.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
-        let id = id.to_owned();
-        self.blocking(move |s| {
+        self.point_read(|s| {
             let txn = s.db.begin_read()?;
             let users = txn.open_table(USERS)?;
             users
@@ -66,7 +63,6 @@ impl Directory for EmbeddedStore {
                 .map(|b| decode(b.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn change_account(
@@ -148,9 +144,7 @@ impl Directory for EmbeddedStore {
     }
 
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
-        let id = id.to_owned();
-        self.blocking(move |s| s.read_room(&s.db.begin_read()?, id.as_str()))
-            .await
+        self.point_read(|s| s.read_room(&s.db.begin_read()?, id.as_str()))
     }
 
     async fn change_code(&self, room_id: &RoomId, new_code: &str) -> StoreResult<Option<bool>> {
@@ -185,15 +179,13 @@ impl Directory for EmbeddedStore {
     }
 
     async fn room_by_code(&self, code: &str) -> StoreResult<Option<RoomRecord>> {
-        let code = code.to_owned();
-        self.blocking(move |s| {
+        self.point_read(|s| {
             let txn = s.db.begin_read()?;
-            let Some(id) = indexed_id(&txn, CODES, &code)? else {
+            let Some(id) = indexed_id(&txn, CODES, code)? else {
                 return Ok(None);
             };
             s.read_room(&txn, &id)
         })
-        .await
     }
 
     async fn open_direct(&self, candidate: RoomRecord) -> StoreResult<(RoomRecord, bool)> {
@@ -315,15 +307,13 @@ impl Directory for EmbeddedStore {
     }
 
     async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<bool> {
-        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
-        self.blocking(move |s| {
+        self.point_read(|s| {
             let txn = s.db.begin_read()?;
             Ok(txn
                 .open_table(ROOM_USERS)?
                 .get((room_id.as_str(), user_id.as_str()))?
                 .is_some())
         })
-        .await
     }
 
     async fn rooms_of(&self, user_id: &UserId) -> StoreResult<Vec<RoomRecord>> {

@@ -113,20 +113,33 @@ impl EmbeddedStore {
         })
     }
 
-    /// Runs blocking database work off the async runtime.
+    /// Runs blocking database work off the async runtime: writes, and reads that scan a
+    /// range (their length is the caller's data, not ours).
     pub(super) async fn blocking<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&EmbeddedStore) -> anyhow::Result<T> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || work(&store))
+        let done = tokio::task::spawn_blocking(move || work(&store))
             .await
-            .map_err(|e| StoreError::Internal(e.into()))?
-            .map_err(|e| match e.downcast::<Gone>() {
-                Ok(Gone) => StoreError::RoomNotFound,
-                Err(e) => StoreError::Internal(e),
-            })
+            .map_err(|e| StoreError::Internal(e.into()))?;
+        store_result(done)
+    }
+
+    /// Runs a read of one key in place, on the caller's thread.
+    ///
+    /// Such a read is a few B-tree pages, normally in redb's cache or the OS's, and takes
+    /// microseconds. Sending it to the blocking pool cost more than the read: a thread
+    /// woken and two context switches each way, three times per `SendMessage` (account,
+    /// room, membership), which was about a third of the call's CPU (BENCHMARKS.md). The
+    /// rare read that misses both caches blocks this worker for one disk read, the price
+    /// of not paying the hop on every call.
+    pub(super) fn point_read<T>(
+        &self,
+        read: impl FnOnce(&EmbeddedStore) -> anyhow::Result<T>,
+    ) -> StoreResult<T> {
+        store_result(read(self))
     }
 
     pub(super) fn read_room(
@@ -153,6 +166,14 @@ impl EmbeddedStore {
         }
         Ok(())
     }
+}
+
+/// A store call's outcome: a room deleted under it is `RoomNotFound`, anything else internal.
+fn store_result<T>(done: anyhow::Result<T>) -> StoreResult<T> {
+    done.map_err(|e| match e.downcast::<Gone>() {
+        Ok(Gone) => StoreError::RoomNotFound,
+        Err(e) => StoreError::Internal(e),
+    })
 }
 
 /// Second components of the `(owner, *)` keys of a membership table.

@@ -623,3 +623,47 @@ async fn the_embedded_log_publishes_on_the_runtime_in_seq_order_before_answering
     }
     assert_eq!(published, (1..=15).collect::<Vec<u64>>());
 }
+
+/// Reads of one key (an account, a room, a membership: every `SendMessage` makes these
+/// three) run in place, not on the blocking pool: they answer while every thread of the
+/// pool is taken, where a hop through the pool would wait behind the work holding it.
+#[test]
+fn the_embedded_stores_reads_of_one_key_do_not_wait_for_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let s = embedded().await;
+        group_room(&s).await;
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::task::spawn_blocking(move || {
+            started.send(()).unwrap();
+            held.recv_timeout(WAIT)
+        });
+        running
+            .recv_timeout(WAIT)
+            .expect("the pool's one thread is taken");
+        let reads = async {
+            (
+                s.directory.user(&uid("idbob")).await,
+                s.directory.user_by_username("carol").await,
+                s.directory.room(&rid("r1")).await,
+                s.directory.room_by_code("CODE0001").await,
+                s.directory.is_member(&rid("r1"), &uid("idbob")).await,
+            )
+        };
+        let answered = tokio::time::timeout(WAIT, reads).await;
+        release.send(()).unwrap();
+        holder.await.unwrap().expect("released");
+        let (bob, carol, room, by_code, member) = answered.expect("answered with the pool busy");
+        assert_eq!(bob.unwrap().unwrap().username, "bob");
+        assert_eq!(carol.unwrap().unwrap().id, uid("idcarol"));
+        assert_eq!(room.unwrap().unwrap().id, rid("r1"));
+        assert_eq!(by_code.unwrap().unwrap().id, rid("r1"));
+        assert!(member.unwrap());
+    });
+}
