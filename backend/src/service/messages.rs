@@ -99,8 +99,7 @@ impl Natter {
         } = send;
         let room_id = &room_id;
         self.limits.account(Action::Send, &caller.user_id)?;
-        let sender = self.account(caller).await?;
-        self.member_room(caller, room_id).await?;
+        let (sender, _) = self.account_in_room(caller, room_id).await?;
         let appended = self
             .log
             .append(NewMessage {
@@ -136,8 +135,7 @@ impl Natter {
         before_seq: u64,
         limit: u32,
     ) -> ApiResult<HistoryPage> {
-        self.account(caller).await?;
-        let room = self.member_room(caller, room_id).await?;
+        let (_, room) = self.account_in_room(caller, room_id).await?;
         let limit = match limit as usize {
             0 => DEFAULT_HISTORY,
             n => n.min(MAX_HISTORY),
@@ -158,8 +156,7 @@ impl Natter {
         let SetTyping { room_id, typing } = typing;
         let room_id = &room_id;
         self.limits.account(Action::Typing, &caller.user_id)?;
-        let user = self.account(caller).await?;
-        self.member_room(caller, room_id).await?;
+        let (user, _) = self.account_in_room(caller, room_id).await?;
         if !self.typing.admit(&user.id, room_id) {
             return Ok(());
         }

@@ -127,8 +127,7 @@ impl Natter {
     /// Leaves a room. History stays; the owner may still delete it later.
     #[tracing::instrument(name = "leave_room", skip_all, fields(user = %caller.user_id, room = %room_id))]
     pub(crate) async fn leave_room(&self, caller: &Caller, room_id: &RoomId) -> ApiResult<()> {
-        let user = self.account(caller).await?;
-        let room = self.member_room(caller, room_id).await?;
+        let (user, room) = self.account_in_room(caller, room_id).await?;
         if self.directory.remove_member(room_id, &user.id).await? {
             let view = self.room_view(&room, &user.id).await?;
             self.announce_to_user(&user.id, view.clone(), RoomChange::Left)
@@ -260,8 +259,7 @@ impl Natter {
         caller: &Caller,
         room_id: &RoomId,
     ) -> ApiResult<Vec<MemberView>> {
-        self.account(caller).await?;
-        let room = self.member_room(caller, room_id).await?;
+        let (_, room) = self.account_in_room(caller, room_id).await?;
         let mut members = self.members_with_presence(room_id).await?;
         let owner = &room.owner_id;
         members.sort_by(|a, b| {

@@ -181,8 +181,9 @@ impl Session {
                 .config()
                 .heartbeat_interval
                 .max(Duration::from_millis(10));
+            let first = first_heartbeat_after(interval, rand::random::<f64>());
             let mut heartbeat =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The cancellation future is made once: polling it registers a waiter in a list
             // shared by every stream, which must not happen again per event.
@@ -349,6 +350,16 @@ impl Session {
             }
         }
     }
+}
+
+/// When a stream's first heartbeat is due: `unit` (drawn from [0, 1) per stream) of the
+/// interval. Streams opened together (every client of an instance that went away, resuming
+/// at once) would otherwise beat together for as long as they stay open: every interval, a
+/// burst of thousands of frames within a second, delaying the messages sent during it. A
+/// random phase per stream spreads the same beats evenly; none comes later than one interval
+/// after the stream opened, which is what clients and the send deadline count on.
+fn first_heartbeat_after(interval: Duration, unit: f64) -> Duration {
+    interval.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
