@@ -76,7 +76,7 @@ struct Args {
     /// instead of each sending as soon as its last message is answered. Builds that answer
     /// at different speeds then still fan out the same rate, so each stream wakes for about
     /// as many events in both.
-    #[arg(long)]
+    #[arg(long, requires = "paired", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     paired_rate: Option<u32>,
     /// Instead: the realistic chat shape, this many users (10000 in BENCHMARKS.md) in rooms
     /// of 5-20, each in 5-10 rooms, one stream each (half native gRPC, half gRPC-Web over

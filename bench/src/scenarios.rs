@@ -203,7 +203,7 @@ pub(crate) struct Fanout {
 }
 
 /// How the fan-out's publishers pace their sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Pace {
     /// Each publisher sends its next message as soon as its last one is answered, so the
     /// rate is whatever the server's answers allow.
@@ -270,7 +270,7 @@ pub(crate) async fn fanout_on(
         let mut schedule = match pace {
             Pace::AsAnswered => None,
             Pace::PerSecond(rate) => {
-                let period = Duration::from_secs(publishers as u64) / rate.max(1);
+                let period = Duration::from_secs(publishers as u64) / rate;
                 let first =
                     tokio::time::Instant::from_std(start) + period * i as u32 / publishers as u32;
                 let mut schedule = tokio::time::interval_at(first, period);
@@ -283,6 +283,9 @@ pub(crate) async fn fanout_on(
             while start.elapsed() < duration {
                 if let Some(schedule) = &mut schedule {
                     schedule.tick().await;
+                    if start.elapsed() >= duration {
+                        break;
+                    }
                 }
                 n += 1;
                 let text = format!("fan-out message {n} from publisher {i}");

@@ -352,14 +352,16 @@ impl Session {
     }
 }
 
-/// When a stream's first heartbeat is due: `unit` (drawn from [0, 1) per stream) of the
-/// interval. Streams opened together (every client of an instance that went away, resuming
-/// at once) would otherwise beat together for as long as they stay open: every interval, a
-/// burst of thousands of frames within a second, delaying the messages sent during it. A
-/// random phase per stream spreads the same beats evenly; none comes later than one interval
-/// after the stream opened, which is what clients and the send deadline count on.
+/// When a stream's first heartbeat is due: between half an interval and one interval after
+/// it opened, at `unit` (drawn from [0, 1) per stream) of the way. Streams opened together
+/// (every client of an instance that went away, resuming at once) would otherwise beat
+/// together for as long as they stay open: every interval, a burst of thousands of frames,
+/// delaying the messages sent during it. A random phase per stream spreads the same beats.
+/// Never later than one interval, which clients and the send deadline count on; never
+/// sooner than half of one, so that a `Chat` client has time to send its `Subscribe` frame
+/// before anything but `Ready` could reach it.
 fn first_heartbeat_after(interval: Duration, unit: f64) -> Duration {
-    interval.mul_f64(unit.clamp(0.0, 1.0))
+    interval / 2 + (interval / 2).mul_f64(unit)
 }
 
 #[cfg(test)]

@@ -277,3 +277,38 @@ async fn signing_out_over_redis_ends_streams_on_other_instances() {
     let (_, status) = until_the_end(&mut on_b).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+/// A call naming a room is checked against the caller's account first: a signed-out
+/// session learns that it must sign in again, not whether the room exists or whether it is
+/// a member (the account, the room and the membership are read at once).
+#[tokio::test]
+async fn a_signed_out_session_is_told_so_before_anything_about_the_room() {
+    let app = spawn_app().await;
+    let mut bob = app.register("bob").await;
+    let room = bob.create_room("Bob's").await;
+    let alice = app.register("alice").await;
+    app.auth()
+        .logout(with_token(
+            &alice.token,
+            pb::LogoutRequest {
+                all_sessions: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let mut chat = app.chat_with_token(&alice.token);
+    for room_id in ["no-such-room".to_owned(), room.id] {
+        let sent = chat
+            .send_message(pb::SendMessageRequest {
+                room_id: room_id.clone(),
+                text: "hello".into(),
+                client_id: String::new(),
+            })
+            .await;
+        assert_eq!(
+            sent.unwrap_err().code(),
+            Code::Unauthenticated,
+            "room {room_id}"
+        );
+    }
+}
