@@ -51,15 +51,7 @@ async fn signing_out_ends_that_session_and_its_streams_only() {
         .into_inner();
     expect_ready(&mut stream).await;
 
-    app.auth()
-        .logout(with_token(
-            &alice.token,
-            pb::LogoutRequest {
-                all_sessions: false,
-            },
-        ))
-        .await
-        .unwrap();
+    sign_out(&app, &alice.token, false).await;
 
     let (events, status) = until_the_end(&mut stream).await;
     assert!(
@@ -105,13 +97,7 @@ async fn signing_out_everywhere_ends_every_session_but_not_the_account() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let other_session = login(&app, "alice").await;
-    app.auth()
-        .logout(with_token(
-            &other_session,
-            pb::LogoutRequest { all_sessions: true },
-        ))
-        .await
-        .unwrap();
+    sign_out(&app, &other_session, true).await;
     for token in [&alice.token, &other_session] {
         assert_status(
             app.chat_with_token(token)
@@ -265,15 +251,7 @@ async fn signing_out_over_redis_ends_streams_on_other_instances() {
     let alice = a.register("alice").await;
     let mut on_b = alice.via(&b.url).subscribe(vec![]).await;
     expect_ready(&mut on_b).await;
-    a.auth()
-        .logout(with_token(
-            &alice.token,
-            pb::LogoutRequest {
-                all_sessions: false,
-            },
-        ))
-        .await
-        .unwrap();
+    sign_out(&a, &alice.token, false).await;
     let (_, status) = until_the_end(&mut on_b).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
@@ -287,15 +265,7 @@ async fn a_signed_out_session_is_told_so_before_anything_about_the_room() {
     let mut bob = app.register("bob").await;
     let room = bob.create_room("Bob's").await;
     let alice = app.register("alice").await;
-    app.auth()
-        .logout(with_token(
-            &alice.token,
-            pb::LogoutRequest {
-                all_sessions: false,
-            },
-        ))
-        .await
-        .unwrap();
+    sign_out(&app, &alice.token, false).await;
     let mut chat = app.chat_with_token(&alice.token);
     for room_id in ["no-such-room".to_owned(), room.id] {
         let sent = chat
@@ -311,4 +281,12 @@ async fn a_signed_out_session_is_told_so_before_anything_about_the_room() {
             "room {room_id}"
         );
     }
+}
+
+/// Signs `token`'s session out (or every session of its account).
+async fn sign_out(app: &TestApp, token: &str, all_sessions: bool) {
+    app.auth()
+        .logout(with_token(token, pb::LogoutRequest { all_sessions }))
+        .await
+        .unwrap();
 }
