@@ -214,6 +214,26 @@ pub(crate) enum Pace {
     PerSecond(u32),
 }
 
+impl Pace {
+    /// Publisher `i`'s schedule (of `publishers`, from `start`), staggered by a share of the
+    /// period each; `None` when sends follow answers.
+    fn schedule(
+        self,
+        start: Instant,
+        i: usize,
+        publishers: usize,
+    ) -> Option<tokio::time::Interval> {
+        let Pace::PerSecond(rate) = self else {
+            return None;
+        };
+        let period = Duration::from_secs(publishers as u64) / rate;
+        let first = tokio::time::Instant::from_std(start) + period * i as u32 / publishers as u32;
+        let mut schedule = tokio::time::interval_at(first, period);
+        schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(schedule)
+    }
+}
+
 /// One room, `subscribers` streams spread over the instances, `publishers` users sending as
 /// fast as their sends are acknowledged for `duration`; then waits for every delivery.
 pub(crate) async fn fanout(
@@ -267,17 +287,7 @@ pub(crate) async fn fanout_on(
     for (i, sender) in senders.iter().enumerate() {
         let mut chat = chat(&deployment.url(i), sender)?;
         let (room_id, sent) = (room.id.clone(), sent.clone());
-        let mut schedule = match pace {
-            Pace::AsAnswered => None,
-            Pace::PerSecond(rate) => {
-                let period = Duration::from_secs(publishers as u64) / rate;
-                let first =
-                    tokio::time::Instant::from_std(start) + period * i as u32 / publishers as u32;
-                let mut schedule = tokio::time::interval_at(first, period);
-                schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                Some(schedule)
-            }
-        };
+        let mut schedule = pace.schedule(start, i, publishers);
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while start.elapsed() < duration {
