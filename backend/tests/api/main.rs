@@ -13,6 +13,7 @@ mod limits;
 mod messages;
 mod moderation;
 mod persistence;
+mod presence;
 mod probes;
 mod rate_limits;
 mod redis_server;

@@ -8,15 +8,15 @@
 //! [`BusMessage::Resync`] to every local topic, which makes each stream repair its rooms from
 //! the log (anything published during the outage is delivered, in order, once).
 //!
-//! Presence lives in Redis too: each instance keeps a hash of its users' open stream counts
-//! and a heartbeat in a sorted set; a user is online while any live instance counts them.
+//! Presence lives in Redis too (see `presence`).
 
 mod listener;
+mod presence;
 mod scripts;
 mod sharded;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,10 +24,8 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use natter_proto::v1::Event;
 use redis::AsyncCommands;
-use scripts::{MAINTAIN, ONLINE, STREAM_DELTA};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -35,10 +33,7 @@ use crate::redis::{
     RedisConn, RedisTarget,
     schema::{Schema, decode_payload, encode_event},
 };
-use crate::{
-    ids::UserId,
-    seams::{BusError, BusMessage, Presence, SharedEvent, Topic},
-};
+use crate::seams::{BusError, BusMessage, SharedEvent, Topic};
 
 /// How often channels that no local stream follows any more are unsubscribed.
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -84,8 +79,8 @@ pub(super) struct Inner {
     pub(super) connected: AtomicBool,
     /// Times the pub/sub connection was re-established.
     pub(super) reconnects: AtomicU64,
-    /// This instance's open streams per user, to re-register after being reaped.
-    local_streams: Mutex<HashMap<UserId, i64>>,
+    /// This instance's presence: its mirror of stream counts and whether Redis matches it.
+    presence: Mutex<presence::LocalPresence>,
 }
 
 impl RedisBus {
@@ -109,7 +104,7 @@ impl RedisBus {
             commands,
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
-            local_streams: Mutex::default(),
+            presence: Mutex::default(),
         });
         match target {
             RedisTarget::Server(url) => {
@@ -129,54 +124,6 @@ impl RedisBus {
             }
         }
         Ok(Self { inner })
-    }
-
-    fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.inner.presence_ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    async fn stream_delta(&self, user_id: &UserId, delta: i64) -> Result<i64, BusError> {
-        {
-            let mut local = self
-                .inner
-                .local_streams
-                .lock()
-                .expect("presence lock poisoned");
-            let count = local.entry(user_id.clone()).or_default();
-            *count += delta;
-            if *count <= 0 {
-                local.remove(user_id);
-            }
-        }
-        let total = STREAM_DELTA
-            .key(self.inner.schema.presence(&self.inner.instance))
-            .key(self.inner.schema.instances())
-            .arg(user_id)
-            .arg(delta)
-            .arg(self.ttl_ms())
-            .arg(self.inner.schema.presence_base())
-            .arg(&self.inner.instance)
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(bus_error);
-        // A stream that failed to open will not exist: take it back out of the mirror. A
-        // failed close stays recorded (the stream is gone); MAINTAIN corrects Redis.
-        if total.is_err() && delta > 0 {
-            let mut local = self
-                .inner
-                .local_streams
-                .lock()
-                .expect("presence lock poisoned");
-            if let Some(count) = local.get_mut(user_id) {
-                *count -= delta;
-                if *count <= 0 {
-                    local.remove(user_id);
-                }
-            }
-        }
-        total
     }
 }
 
@@ -253,68 +200,6 @@ impl Inner {
                 self.schema.channel(topic)
             })
             .collect()
-    }
-}
-
-#[async_trait]
-impl Presence for RedisBus {
-    async fn stream_opened(&self, user_id: &UserId) -> Result<u64, BusError> {
-        Ok(u64::try_from(self.stream_delta(user_id, 1).await?).unwrap_or(0))
-    }
-
-    async fn stream_closed(&self, user_id: &UserId) -> Result<bool, BusError> {
-        Ok(self.stream_delta(user_id, -1).await? <= 0)
-    }
-
-    async fn online(&self, user_ids: &[UserId]) -> Result<HashSet<UserId>, BusError> {
-        if user_ids.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let flags: Vec<i64> = ONLINE
-            .key(self.inner.schema.instances())
-            .arg(self.ttl_ms())
-            .arg(self.inner.schema.presence_base())
-            .arg(user_ids)
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(bus_error)?;
-        Ok(user_ids
-            .iter()
-            .zip(flags)
-            .filter(|(_, flag)| *flag == 1)
-            .map(|(id, _)| id.clone())
-            .collect())
-    }
-
-    async fn maintain_presence(&self) -> Result<Vec<UserId>, BusError> {
-        let mirror: Vec<(UserId, i64)> = self
-            .inner
-            .local_streams
-            .lock()
-            .expect("presence lock poisoned")
-            .iter()
-            .map(|(user, count)| (user.clone(), *count))
-            .collect();
-        let mut script = MAINTAIN.key(self.inner.schema.instances());
-        script
-            .key(self.inner.schema.presence(&self.inner.instance))
-            .arg(&self.inner.instance)
-            .arg(self.ttl_ms())
-            .arg(self.inner.schema.presence_base());
-        for (user, count) in &mirror {
-            script.arg(user).arg(count);
-        }
-        let (gone, back): (Vec<UserId>, Vec<UserId>) = script
-            .invoke_async(&mut self.inner.conn.clone())
-            .await
-            .map_err(bus_error)?;
-        if !back.is_empty() {
-            tracing::warn!(
-                users = back.len(),
-                "presence restored after this instance was considered dead"
-            );
-        }
-        Ok(gone.into_iter().chain(back).collect())
     }
 }
 

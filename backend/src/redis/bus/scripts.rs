@@ -52,48 +52,87 @@ return result",
     )
 });
 
+/// Lua: `reap(now, ttl, prefix)` removes instances (KEYS[1] is the instances zset) whose
+/// heartbeat is too old, deletes their presence hashes, and returns their users not counted
+/// by any live instance.
+const REAP: &str = r"
+local function reap(now, ttl, prefix)
+  local gone = {}
+  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')
+  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))) do
+    redis.call('ZREM', KEYS[1], dead)
+    local hash = prefix .. 'presence:' .. dead
+    for _, user in ipairs(redis.call('HKEYS', hash)) do
+      local elsewhere = false
+      for _, instance in ipairs(live) do
+        if redis.call('HEXISTS', prefix .. 'presence:' .. instance, user) == 1 then elsewhere = true end
+      end
+      if not elsewhere then gone[user] = true end
+    end
+    redis.call('DEL', hash)
+  end
+  local gone_list = {}
+  for user in pairs(gone) do table.insert(gone_list, user) end
+  return gone_list
+end
+";
+
+/// The steady round, O(1) in the instance's users: if this instance's previous heartbeat is
+/// fresh and its presence hash holds as many users as the local mirror (ARGV[4]), refreshes
+/// the heartbeat and the hash's expiry, reaps dead instances and returns `{1, gone}`.
+/// Otherwise changes nothing and returns `{0, {}}`: the caller rewrites the hash (MAINTAIN).
+pub(super) static MAINTAIN_STEADY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{REAP}
+-- KEYS: instances zset, this instance's presence hash.
+-- ARGV: instance, ttl ms, prefix, number of users in the local mirror
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[2])
+local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not previous or now - tonumber(previous) > ttl
+    or redis.call('HLEN', KEYS[2]) ~= tonumber(ARGV[4]) then
+  return {{0, {{}}}}
+end
+redis.call('PEXPIRE', KEYS[2], ttl * 4)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return {{1, reap(now, ttl, ARGV[3])}}"
+    ))
+});
+
 /// Refreshes this instance's heartbeat, rewrites its presence hash from the local mirror (the
-/// truth: a stream count whose update timed out is corrected here), and claims instances whose
-/// heartbeat is too old. Returns `{gone, back}`: users of dead instances not online anywhere
-/// else, and users of this instance that Redis had lost (reaped while this instance was cut
-/// off). Atomic, so exactly one survivor announces each user. An instance whose own previous
-/// heartbeat is too old was cut off itself: it reaps nobody on that round, or after a Redis
-/// outage every instance would reap every other.
+/// truth), and claims instances whose heartbeat is too old. Returns `{gone, back}`: users of
+/// dead instances not online anywhere else, and users of this instance that Redis had lost
+/// (reaped while this instance was cut off). Atomic, so exactly one survivor announces each
+/// user. An instance whose own previous heartbeat is too old was cut off itself: it reaps
+/// nobody on that round, or after a Redis outage every instance would reap every other.
+/// Users are read and written 500 to a call (Lua's `unpack` has a bounded stack).
 pub(super) static MAINTAIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{REAP}
 -- KEYS: instances zset, this instance's presence hash.
 -- ARGV: instance, ttl ms, prefix, then user, count, user, count... (the local mirror)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local ttl = tonumber(ARGV[2])
 local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local back = {}
-for i = 4, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then table.insert(back, ARGV[i]) end
-end
-redis.call('DEL', KEYS[2])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[2], ttl * 4)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-local gone = {}
-if previous and now - tonumber(previous) <= ttl then
-  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')
-  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))) do
-    redis.call('ZREM', KEYS[1], dead)
-    local hash = ARGV[3] .. 'presence:' .. dead
-    for _, user in ipairs(redis.call('HKEYS', hash)) do
-      local elsewhere = false
-      for _, instance in ipairs(live) do
-        if redis.call('HEXISTS', ARGV[3] .. 'presence:' .. instance, user) == 1 then elsewhere = true end
-      end
-      if not elsewhere then gone[user] = true end
-    end
-    redis.call('DEL', hash)
+local chunk = 1000
+local back = {{}}
+for first = 4, #ARGV, chunk do
+  local users = {{}}
+  for i = first, math.min(first + chunk - 1, #ARGV), 2 do table.insert(users, ARGV[i]) end
+  for j, count in ipairs(redis.call('HMGET', KEYS[2], unpack(users))) do
+    if not count then table.insert(back, users[j]) end
   end
 end
-local gone_list = {}
-for user in pairs(gone) do table.insert(gone_list, user) end
-return {gone_list, back}",
-    )
+redis.call('DEL', KEYS[2])
+for first = 4, #ARGV, chunk do
+  redis.call('HSET', KEYS[2], unpack(ARGV, first, math.min(first + chunk - 1, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[2], ttl * 4)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local gone = {{}}
+if previous and now - tonumber(previous) <= ttl then gone = reap(now, ttl, ARGV[3]) end
+return {{gone, back}}"
+    ))
 });

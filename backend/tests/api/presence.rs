@@ -1,0 +1,181 @@
+//! Presence over Redis between heartbeats: the steady round writes nothing per user, and
+//! each reason to rewrite an instance's presence hash from its own mirror does rewrite it.
+//! Each test reads and changes the instance's keys directly (one instance per Redis, prefix
+//! "natter"), to stand for a write Redis lost or applied behind the instance's back.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+use crate::redis_server::{redis_command, start_redis};
+use natter_fleet::Redis;
+
+/// The only instance's id, from the instances' heartbeat set.
+async fn instance_id(redis: &Redis) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let ids: Vec<String> = redis::from_redis_value(
+                redis_command(redis, &["ZRANGE", "natter:instances", "0", "-1"]).await,
+            )
+            .unwrap();
+            if let [id] = ids.as_slice() {
+                return id.clone();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("one instance's heartbeat")
+}
+
+/// The count of a user's streams in the instance's presence hash (None: not there).
+async fn stream_count(redis: &Redis, instance: &str, user_id: &str) -> Option<i64> {
+    let key = format!("natter:presence:{instance}");
+    redis::from_redis_value(redis_command(redis, &["HGET", &key, user_id]).await).unwrap()
+}
+
+/// Waits (bounded) until the user's count in the hash is `expected`.
+async fn wait_for_count(redis: &Redis, instance: &str, user_id: &str, expected: Option<i64>) {
+    tokio::time::timeout(WAIT, async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while stream_count(redis, instance, user_id).await != expected {
+            poll.tick().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{user_id}'s stream count in Redis never became {expected:?}"));
+}
+
+/// Waits (bounded) until the instance's heartbeat advances `rounds` times.
+async fn wait_for_heartbeats(redis: &Redis, instance: &str, rounds: usize) {
+    let score = || async {
+        redis::from_redis_value::<Option<String>>(
+            redis_command(redis, &["ZSCORE", "natter:instances", instance]).await,
+        )
+        .unwrap()
+    };
+    tokio::time::timeout(WAIT * 2, async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..rounds {
+            let before = score().await;
+            while score().await == before {
+                poll.tick().await;
+            }
+        }
+    })
+    .await
+    .expect("the heartbeat advances");
+}
+
+/// How many times Redis ran `command` (scripts' calls included), from INFO commandstats.
+async fn calls(redis: &Redis, command: &str) -> u64 {
+    let info: String =
+        redis::from_redis_value(redis_command(redis, &["INFO", "commandstats"]).await).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let _alice_events = alice.subscribe(vec![]).await;
+    let _bob_events = bob.subscribe(vec![]).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+
+    let written = (calls(&redis, "hset").await, calls(&redis, "hmget").await);
+    wait_for_heartbeats(&redis, &instance, 2).await;
+    assert_eq!(
+        (calls(&redis, "hset").await, calls(&redis, "hmget").await),
+        written,
+        "a steady round reads and writes no user"
+    );
+    let key = format!("natter:presence:{instance}");
+    let expiry: i64 =
+        redis::from_redis_value(redis_command(&redis, &["PTTL", &key]).await).unwrap();
+    assert!(expiry > 0, "the hash's expiry is refreshed: {expiry}");
+    assert_eq!(stream_count(&redis, &instance, &bob.user.id).await, Some(1));
+}
+
+#[tokio::test]
+async fn a_user_redis_lost_is_restored_and_announced_online() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let room = alice.create_room("General").await;
+    bob.join(&room.code).await;
+    let mut alice_events = alice.subscribe(vec![]).await;
+    expect_ready(&mut alice_events).await;
+    let _bob_events = bob.subscribe(vec![]).await;
+    assert!(wait_for_presence(&mut alice_events, "bob").await.online);
+    let instance = instance_id(&redis).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+
+    let key = format!("natter:presence:{instance}");
+    redis_command(&redis, &["HDEL", &key, &bob.user.id]).await;
+    let members = alice.members(&room.id).await;
+    let bob_member = members
+        .iter()
+        .find_map(|m| m.user.as_ref().filter(|u| u.username == "bob"))
+        .unwrap();
+    assert!(!bob_member.online, "Redis no longer counts bob");
+
+    let announced = tokio::time::timeout(WAIT, wait_for_presence(&mut alice_events, "bob"))
+        .await
+        .expect("the next round notices the hash lost a user, rewrites it and announces bob");
+    assert!(announced.online);
+    assert_eq!(stream_count(&redis, &instance, &bob.user.id).await, Some(1));
+}
+
+#[tokio::test]
+async fn after_a_pubsub_reconnect_the_hash_is_rewritten_from_the_instance() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let mut events = alice.subscribe(vec![]).await;
+    expect_ready(&mut events).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+
+    // A count Redis holds wrongly with the same number of users: only the reconnect says
+    // that Redis may have lost (or replayed) writes.
+    let key = format!("natter:presence:{instance}");
+    redis_command(&redis, &["HSET", &key, &alice.user.id, "7"]).await;
+    redis_command(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    app.wait_for_metric("natter_bus_reconnects_total", |n| n >= 1)
+        .await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+}
+
+#[tokio::test]
+async fn a_stream_count_update_that_failed_is_corrected_by_the_next_round() {
+    let redis = start_redis().await;
+    // A TTL long enough that the pause below does not make the instance's own heartbeat
+    // look too old (which would also cause a rewrite).
+    let app = spawn_redis_app(&redis, |c| c.presence_ttl = Duration::from_secs(20)).await;
+    let mut alice = app.register("alice").await;
+    let _first = alice.subscribe(vec![]).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+
+    // Writes wait longer than the instance waits for an answer: the second stream's count
+    // update fails on the instance (the stream is refused), then Redis applies it.
+    redis_command(&redis, &["CLIENT", "PAUSE", "3500", "WRITE"]).await;
+    let refused = alice
+        .chat
+        .subscribe(natter_proto::v1::SubscribeRequest { resume: vec![] })
+        .await
+        .expect_err("the stream cannot be counted");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    wait_for_count(&redis, &instance, &alice.user.id, Some(2)).await;
+
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+    assert_eq!(app.metric("natter_bus_reconnects_total").await, 0);
+}
