@@ -130,6 +130,11 @@ impl Schema {
     pub fn presence(&self, instance: &str) -> String {
         format!("{}presence:{instance}", self.presence_base())
     }
+    /// Stream count updates Redis applied to one instance's presence hash since its last
+    /// rewrite (set by the rewrite), so the instance can tell a lost or doubled write.
+    pub fn presence_updates(&self, instance: &str) -> String {
+        format!("{}updates:{instance}", self.presence_base())
+    }
 
     /// The pub/sub channel of a topic (on a cluster, in its room's or user's slot).
     pub fn channel(&self, topic: &Topic) -> String {
@@ -233,6 +238,7 @@ mod tests {
         assert_eq!(server.user_rooms(&user), "n:user:u1:rooms");
         assert_eq!(server.username("al"), "n:username:al");
         assert_eq!(server.presence("i"), "n:presence:i");
+        assert_eq!(server.presence_updates("i"), "n:updates:i");
         assert_eq!(server.channel(&Topic::Room(room.clone())), "n:ch:room:r1");
 
         let cluster = Schema::clustered("n");
@@ -250,6 +256,10 @@ mod tests {
         assert_eq!(slot(&cluster.user(&user)), slot(&cluster.user_rooms(&user)));
         assert_eq!(slot(&cluster.username("al")), slot(&cluster.usernames()));
         assert_eq!(slot(&cluster.presence("i")), slot(&cluster.instances()));
+        assert_eq!(
+            slot(&cluster.presence_updates("i")),
+            slot(&cluster.instances())
+        );
         assert_eq!(cluster.room_seq(&room), "n:room:{r1}:seq");
     }
 

@@ -1,7 +1,7 @@
 //! Presence over Redis between heartbeats: the steady round writes nothing per user, and
 //! each reason to rewrite an instance's presence hash from its own mirror does rewrite it.
-//! Each test reads and changes the instance's keys directly (one instance per Redis, prefix
-//! "natter"), to stand for a write Redis lost or applied behind the instance's back.
+//! Tests change the instance's keys directly (one instance per Redis, prefix "natter") to
+//! stand for a write Redis lost, or applied behind the instance's back.
 
 use std::time::Duration;
 
@@ -76,6 +76,22 @@ async fn calls(redis: &Redis, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// The instance's presence hash.
+fn hash_of(instance: &str) -> String {
+    format!("natter:presence:{instance}")
+}
+
+/// Asserts that two heartbeat rounds read and write no user (steady rounds).
+async fn assert_rounds_are_steady(redis: &Redis, instance: &str) {
+    let touched = (calls(redis, "hset").await, calls(redis, "hmget").await);
+    wait_for_heartbeats(redis, instance, 2).await;
+    assert_eq!(
+        (calls(redis, "hset").await, calls(redis, "hmget").await),
+        touched,
+        "a steady round reads and writes no user"
+    );
+}
+
 #[tokio::test]
 async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
     let redis = start_redis().await;
@@ -88,17 +104,13 @@ async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
     wait_for_heartbeats(&redis, &instance, 1).await;
 
-    let written = (calls(&redis, "hset").await, calls(&redis, "hmget").await);
-    wait_for_heartbeats(&redis, &instance, 2).await;
-    assert_eq!(
-        (calls(&redis, "hset").await, calls(&redis, "hmget").await),
-        written,
-        "a steady round reads and writes no user"
-    );
-    let key = format!("natter:presence:{instance}");
+    // A steady round still renews the hash's expiry (4 TTLs: 12 s here).
+    redis_command(&redis, &["PEXPIRE", &hash_of(&instance), "5000"]).await;
+    assert_rounds_are_steady(&redis, &instance).await;
     let expiry: i64 =
-        redis::from_redis_value(redis_command(&redis, &["PTTL", &key]).await).unwrap();
-    assert!(expiry > 0, "the hash's expiry is refreshed: {expiry}");
+        redis::from_redis_value(redis_command(&redis, &["PTTL", &hash_of(&instance)]).await)
+            .unwrap();
+    assert!(expiry > 9_000, "the hash's expiry is renewed: {expiry} ms");
     assert_eq!(stream_count(&redis, &instance, &bob.user.id).await, Some(1));
 }
 
@@ -117,8 +129,7 @@ async fn a_user_redis_lost_is_restored_and_announced_online() {
     let instance = instance_id(&redis).await;
     wait_for_heartbeats(&redis, &instance, 1).await;
 
-    let key = format!("natter:presence:{instance}");
-    redis_command(&redis, &["HDEL", &key, &bob.user.id]).await;
+    redis_command(&redis, &["HDEL", &hash_of(&instance), &bob.user.id]).await;
     let members = alice.members(&room.id).await;
     let bob_member = members
         .iter()
@@ -134,23 +145,57 @@ async fn a_user_redis_lost_is_restored_and_announced_online() {
 }
 
 #[tokio::test]
-async fn after_a_pubsub_reconnect_the_hash_is_rewritten_from_the_instance() {
+async fn a_user_redis_counts_wrongly_is_removed_and_announced_offline() {
     let redis = start_redis().await;
     let app = spawn_redis_app(&redis, |_| {}).await;
     let mut alice = app.register("alice").await;
-    let mut events = alice.subscribe(vec![]).await;
-    expect_ready(&mut events).await;
+    let mut bob = app.register("bob").await;
+    let room = alice.create_room("General").await;
+    bob.join(&room.code).await;
+    let mut alice_events = alice.subscribe(vec![]).await;
+    expect_ready(&mut alice_events).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+
+    // bob has no stream; Redis counts one (the close of his last stream was lost, say).
+    redis_command(&redis, &["HSET", &hash_of(&instance), &bob.user.id, "1"]).await;
+    let announced = tokio::time::timeout(WAIT, wait_for_presence(&mut alice_events, "bob"))
+        .await
+        .expect("the next round removes bob from the hash and announces him");
+    assert!(!announced.online);
+    assert_eq!(stream_count(&redis, &instance, &bob.user.id).await, None);
+}
+
+#[tokio::test]
+async fn an_acknowledged_update_redis_lost_is_rewritten() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let _first = alice.subscribe(vec![]).await;
+    let _second = alice.subscribe(vec![]).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(2)).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+
+    // What a restart from an older snapshot or a failover does: the second stream's update,
+    // answered, is gone, with the count of applied updates. The number of users is the same.
+    redis_command(&redis, &["HSET", &hash_of(&instance), &alice.user.id, "1"]).await;
+    redis_command(&redis, &["DECR", &format!("natter:updates:{instance}")]).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(2)).await;
+}
+
+#[tokio::test]
+async fn an_instance_whose_heartbeat_redis_lost_rewrites_its_hash() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let _events = alice.subscribe(vec![]).await;
     let instance = instance_id(&redis).await;
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
     wait_for_heartbeats(&redis, &instance, 1).await;
 
-    // A count Redis holds wrongly with the same number of users: only the reconnect says
-    // that Redis may have lost (or replayed) writes.
-    let key = format!("natter:presence:{instance}");
-    redis_command(&redis, &["HSET", &key, &alice.user.id, "7"]).await;
-    redis_command(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    app.wait_for_metric("natter_bus_reconnects_total", |n| n >= 1)
-        .await;
+    redis_command(&redis, &["HSET", &hash_of(&instance), &alice.user.id, "7"]).await;
+    redis_command(&redis, &["ZREM", "natter:instances", &instance]).await;
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
 }
 
@@ -158,24 +203,66 @@ async fn after_a_pubsub_reconnect_the_hash_is_rewritten_from_the_instance() {
 async fn a_stream_count_update_that_failed_is_corrected_by_the_next_round() {
     let redis = start_redis().await;
     // A TTL long enough that the pause below does not make the instance's own heartbeat
-    // look too old (which would also cause a rewrite).
+    // look too old (which would also cause a rewrite), and that no round starts during it.
     let app = spawn_redis_app(&redis, |c| c.presence_ttl = Duration::from_secs(20)).await;
     let mut alice = app.register("alice").await;
     let _first = alice.subscribe(vec![]).await;
     let instance = instance_id(&redis).await;
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
 
     // Writes wait longer than the instance waits for an answer: the second stream's count
     // update fails on the instance (the stream is refused), then Redis applies it.
-    redis_command(&redis, &["CLIENT", "PAUSE", "3500", "WRITE"]).await;
+    let increments = calls(&redis, "hincrby").await;
+    redis_command(&redis, &["CLIENT", "PAUSE", "4500", "WRITE"]).await;
     let refused = alice
         .chat
         .subscribe(natter_proto::v1::SubscribeRequest { resume: vec![] })
         .await
         .expect_err("the stream cannot be counted");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    wait_for_count(&redis, &instance, &alice.user.id, Some(2)).await;
+    tokio::time::timeout(WAIT, async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while calls(&redis, "hincrby").await == increments {
+            poll.tick().await;
+        }
+    })
+    .await
+    .expect("Redis applies the update after the pause");
 
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
     assert_eq!(app.metric("natter_bus_reconnects_total").await, 0);
+}
+
+#[tokio::test]
+async fn an_update_abandoned_by_a_leaving_client_does_not_stop_steady_rounds() {
+    let redis = start_redis().await;
+    let app = spawn_redis_app(&redis, |_| {}).await;
+    let mut alice = app.register("alice").await;
+    let _first = alice.subscribe(vec![]).await;
+    let instance = instance_id(&redis).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+
+    // The client gives up on a stream while its count update waits for Redis: the server
+    // drops the opening, and with it the update's future.
+    redis_command(&redis, &["CLIENT", "PAUSE", "1500", "WRITE"]).await;
+    let opening = alice
+        .chat
+        .subscribe(natter_proto::v1::SubscribeRequest { resume: vec![] });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), opening)
+            .await
+            .is_err(),
+        "the opening waits for Redis"
+    );
+    wait_for_heartbeats(&redis, &instance, 2).await;
+    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
+
+    // A later rewrite (here for a user Redis counts wrongly) must still be able to trust
+    // itself: no update counts as in flight any more.
+    redis_command(&redis, &["HSET", &hash_of(&instance), "nobody", "1"]).await;
+    wait_for_count(&redis, &instance, "nobody", None).await;
+    wait_for_heartbeats(&redis, &instance, 1).await;
+    assert_rounds_are_steady(&redis, &instance).await;
 }
