@@ -65,6 +65,23 @@ impl Directory for EmbeddedStore {
         })
     }
 
+    /// Many keys: on the blocking pool, like range scans (see `point_read`).
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+        let ids = ids.to_vec();
+        self.blocking(move |s| {
+            let txn = s.db.begin_read()?;
+            let users = txn.open_table(USERS)?;
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(user) = users.get(id.as_str())? {
+                    found.push(decode(user.value())?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn change_account(
         &self,
         id: &UserId,

@@ -54,6 +54,9 @@ pub trait Directory: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks up an account by id.
     async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
+    /// Looks up accounts by id at once (a room's members: one round trip over Redis, not
+    /// one per member): those that exist, in the order asked.
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>>;
     /// Changes an account atomically (no concurrent change is lost); the updated account,
     /// or `None` if there is no such account.
     async fn change_account(

@@ -151,13 +151,17 @@ impl Natter {
                 _ = tick.tick() => {}
             }
             match self.presence.maintain_presence().await {
-                Ok(gone) => {
-                    for user_id in gone {
-                        if let Ok(Some(user)) = self.directory.user(&user_id).await {
-                            self.announce_presence(&user).await;
+                Ok(changed) if changed.is_empty() => {}
+                Ok(changed) => match self.directory.users(&changed).await {
+                    Ok(users) => {
+                        for user in &users {
+                            self.announce_presence(user).await;
                         }
                     }
-                }
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "could not read accounts to announce presence")
+                    }
+                },
                 Err(e) => tracing::warn!(error = ?e, "presence maintenance failed"),
             }
             self.limits.forget_quiet();

@@ -276,12 +276,8 @@ impl Natter {
 
     /// A room's members with their presence, in no particular order.
     pub(crate) async fn members_with_presence(&self, room_id: &RoomId) -> ApiResult<Vec<UserView>> {
-        let mut users = Vec::new();
-        for id in self.directory.members_of(room_id).await? {
-            if let Some(user) = self.directory.user(&id).await? {
-                users.push(user);
-            }
-        }
+        let ids = self.directory.members_of(room_id).await?;
+        let users = self.directory.users(&ids).await?;
         self.users_view(&users).await
     }
 }

@@ -242,6 +242,13 @@ async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
         user("carol")
     );
     assert!(s.directory.user(&uid("nobody")).await.unwrap().is_none());
+    let asked = [uid("idcarol"), uid("nobody"), uid("idalice")];
+    assert_eq!(
+        s.directory.users(&asked).await.unwrap(),
+        vec![user("carol"), user("alice")],
+        "those that exist, in the order asked"
+    );
+    assert!(s.directory.users(&[]).await.unwrap().is_empty());
 
     let change = |id: &str, change: AccountChange| {
         let directory = s.directory.clone();

@@ -88,6 +88,10 @@ impl Directory for RedisStore {
             .transpose()
     }
 
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+        self.load_users(ids).await
+    }
+
     /// A compare-and-set loop: read, change, write only if nobody wrote meanwhile (a
     /// sign-out racing an admin's change loses neither).
     async fn change_account(

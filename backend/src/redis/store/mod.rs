@@ -190,6 +190,35 @@ impl RedisStore {
         Ok(rooms)
     }
 
+    /// The accounts of `ids` that exist, in order: one MGET on a single server; on a cluster
+    /// (each account in its own slot) the GETs go out at once.
+    pub(super) async fn load_users(&self, ids: &[UserId]) -> StoreResult<Vec<UserRecord>> {
+        let records: Vec<Option<Vec<u8>>> = if ids.is_empty() {
+            Vec::new()
+        } else if self.schema.is_cluster() {
+            let reads = ids.iter().map(|id| async move {
+                self.conn
+                    .clone()
+                    .get::<_, Option<Vec<u8>>>(self.schema.user(id))
+                    .await
+                    .map_err(store_error)
+            });
+            futures::future::try_join_all(reads).await?
+        } else {
+            let keys: Vec<String> = ids.iter().map(|id| self.schema.user(id)).collect();
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(store_error)?
+        };
+        records
+            .into_iter()
+            .flatten()
+            .map(|json| serde_json::from_slice(&json).map_err(internal))
+            .collect()
+    }
+
     /// One pipeline reading each room of `ids`: its record, last seq, first log entry and
     /// (given `member`) whether `member` belongs to it.
     async fn query_rooms(
