@@ -280,10 +280,23 @@ impl RedisCluster {
     }
 
     async fn healthy(&self) -> bool {
+        let live_nodes = self.nodes.iter().filter(|n| n.process.is_some()).count();
         for node in self.nodes.iter().filter(|n| n.process.is_some()) {
             let Ok(info) = self.cli(node.port, &["cluster", "info"]).await else {
                 return false;
             };
+            // Every node must already see every live replica (gossip converges after the
+            // replicas' own links are up; `replicas_of` asks one node).
+            let Ok(nodes) = self.cli(node.port, &["cluster", "nodes"]).await else {
+                return false;
+            };
+            let replicas_seen = nodes
+                .lines()
+                .filter(|l| l.contains("slave") && !l.contains("fail"))
+                .count();
+            if replicas_seen != live_nodes - PRIMARIES {
+                return false;
+            }
             if !info.contains("cluster_state:ok") || !info.contains("cluster_slots_ok:16384") {
                 return false;
             }
@@ -348,23 +361,25 @@ impl RedisCluster {
     }
 }
 
-/// `count` ports for cluster nodes: each free with its bus port (+10000) free too, and
-/// below 55535 so that the bus port exists.
+/// `count` ports for cluster nodes: each free with its bus port (+10000) free too, both
+/// below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
+/// connection or `free_port` of a test running alongside takes a bus port between this
+/// check and the node's start.
 fn cluster_ports(count: usize) -> anyhow::Result<Vec<u16>> {
     use std::net::TcpListener;
     let mut held = Vec::new();
     let mut ports = Vec::new();
     let seed =
         u64::from(std::process::id()) ^ u64::from(std::time::UNIX_EPOCH.elapsed()?.subsec_nanos());
-    let mut candidate = 20_000 + (seed % 30_000) as u16;
+    let mut candidate = 10_000 + (seed % 12_000) as u16;
     let mut tried = 0;
     while ports.len() < count {
         tried += 1;
         if tried > 10_000 {
             bail!("no free port pairs for a cluster");
         }
-        candidate = if candidate >= 50_000 {
-            20_000
+        candidate = if candidate >= 22_000 {
+            10_000
         } else {
             candidate + 1
         };
