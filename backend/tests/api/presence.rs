@@ -92,6 +92,24 @@ async fn assert_rounds_are_steady(redis: &Redis, instance: &str) {
     );
 }
 
+/// alice and bob in one room, alice's stream Ready (bob has none).
+async fn alice_and_bob_in_a_room(
+    app: &TestApp,
+) -> (
+    TestUser,
+    TestUser,
+    natter_proto::v1::Room,
+    tonic::Streaming<natter_proto::v1::Event>,
+) {
+    let mut alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    let room = alice.create_room("General").await;
+    bob.join(&room.code).await;
+    let mut alice_events = alice.subscribe(vec![]).await;
+    expect_ready(&mut alice_events).await;
+    (alice, bob, room, alice_events)
+}
+
 #[tokio::test]
 async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
     let redis = start_redis().await;
@@ -118,12 +136,7 @@ async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
 async fn a_user_redis_lost_is_restored_and_announced_online() {
     let redis = start_redis().await;
     let app = spawn_redis_app(&redis, |_| {}).await;
-    let mut alice = app.register("alice").await;
-    let mut bob = app.register("bob").await;
-    let room = alice.create_room("General").await;
-    bob.join(&room.code).await;
-    let mut alice_events = alice.subscribe(vec![]).await;
-    expect_ready(&mut alice_events).await;
+    let (mut alice, mut bob, room, mut alice_events) = alice_and_bob_in_a_room(&app).await;
     let _bob_events = bob.subscribe(vec![]).await;
     assert!(wait_for_presence(&mut alice_events, "bob").await.online);
     let instance = instance_id(&redis).await;
@@ -148,12 +161,7 @@ async fn a_user_redis_lost_is_restored_and_announced_online() {
 async fn a_user_redis_counts_wrongly_is_removed_and_announced_offline() {
     let redis = start_redis().await;
     let app = spawn_redis_app(&redis, |_| {}).await;
-    let mut alice = app.register("alice").await;
-    let mut bob = app.register("bob").await;
-    let room = alice.create_room("General").await;
-    bob.join(&room.code).await;
-    let mut alice_events = alice.subscribe(vec![]).await;
-    expect_ready(&mut alice_events).await;
+    let (alice, bob, _room, mut alice_events) = alice_and_bob_in_a_room(&app).await;
     let instance = instance_id(&redis).await;
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
 
