@@ -33,16 +33,25 @@ async fn stream_count(redis: &Redis, instance: &str, user_id: &str) -> Option<i6
     redis::from_redis_value(redis_command(redis, &["HGET", &key, user_id]).await).unwrap()
 }
 
-/// Waits (bounded) until the user's count in the hash is `expected`.
-async fn wait_for_count(redis: &Redis, instance: &str, user_id: &str, expected: Option<i64>) {
+/// Polls Redis (bounded by [`WAIT`]) until `holds`; panics with `what` otherwise.
+async fn poll_until<F: Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
     tokio::time::timeout(WAIT, async {
         let mut poll = tokio::time::interval(Duration::from_millis(20));
-        while stream_count(redis, instance, user_id).await != expected {
+        while !holds().await {
             poll.tick().await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{user_id}'s stream count in Redis never became {expected:?}"));
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// Waits (bounded) until the user's count in the hash is `expected`.
+async fn wait_for_count(redis: &Redis, instance: &str, user_id: &str, expected: Option<i64>) {
+    poll_until(
+        &format!("{user_id}'s stream count in Redis never became {expected:?}"),
+        || async { stream_count(redis, instance, user_id).await == expected },
+    )
+    .await;
 }
 
 /// Waits (bounded) until the instance's heartbeat advances `rounds` times.
@@ -108,6 +117,19 @@ async fn alice_and_bob_in_a_room(
     let mut alice_events = alice.subscribe(vec![]).await;
     expect_ready(&mut alice_events).await;
     (alice, bob, room, alice_events)
+}
+
+/// alice with one stream, counted in Redis, and a heartbeat round since: the instance's id.
+async fn alice_counted_once(
+    redis: &Redis,
+    app: &TestApp,
+) -> (TestUser, tonic::Streaming<natter_proto::v1::Event>, String) {
+    let mut alice = app.register("alice").await;
+    let events = alice.subscribe(vec![]).await;
+    let instance = instance_id(redis).await;
+    wait_for_count(redis, &instance, &alice.user.id, Some(1)).await;
+    wait_for_heartbeats(redis, &instance, 1).await;
+    (alice, events, instance)
 }
 
 #[tokio::test]
@@ -196,11 +218,7 @@ async fn an_acknowledged_update_redis_lost_is_rewritten() {
 async fn an_instance_whose_heartbeat_redis_lost_rewrites_its_hash() {
     let redis = start_redis().await;
     let app = spawn_redis_app(&redis, |_| {}).await;
-    let mut alice = app.register("alice").await;
-    let _events = alice.subscribe(vec![]).await;
-    let instance = instance_id(&redis).await;
-    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
-    wait_for_heartbeats(&redis, &instance, 1).await;
+    let (alice, _events, instance) = alice_counted_once(&redis, &app).await;
 
     redis_command(&redis, &["HSET", &hash_of(&instance), &alice.user.id, "7"]).await;
     redis_command(&redis, &["ZREM", "natter:instances", &instance]).await;
@@ -213,11 +231,7 @@ async fn a_stream_count_update_that_failed_is_corrected_by_the_next_round() {
     // A TTL long enough that the pause below does not make the instance's own heartbeat
     // look too old (which would also cause a rewrite), and that no round starts during it.
     let app = spawn_redis_app(&redis, |c| c.presence_ttl = Duration::from_secs(20)).await;
-    let mut alice = app.register("alice").await;
-    let _first = alice.subscribe(vec![]).await;
-    let instance = instance_id(&redis).await;
-    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
-    wait_for_heartbeats(&redis, &instance, 1).await;
+    let (mut alice, _first, instance) = alice_counted_once(&redis, &app).await;
 
     // Writes wait longer than the instance waits for an answer: the second stream's count
     // update fails on the instance (the stream is refused), then Redis applies it.
@@ -229,14 +243,10 @@ async fn a_stream_count_update_that_failed_is_corrected_by_the_next_round() {
         .await
         .expect_err("the stream cannot be counted");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    tokio::time::timeout(WAIT, async {
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        while calls(&redis, "hincrby").await == increments {
-            poll.tick().await;
-        }
+    poll_until("Redis applies the update after the pause", || async {
+        calls(&redis, "hincrby").await != increments
     })
-    .await
-    .expect("Redis applies the update after the pause");
+    .await;
 
     wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
     assert_eq!(app.metric("natter_bus_reconnects_total").await, 0);
@@ -246,11 +256,7 @@ async fn a_stream_count_update_that_failed_is_corrected_by_the_next_round() {
 async fn an_update_abandoned_by_a_leaving_client_does_not_stop_steady_rounds() {
     let redis = start_redis().await;
     let app = spawn_redis_app(&redis, |_| {}).await;
-    let mut alice = app.register("alice").await;
-    let _first = alice.subscribe(vec![]).await;
-    let instance = instance_id(&redis).await;
-    wait_for_count(&redis, &instance, &alice.user.id, Some(1)).await;
-    wait_for_heartbeats(&redis, &instance, 1).await;
+    let (mut alice, _first, instance) = alice_counted_once(&redis, &app).await;
 
     // The client gives up on a stream while its count update waits for Redis: the server
     // drops the opening, and with it the update's future.
