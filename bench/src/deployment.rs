@@ -204,4 +204,27 @@ impl Deployment {
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {
         self.servers.iter().map(Server::rss).sum()
     }
+
+    /// The servers' RSS once it stopped falling: read every second until five readings in
+    /// a row found no fall (at most 60 s). natter-server's allocator hands freed pages back
+    /// over its decay time (10 s), in steps, so a reading right after a burst still counts
+    /// memory that is about to go.
+    pub(crate) async fn settled_rss(&self) -> anyhow::Result<u64> {
+        let mut lowest = self.rss()?;
+        let mut calm = 0;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = self.rss()?;
+            if now < lowest {
+                lowest = now;
+                calm = 0;
+            } else {
+                calm += 1;
+                if calm == 5 {
+                    return Ok(now);
+                }
+            }
+        }
+        self.rss()
+    }
 }

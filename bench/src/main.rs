@@ -54,8 +54,8 @@ struct Args {
     /// connections, 4 publishers for 3 s, then the time until everything is delivered.
     #[arg(long)]
     windows: bool,
-    /// Instead: the memory slope, RSS per idle stream at 1k, 10k and 50k streams on one
-    /// embedded instance (and per online user at 1k users, each in 10 rooms).
+    /// Instead: the memory slope, RSS per idle stream at 1k, 10k and 50k streams, embedded
+    /// and over Redis (and per online user at 1k users, each in 10 rooms).
     #[arg(long)]
     memory_slope: bool,
     /// Instead: only the memory rows of the standard run (RSS per idle stream and per online
@@ -294,22 +294,37 @@ async fn reconnect_storm(streams: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RSS per idle stream at growing counts, each on a fresh embedded instance.
+/// RSS per idle stream at growing counts, each on a fresh deployment (embedded, then 2
+/// instances over Redis): the figure at 50k streams is the marginal cost, with each
+/// process's fixed costs (threads, connection buffers) spread thin.
 async fn memory_slope() -> anyhow::Result<()> {
-    println!("| idle streams | RSS per stream | per online user in 10 rooms |");
-    println!("|---|---|---|");
+    println!(
+        "| idle streams | RSS per stream, embedded | RSS per stream, Redis (2 instances) | per online user in 10 rooms (embedded / Redis) |"
+    );
+    println!("|---|---|---|---|");
     for streams in [1_000, 10_000, 50_000] {
-        let per_stream = memory::idle_memory(&Deployment::embedded().await?, streams).await?;
-        let per_user = if streams == 1_000 {
-            let deployment = Deployment::embedded().await?;
-            let per_user = memory::online_user_memory(&deployment, streams).await?;
-            format!("{:.1} KiB ({streams} users)", per_user / 1024.0)
-        } else {
-            "not measured (registering that many users takes too long here)".into()
+        let mut per_stream = Vec::new();
+        let mut per_user = Vec::new();
+        for redis in [false, true] {
+            per_stream
+                .push(memory::idle_memory(&Deployment::compared(redis).await?, streams).await?);
+            if streams == 1_000 {
+                let deployment = Deployment::compared(redis).await?;
+                per_user.push(memory::online_user_memory(&deployment, streams).await?);
+            }
+        }
+        let per_user = match per_user[..] {
+            [embedded, redis] => format!(
+                "{:.1} / {:.1} KiB ({streams} users)",
+                embedded / 1024.0,
+                redis / 1024.0
+            ),
+            _ => "not measured (registering that many users takes too long here)".into(),
         };
         println!(
-            "| {streams} | {:.1} KiB | {per_user} |",
-            per_stream / 1024.0
+            "| {streams} | {:.1} KiB | {:.1} KiB | {per_user} |",
+            per_stream[0] / 1024.0,
+            per_stream[1] / 1024.0
         );
     }
     Ok(())
