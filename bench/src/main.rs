@@ -106,45 +106,6 @@ struct Args {
     serve_baseline: bool,
 }
 
-/// The standard run's memory rows alone (`--memory`).
-async fn memory_rows(args: &Args) -> anyhow::Result<()> {
-    println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
-    println!("|---|---|---|");
-    let mut per_stream = Vec::new();
-    let mut per_user = Vec::new();
-    for redis in [false, true] {
-        let (stream, user) = memory_of(args, redis).await?;
-        per_stream.push(stream);
-        per_user.push(user);
-    }
-    memory_table_rows(args, &per_stream, &per_user);
-    Ok(())
-}
-
-/// RSS per idle stream and per online user of one deployment, each on a fresh one.
-async fn memory_of(args: &Args, redis: bool) -> anyhow::Result<(f64, f64)> {
-    let deploy = async || Deployment::compared(redis).await;
-    let per_stream = memory::idle_memory(&deploy().await?, args.idle_streams).await?;
-    let per_user = memory::online_user_memory(&deploy().await?, args.online_users).await?;
-    Ok((per_stream, per_user))
-}
-
-/// RSS per idle stream and per online user, one column per deployment.
-fn memory_table_rows(args: &Args, per_stream: &[f64], per_user: &[f64]) {
-    row(
-        &format!("RSS per idle stream ({} streams)", args.idle_streams),
-        &|i| format!("{:.1} KiB", per_stream[i] / 1024.0),
-    );
-    row(
-        &format!(
-            "RSS per online user ({} users, one stream each, each in {} rooms)",
-            args.online_users,
-            memory::ROOMS_PER_USER
-        ),
-        &|i| format!("{:.1} KiB", per_user[i] / 1024.0),
-    );
-}
-
 fn ms(seconds: f64) -> String {
     format!("{:.2} ms", seconds * 1000.0)
 }
@@ -168,10 +129,10 @@ async fn main() -> anyhow::Result<()> {
         return with_default_windows().await;
     }
     if args.memory_slope {
-        return memory_slope().await;
+        return memory::slope().await;
     }
     if args.memory {
-        return memory_rows(&args).await;
+        return memory::rows(args.idle_streams, args.online_users).await;
     }
     if let Some(users) = args.shape {
         let kinds = [Kind::Embedded, Kind::Redis];
@@ -203,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         let (f, l) = fanout_and_latency(&args, deploy).await?;
         fanout.push(f);
         latency.push(l);
-        let (stream, user) = memory_of(&args, redis).await?;
+        let (stream, user) = memory::of(args.idle_streams, args.online_users, redis).await?;
         per_stream.push(stream);
         per_user.push(user);
     }
@@ -215,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         &|i| fanout[i].sent.to_string(),
     );
     delivery_rows(&args, &fanout, &latency);
-    memory_table_rows(&args, &per_stream, &per_user);
+    memory::table_rows(args.idle_streams, args.online_users, &per_stream, &per_user);
 
     eprintln!("== baselines");
     let logs = tempfile::tempdir()?;
@@ -294,42 +255,6 @@ async fn reconnect_storm(streams: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RSS per idle stream at growing counts, each on a fresh deployment (embedded, then 2
-/// instances over Redis): the figure at 50k streams is the marginal cost, with each
-/// process's fixed costs (threads, connection buffers) spread thin.
-async fn memory_slope() -> anyhow::Result<()> {
-    println!(
-        "| idle streams | RSS per stream, embedded | RSS per stream, Redis (2 instances) | per online user in 10 rooms (embedded / Redis) |"
-    );
-    println!("|---|---|---|---|");
-    for streams in [1_000, 10_000, 50_000] {
-        let mut per_stream = Vec::new();
-        let mut per_user = Vec::new();
-        for redis in [false, true] {
-            per_stream
-                .push(memory::idle_memory(&Deployment::compared(redis).await?, streams).await?);
-            if streams == 1_000 {
-                let deployment = Deployment::compared(redis).await?;
-                per_user.push(memory::online_user_memory(&deployment, streams).await?);
-            }
-        }
-        let per_user = match per_user[..] {
-            [embedded, redis] => format!(
-                "{:.1} / {:.1} KiB ({streams} users)",
-                embedded / 1024.0,
-                redis / 1024.0
-            ),
-            _ => "not measured (registering that many users takes too long here)".into(),
-        };
-        println!(
-            "| {streams} | {:.1} KiB | {:.1} KiB | {per_user} |",
-            per_stream[0] / 1024.0,
-            per_stream[1] / 1024.0
-        );
-    }
-    Ok(())
-}
-
 /// Delivery to 100 streams on 2 connections with 64 KiB windows and with tonic's, embedded.
 async fn with_default_windows() -> anyhow::Result<()> {
     const PUBLISHING: Duration = Duration::from_secs(3);
@@ -388,7 +313,7 @@ async fn through_nginx(args: &Args) -> anyhow::Result<()> {
 }
 
 /// One table row from a value per column.
-fn row(name: &str, f: &dyn Fn(usize) -> String) {
+pub(crate) fn row(name: &str, f: &dyn Fn(usize) -> String) {
     println!("| {name} | {} | {} |", f(0), f(1));
 }
 

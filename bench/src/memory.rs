@@ -85,3 +85,84 @@ pub(crate) async fn online_user_memory(
     let after = deployment.settled_rss().await?;
     Ok(after.saturating_sub(before) as f64 / users as f64)
 }
+
+/// The standard run's memory rows alone (`--memory`).
+pub(crate) async fn rows(idle_streams: usize, online_users: usize) -> anyhow::Result<()> {
+    println!("| measurement | embedded (1 instance) | Redis (2 instances) |");
+    println!("|---|---|---|");
+    let mut per_stream = Vec::new();
+    let mut per_user = Vec::new();
+    for redis in [false, true] {
+        let (stream, user) = of(idle_streams, online_users, redis).await?;
+        per_stream.push(stream);
+        per_user.push(user);
+    }
+    table_rows(idle_streams, online_users, &per_stream, &per_user);
+    Ok(())
+}
+
+/// RSS per idle stream and per online user of one deployment, each on a fresh one.
+pub(crate) async fn of(
+    idle_streams: usize,
+    online_users: usize,
+    redis: bool,
+) -> anyhow::Result<(f64, f64)> {
+    let deploy = async || Deployment::compared(redis).await;
+    let per_stream = idle_memory(&deploy().await?, idle_streams).await?;
+    let per_user = online_user_memory(&deploy().await?, online_users).await?;
+    Ok((per_stream, per_user))
+}
+
+/// RSS per idle stream and per online user, one column per deployment.
+pub(crate) fn table_rows(
+    idle_streams: usize,
+    online_users: usize,
+    per_stream: &[f64],
+    per_user: &[f64],
+) {
+    crate::row(
+        &format!("RSS per idle stream ({idle_streams} streams)"),
+        &|i| format!("{:.1} KiB", per_stream[i] / 1024.0),
+    );
+    crate::row(
+        &format!(
+            "RSS per online user ({online_users} users, one stream each, each in {ROOMS_PER_USER} rooms)"
+        ),
+        &|i| format!("{:.1} KiB", per_user[i] / 1024.0),
+    );
+}
+
+/// RSS per idle stream at growing counts, each on a fresh deployment (embedded, then 2
+/// instances over Redis): the figure at 50k streams is the marginal cost, with each
+/// process's fixed costs (threads, connection buffers) spread thin.
+pub(crate) async fn slope() -> anyhow::Result<()> {
+    println!(
+        "| idle streams | RSS per stream, embedded | RSS per stream, Redis (2 instances) | per online user in 10 rooms (embedded / Redis) |"
+    );
+    println!("|---|---|---|---|");
+    for streams in [1_000, 10_000, 50_000] {
+        let mut per_stream = Vec::new();
+        let mut per_user = Vec::new();
+        for redis in [false, true] {
+            per_stream.push(idle_memory(&Deployment::compared(redis).await?, streams).await?);
+            if streams == 1_000 {
+                let deployment = Deployment::compared(redis).await?;
+                per_user.push(online_user_memory(&deployment, streams).await?);
+            }
+        }
+        let per_user = match per_user[..] {
+            [embedded, redis] => format!(
+                "{:.1} / {:.1} KiB ({streams} users)",
+                embedded / 1024.0,
+                redis / 1024.0
+            ),
+            _ => "not measured (registering that many users takes too long here)".into(),
+        };
+        println!(
+            "| {streams} | {:.1} KiB | {:.1} KiB | {per_user} |",
+            per_stream[0] / 1024.0,
+            per_stream[1] / 1024.0
+        );
+    }
+    Ok(())
+}
