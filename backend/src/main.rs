@@ -23,7 +23,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init_as("info", config.log_format);
-    return_freed_memory()?;
+    if let Err(e) = return_freed_memory() {
+        // Serving matters more: memory freed after a burst then returns only while the
+        // process allocates.
+        tracing::warn!(error = %e, "jemalloc's background threads did not start");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
