@@ -211,7 +211,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of all counters.
-    pub(crate) fn render(&self, bus_reconnects: u64) -> String {
+    pub(crate) fn render(&self, bus_reconnects: u64, presence_rewrites: u64) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
             out.push_str(&format!(
@@ -260,6 +260,12 @@ impl Metrics {
             "counter",
             "Times the pub/sub connection to Redis was re-established.",
             bus_reconnects.to_string(),
+        );
+        line(
+            "natter_presence_rewrites_total",
+            "counter",
+            "Times this instance rewrote its users' stream counts in Redis from its own (the first round, after an update failed or was abandoned, when Redis differed).",
+            presence_rewrites.to_string(),
         );
         line(
             "natter_streams_open",
@@ -360,7 +366,7 @@ mod tests {
         metrics.rejections.count(Limit::Send);
         metrics.rejections.count(Limit::Send);
         metrics.rejections.count(Limit::Connections);
-        let text = metrics.render(0);
+        let text = metrics.render(0, 0);
         assert!(
             text.contains("natter_rejections_total{limit=\"send\"} 2\n"),
             "{text}"
@@ -382,7 +388,7 @@ mod tests {
             }
         });
         assert_eq!(metrics.messages_delivered.read(), (6, 3));
-        let text = metrics.render(0);
+        let text = metrics.render(0, 0);
         assert!(
             text.contains("natter_messages_delivered_total 9\n"),
             "{text}"

@@ -21,4 +21,8 @@ pub trait Presence: Send + Sync + 'static {
     /// Refreshes this instance's liveness and returns users who just went offline because
     /// the instance holding their streams died; called periodically.
     async fn maintain_presence(&self) -> Result<Vec<UserId>, BusError>;
+    /// Times this instance rewrote the fleet's copy of its counts from its own (where there
+    /// is such a copy): rewrites that keep coming say the copy keeps disagreeing, or that
+    /// streams churn too fast for a round to find no update in flight.
+    fn rewrites(&self) -> u64;
 }

@@ -131,7 +131,8 @@ impl Natter {
 
     /// `/metrics` in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(self.log.reconnects())
+        self.metrics
+            .render(self.log.reconnects(), self.presence.rewrites())
     }
 
     /// Whether the directory and the log answer, and whether the instance is draining.

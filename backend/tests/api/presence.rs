@@ -146,7 +146,14 @@ async fn steady_rounds_refresh_the_heartbeat_without_writing_any_user() {
 
     // A steady round still renews the hash's expiry (4 TTLs: 12 s here).
     redis_command(&redis, &["PEXPIRE", &hash_of(&instance), "5000"]).await;
+    let rewrites = app.metric("natter_presence_rewrites_total").await;
+    assert!(rewrites >= 1, "the first round rewrites");
     assert_rounds_are_steady(&redis, &instance).await;
+    assert_eq!(
+        app.metric("natter_presence_rewrites_total").await,
+        rewrites,
+        "steady rounds are not counted as rewrites"
+    );
     let expiry: i64 =
         redis::from_redis_value(redis_command(&redis, &["PTTL", &hash_of(&instance)]).await)
             .unwrap();
@@ -163,6 +170,7 @@ async fn a_user_redis_lost_is_restored_and_announced_online() {
     assert!(wait_for_presence(&mut alice_events, "bob").await.online);
     let instance = instance_id(&redis).await;
     wait_for_heartbeats(&redis, &instance, 1).await;
+    let rewrites = app.metric("natter_presence_rewrites_total").await;
 
     redis_command(&redis, &["HDEL", &hash_of(&instance), &bob.user.id]).await;
     let members = alice.members(&room.id).await;
@@ -177,6 +185,7 @@ async fn a_user_redis_lost_is_restored_and_announced_online() {
         .expect("the next round notices the hash lost a user, rewrites it and announces bob");
     assert!(announced.online);
     assert_eq!(stream_count(&redis, &instance, &bob.user.id).await, Some(1));
+    assert!(app.metric("natter_presence_rewrites_total").await > rewrites);
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub(super) struct LocalPresence {
     /// Whether Redis' hash is known to equal `streams`: the last rewrite overlapped no
     /// update, and none failed or was abandoned since.
     matched: bool,
+    /// Rewrites Redis answered (`natter_presence_rewrites_total`).
+    rewrites: u64,
 }
 
 impl LocalPresence {
@@ -197,6 +199,7 @@ impl RedisBus {
             .map_err(bus_error)?;
         {
             let mut local = self.local();
+            local.rewrites += 1;
             // Redis' counter now equals `updates_sent` (a retry of an update answered since
             // the snapshot would be counted too): the steady check starts from there.
             local.matched = snapshot.clean
@@ -252,5 +255,9 @@ impl Presence for RedisBus {
             Some(gone) => Ok(gone),
             None => self.maintain_rewriting().await,
         }
+    }
+
+    fn rewrites(&self) -> u64 {
+        self.local().rewrites
     }
 }
