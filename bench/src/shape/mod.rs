@@ -41,6 +41,8 @@ pub(crate) struct Phase {
     pub(crate) server_cpu_seconds: f64,
     /// CPU time of each Redis process over the phase (none for the embedded mode).
     pub(crate) redis_cpu_seconds: Vec<f64>,
+    /// CPU time of this process (every client: the senders and the 10,000 streams).
+    pub(crate) bench_cpu_seconds: f64,
     /// p50, p99, p99.9 and max, milliseconds.
     pub(crate) latency_ms: [f64; 4],
 }
@@ -136,6 +138,7 @@ async fn phase(
     let delivered = streams.phases.lock().expect("phases").delivered[index].clone();
     let cpu_before = deployment.cpu_seconds()?;
     let redis_before = deployment.redis_cpu_seconds()?;
+    let bench_before = crate::procs::cpu_seconds_of(std::process::id())?;
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // Deliveries owed by the sends that were answered.
     let expected = Arc::new(AtomicU64::new(0));
@@ -178,6 +181,7 @@ async fn phase(
     let expected = expected.load(Ordering::Relaxed);
     crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
+    let bench_cpu_seconds = crate::procs::cpu_seconds_of(std::process::id())? - bench_before;
     let redis_cpu_seconds = deployment
         .redis_cpu_seconds()?
         .iter()
@@ -196,6 +200,7 @@ async fn phase(
         seconds,
         server_cpu_seconds,
         redis_cpu_seconds,
+        bench_cpu_seconds,
         latency_ms: [
             ms(0.5),
             ms(0.99),
@@ -212,6 +217,7 @@ pub(crate) async fn report(
     ramp_from: u32,
     seconds: u64,
 ) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut tables = Vec::new();
     for kind in kinds {
         let deployment = kind.start().await?;
@@ -222,9 +228,9 @@ pub(crate) async fn report(
         tables.push((deployment.label, rooms, ramp, measured));
     }
     println!(
-        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | sent / failed | delivered of expected |"
+        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, rooms, ramp, measured) in &tables {
         let highest = ramp.iter().filter(|p| p.sustained()).map(|p| p.rate).max();
         let tried: Vec<String> = ramp
@@ -255,8 +261,12 @@ pub(crate) async fn report(
                     per_message(processes.iter().copied().fold(0.0, f64::max))
                 ),
             };
+            // A fold from 0.0: `sum` of no f64 is -0.0, printed as "-0.00".
+            let redis_cpu = phase.redis_cpu_seconds.iter().fold(0.0, |all, p| all + p);
+            let busy =
+                (phase.server_cpu_seconds + redis_cpu + phase.bench_cpu_seconds) / phase.seconds;
             println!(
-                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {} / {} | {} of {} |",
+                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
                 phase.rate,
                 highest.unwrap_or_default(),
                 phase.delivered as f64 / phase.seconds,
@@ -270,6 +280,9 @@ pub(crate) async fn report(
                 phase.failed,
                 phase.delivered,
                 phase.expected,
+                phase.server_cpu_seconds / phase.seconds,
+                redis_cpu / phase.seconds,
+                phase.bench_cpu_seconds / phase.seconds,
             );
         }
     }
