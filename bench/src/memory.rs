@@ -144,10 +144,12 @@ pub(crate) async fn slope() -> anyhow::Result<()> {
         let mut per_stream = Vec::new();
         let mut per_user = Vec::new();
         for redis in [false, true] {
-            per_stream.push(idle_memory(&Deployment::compared(redis).await?, streams).await?);
             if streams == 1_000 {
-                let deployment = Deployment::compared(redis).await?;
-                per_user.push(online_user_memory(&deployment, streams).await?);
+                let (stream, user) = of(streams, streams, redis).await?;
+                per_stream.push(stream);
+                per_user.push(user);
+            } else {
+                per_stream.push(idle_memory(&Deployment::compared(redis).await?, streams).await?);
             }
         }
         let per_user = match per_user[..] {

@@ -352,6 +352,19 @@ impl TestUser {
     }
 }
 
+/// Polls every 20 ms (bounded by [`WAIT`]) until `holds`; panics with `what` otherwise. For
+/// state the test can only read, such as Redis keys or a seam's readiness.
+pub async fn poll_until<F: Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
+    tokio::time::timeout(WAIT, async {
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        while !holds().await {
+            poll.tick().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
 /// The next event other than a heartbeat, failing the test after [`WAIT`].
 pub async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> Ev {
     loop {

@@ -33,18 +33,6 @@ async fn stream_count(redis: &Redis, instance: &str, user_id: &str) -> Option<i6
     redis::from_redis_value(redis_command(redis, &["HGET", &key, user_id]).await).unwrap()
 }
 
-/// Polls Redis (bounded by [`WAIT`]) until `holds`; panics with `what` otherwise.
-async fn poll_until<F: Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
-    tokio::time::timeout(WAIT, async {
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        while !holds().await {
-            poll.tick().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what}"));
-}
-
 /// Waits (bounded) until the user's count in the hash is `expected`.
 async fn wait_for_count(redis: &Redis, instance: &str, user_id: &str, expected: Option<i64>) {
     poll_until(

@@ -15,7 +15,7 @@ use natter_server::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    helpers::WAIT,
+    helpers::{WAIT, poll_until},
     redis_server::{start_cluster, start_redis},
 };
 
@@ -229,14 +229,10 @@ async fn five_messages(s: &Seams) {
 async fn accounts_are_unique_and_found_by_name_and_id(s: &Seams) {
     // Ready once connected: the Redis bus connects its pub/sub link on a task of its own
     // (a cluster's takes longest), so readiness is awaited, within a bound.
-    tokio::time::timeout(Duration::from_secs(15), async {
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        while !(s.directory.ready().await && s.log.ready().await) {
-            poll.tick().await;
-        }
+    poll_until("the seams become ready", || async {
+        s.directory.ready().await && s.log.ready().await
     })
-    .await
-    .expect("the seams become ready");
+    .await;
     users(s, &["alice", "bob", "carol"]).await;
     assert!(matches!(
         s.directory.create_user(user("alice")).await,
