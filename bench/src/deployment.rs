@@ -162,7 +162,16 @@ impl Deployment {
     /// `None` for a server that does not count them (one built before the counter, or the
     /// minimal server).
     pub(crate) async fn socket_writes(&self) -> anyhow::Result<Option<u64>> {
-        let mut total = 0;
+        Ok(self
+            .metric("natter_socket_writes_total")
+            .await?
+            .map(|writes| writes as u64))
+    }
+
+    /// One `/metrics` series (its name with any labels, as printed), summed over the
+    /// servers, or `None` if a server does not print it.
+    pub(crate) async fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
+        let mut total = 0.0;
         for server in &self.servers {
             let addr = server
                 .url
@@ -174,11 +183,12 @@ impl Deployment {
                 return Ok(None);
             };
             let counted = metrics.body.lines().find_map(|line| {
-                line.strip_prefix("natter_socket_writes_total ")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                line.strip_prefix(series)?
+                    .strip_prefix(' ')
+                    .and_then(|v| v.trim().parse::<f64>().ok())
             });
             match counted {
-                Some(writes) => total += writes,
+                Some(value) => total += value,
                 None => return Ok(None),
             }
         }

@@ -27,6 +27,13 @@ pub(crate) struct Metrics {
     pub messages_received: ByProtocol,
     /// From a message's append to its queueing on each live stream, per stream.
     pub fanout_latency: Histogram,
+    /// From a send reaching the service to its message stored (the checks and the append),
+    /// per send answered with its message (retries included): the server's part of a
+    /// sender's wait.
+    pub send_duration: Histogram,
+    /// The log's append alone (embedded: the group commit and its fsync; Redis: the append
+    /// script), likewise.
+    pub append_duration: Histogram,
     /// Times a stream found a hole in its live feed and filled it from the log.
     pub stream_repairs: AtomicU64,
     /// Times a stream missed changes to its user's room list and read the list again.
@@ -311,6 +318,16 @@ impl Metrics {
         self.fanout_latency.render(
             "natter_fanout_latency_seconds",
             "From a message's append to its queueing on a live stream, per stream.",
+            &mut out,
+        );
+        self.send_duration.render(
+            "natter_send_duration_seconds",
+            "From a send reaching the service to its message stored (checks and append).",
+            &mut out,
+        );
+        self.append_duration.render(
+            "natter_append_duration_seconds",
+            "The log's append alone: the embedded commit, or the Redis append script.",
             &mut out,
         );
         for (name, help, counter) in [

@@ -98,8 +98,10 @@ impl Natter {
             client_id,
         } = send;
         let room_id = &room_id;
+        let started = Instant::now();
         self.limits.account(Action::Send, &caller.user_id)?;
         let (sender, _) = self.account_in_room(caller, room_id).await?;
+        let appending = Instant::now();
         let appended = self
             .log
             .append(NewMessage {
@@ -112,6 +114,9 @@ impl Natter {
                 client_id: client_id.as_str().to_owned(),
             })
             .await?;
+        let metrics = &self.metrics;
+        metrics.append_duration.observe(appending.elapsed());
+        metrics.send_duration.observe(started.elapsed());
         tracing::debug!(
             seq = appended.message.seq,
             created = appended.created,

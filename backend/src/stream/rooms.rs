@@ -153,7 +153,9 @@ impl Session {
                     let since_append = crate::auth::now_ms().saturating_sub(sent_at);
                     metrics
                         .fanout_latency
-                        .observe(u64::try_from(since_append).unwrap_or(0));
+                        .observe(std::time::Duration::from_millis(
+                            u64::try_from(since_append).unwrap_or(0),
+                        ));
                     Ok(())
                 } else {
                     let room_id = follow.room_id.clone();

@@ -109,6 +109,9 @@ async fn unary_and_server_streaming_over_grpc_web() {
             0,
         ),
         ("natter_fanout_latency_seconds_count", 2),
+        // Each send's time in the service, and its append's.
+        ("natter_send_duration_seconds_count", 2),
+        ("natter_append_duration_seconds_count", 2),
     ] {
         assert_eq!(app.metric(series).await, expected, "{series}");
     }

@@ -7,28 +7,21 @@
 //! either side shows up in the figures instead of slowing the load down.
 
 mod population;
+mod senders;
 mod streams;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use natter_cli::client;
-use natter_proto::v1 as pb;
 
 use crate::deployment::{Deployment, Kind};
 use population::{Population, Shape, populate};
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use senders::Sends;
 use streams::{Streams, open_streams};
-
-/// Filler that gives each message a typical chat line's length (about 60 bytes of text).
-const FILLER: &str = "a chat line of a typical length, give or take";
 
 /// One phase's figures.
 pub(crate) struct Phase {
@@ -45,6 +38,14 @@ pub(crate) struct Phase {
     pub(crate) bench_cpu_seconds: f64,
     /// p50, p99, p99.9 and max, milliseconds.
     pub(crate) latency_ms: [f64; 4],
+    /// p50 and p99 of the time from a send's place in the schedule to its answer,
+    /// milliseconds: splits the end-to-end latency into the send's part and the fan-out's.
+    pub(crate) answer_ms: [f64; 2],
+    /// Deliveries later than the 5 ms goal, per 100 ms window of the schedule.
+    pub(crate) late: Vec<u32>,
+    /// Of the sends the servers stored, the share that took them over 5 ms: in the
+    /// service (checks and append), and in the append alone.
+    pub(crate) slow_in_server: Option<[f64; 2]>,
 }
 
 impl Phase {
@@ -59,7 +60,7 @@ impl Phase {
 /// Returns the ramp's phases and the measured ones.
 pub(crate) async fn run(
     deployment: &Deployment,
-    population: &Population,
+    population: &Arc<Population>,
     ramp_from: u32,
     seconds: u64,
 ) -> anyhow::Result<(Vec<Phase>, Vec<Phase>)> {
@@ -115,16 +116,14 @@ pub(crate) async fn run(
 /// without waiting for answers; then gives deliveries up to 5 s to arrive.
 async fn phase(
     deployment: &Deployment,
-    population: &Population,
+    population: &Arc<Population>,
     streams: &Streams,
     rate: u32,
     duration: Duration,
 ) -> anyhow::Result<Phase> {
-    let senders = &streams.senders;
     let rate = rate.max(1);
     let period = Duration::from_secs(1) / rate;
     let total = (f64::from(rate) * duration.as_secs_f64()) as u32;
-    let mut rng = StdRng::seed_from_u64(u64::from(rate));
     let start = Instant::now() + Duration::from_millis(100);
     let index = {
         let mut phases = streams.phases.lock().expect("phases");
@@ -133,50 +132,40 @@ async fn phase(
             .latencies
             .push(Histogram::new_with_bounds(1, 60_000_000, 3)?);
         phases.delivered.push(Arc::default());
+        let windows = duration.as_millis() / streams::WINDOW.as_millis() + 1;
+        phases.late.push(vec![0; usize::try_from(windows)?]);
         phases.schedules.len() - 1
     };
     let delivered = streams.phases.lock().expect("phases").delivered[index].clone();
     let cpu_before = deployment.cpu_seconds()?;
     let redis_before = deployment.redis_cpu_seconds()?;
     let bench_before = crate::procs::cpu_seconds_of(std::process::id())?;
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    // Deliveries owed by the sends that were answered.
-    let expected = Arc::new(AtomicU64::new(0));
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut next = 0u32;
-    let mut answers = Vec::new();
-    while next < total {
-        tick.tick().await;
-        let now = Instant::now();
-        while next < total && start + period * next <= now {
-            let room = rng.random_range(0..population.room_ids.len());
-            let members = &population.shape.rooms[room];
-            let sender = members[rng.random_range(0..members.len())];
-            let mut chat = client::chat_client(
-                senders[sender % senders.len()].clone(),
-                &population.users[sender].token,
-            )?;
-            let request = pb::SendMessageRequest {
-                room_id: population.room_ids[room].clone(),
-                text: format!("{index} {next} {FILLER}"),
-                client_id: String::new(),
-            };
-            let (sent, failed, expected) = (sent.clone(), failed.clone(), expected.clone());
-            let owed = members.len() as u64;
-            answers.push(tokio::spawn(async move {
-                if chat.send_message(request).await.is_ok() {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    expected.fetch_add(owed, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-            next += 1;
-        }
-    }
-    for answer in answers {
-        answer.await?;
-    }
+    let slow_before = SlowSends::read(deployment).await?;
+    let sends = Sends {
+        phase: index,
+        start,
+        period,
+        total,
+        seed: u64::from(rate),
+        sent: Arc::default(),
+        failed: Arc::default(),
+        expected: Arc::default(),
+    };
+    let answer_latencies = streams
+        .sending
+        .handle()
+        .spawn(
+            sends
+                .clone()
+                .run(population.clone(), streams.senders.clone()),
+        )
+        .await??;
+    let Sends {
+        sent,
+        failed,
+        expected,
+        ..
+    } = sends;
     let seconds = start.elapsed().as_secs_f64();
     let expected = expected.load(Ordering::Relaxed);
     crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
@@ -189,8 +178,16 @@ async fn phase(
         .map(|(after, before)| after - before)
         .collect();
     let delivered = delivered.load(Ordering::Relaxed);
-    let latencies = streams.phases.lock().expect("phases").latencies[index].clone();
+    let slow_in_server = match (slow_before, SlowSends::read(deployment).await?) {
+        (Some(before), Some(after)) => Some(after.shares_since(&before)),
+        _ => None,
+    };
+    let (latencies, late) = {
+        let phases = streams.phases.lock().expect("phases");
+        (phases.latencies[index].clone(), phases.late[index].clone())
+    };
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    let answer_ms = |q: f64| answer_latencies.value_at_quantile(q) as f64 / 1000.0;
     Ok(Phase {
         rate,
         sent: sent.load(Ordering::Relaxed),
@@ -207,6 +204,9 @@ async fn phase(
             ms(0.999),
             latencies.max() as f64 / 1000.0,
         ],
+        answer_ms: [answer_ms(0.5), answer_ms(0.99)],
+        late,
+        slow_in_server,
     })
 }
 
@@ -222,15 +222,15 @@ pub(crate) async fn report(
     for kind in kinds {
         let deployment = kind.start().await?;
         eprintln!("== {}", deployment.label);
-        let population = populate(&deployment, Shape::draw(users, 7)).await?;
+        let population = Arc::new(populate(&deployment, Shape::draw(users, 7)).await?);
         let rooms = population.room_ids.len();
         let (ramp, measured) = run(&deployment, &population, ramp_from, seconds).await?;
         tables.push((deployment.label, rooms, ramp, measured));
     }
     println!(
-        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
+        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | answer p50 / p99 | sends over 5 ms in the servers: in the service / in the append | late (over 5 ms): in how many 100 ms windows; the worst three | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, rooms, ramp, measured) in &tables {
         let highest = ramp.iter().filter(|p| p.sustained()).map(|p| p.rate).max();
         let tried: Vec<String> = ramp
@@ -266,7 +266,7 @@ pub(crate) async fn report(
             let busy =
                 (phase.server_cpu_seconds + redis_cpu + phase.bench_cpu_seconds) / phase.seconds;
             println!(
-                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
+                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {} | {} | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
                 phase.rate,
                 highest.unwrap_or_default(),
                 phase.delivered as f64 / phase.seconds,
@@ -276,6 +276,17 @@ pub(crate) async fn report(
                 phase.latency_ms[1],
                 phase.latency_ms[2],
                 phase.latency_ms[3],
+                phase.answer_ms[0],
+                phase.answer_ms[1],
+                phase.slow_in_server.map_or_else(
+                    || "not counted".to_owned(),
+                    |[service, append]| format!(
+                        "{:.2} % / {:.2} %",
+                        service * 100.0,
+                        append * 100.0
+                    )
+                ),
+                late_windows(&phase.late),
                 phase.sent,
                 phase.failed,
                 phase.delivered,
@@ -287,4 +298,72 @@ pub(crate) async fn report(
         }
     }
     Ok(())
+}
+
+/// Where a phase's late deliveries fell: how many of its 100 ms windows hold any, and the
+/// three that hold most (start within the phase, count). Bunched in a few windows, the tail
+/// is a few stalls; spread over most, it is contention.
+fn late_windows(late: &[u32]) -> String {
+    let total: u32 = late.iter().sum();
+    if total == 0 {
+        return "none".to_owned();
+    }
+    let mut worst: Vec<(usize, u32)> = late.iter().copied().enumerate().collect();
+    worst.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+    let worst: Vec<String> = worst
+        .iter()
+        .take(3)
+        .filter(|&&(_, count)| count > 0)
+        .map(|&(window, count)| {
+            let at = window as f64 * streams::WINDOW.as_secs_f64();
+            format!("{count} at {at:.1} s")
+        })
+        .collect();
+    format!(
+        "{total} in {} of {}; {}",
+        late.iter().filter(|&&count| count > 0).count(),
+        late.len(),
+        worst.join(", ")
+    )
+}
+
+/// The servers' counts of sends that took them over 5 ms
+/// (`natter_send_duration_seconds`, `natter_append_duration_seconds`).
+struct SlowSends {
+    /// Per histogram: all observations, and those within 5 ms.
+    counts: [(f64, f64); 2],
+}
+
+impl SlowSends {
+    /// `None` for servers without the series.
+    async fn read(deployment: &Deployment) -> anyhow::Result<Option<Self>> {
+        let mut counts = [(0.0, 0.0); 2];
+        for (histogram, count) in [
+            "natter_send_duration_seconds",
+            "natter_append_duration_seconds",
+        ]
+        .into_iter()
+        .zip(&mut counts)
+        {
+            let all = deployment.metric(&format!("{histogram}_count")).await?;
+            let within = deployment
+                .metric(&format!("{histogram}_bucket{{le=\"0.005\"}}"))
+                .await?;
+            let (Some(all), Some(within)) = (all, within) else {
+                return Ok(None);
+            };
+            *count = (all, within);
+        }
+        Ok(Some(Self { counts }))
+    }
+
+    /// Per histogram, the share of the observations since `before` that were over 5 ms.
+    fn shares_since(&self, before: &Self) -> [f64; 2] {
+        let share = |i: usize| {
+            let all = self.counts[i].0 - before.counts[i].0;
+            let within = self.counts[i].1 - before.counts[i].1;
+            if all > 0.0 { (all - within) / all } else { 0.0 }
+        };
+        [share(0), share(1)]
+    }
 }

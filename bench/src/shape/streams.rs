@@ -47,7 +47,16 @@ pub(super) struct Phases {
     pub(super) latencies: Vec<Histogram<u64>>,
     /// Deliveries per phase (a late one counts for its own phase, not the next).
     pub(super) delivered: Vec<Arc<AtomicU64>>,
+    /// Per phase, per [`WINDOW`] of the schedule: deliveries later than [`LATE`]. Tells a
+    /// tail made of a few stalls (late deliveries bunched in a few windows) from one spread
+    /// over the whole phase (contention).
+    pub(super) late: Vec<Vec<u32>>,
 }
+
+/// A delivery later than this is late: the shape's p99 goal.
+pub(super) const LATE: Duration = Duration::from_millis(5);
+/// The width of the windows late deliveries are counted in.
+pub(super) const WINDOW: Duration = Duration::from_millis(100);
 
 impl Phases {
     /// Records a message's arrival; its text starts with "<phase> <index>".
@@ -68,14 +77,44 @@ impl Phases {
         let _ =
             self.latencies[phase].record(u64::try_from(micros).unwrap_or(u64::MAX).min(60_000_000));
         self.delivered[phase].fetch_add(1, Ordering::Relaxed);
+        if now.saturating_duration_since(due) > LATE {
+            let window = (period * index).as_millis() / WINDOW.as_millis();
+            let late = &mut self.late[phase];
+            let window = usize::try_from(window)
+                .unwrap_or(usize::MAX)
+                .min(late.len() - 1);
+            late[window] += 1;
+        }
     }
 }
 
 /// The streams of every user, open and counting.
 pub(super) struct Streams {
     pub(super) phases: Arc<Mutex<Phases>>,
-    /// Connections the senders' calls go over (4 per instance), made once.
+    /// Connections the senders' calls go over (4 per instance), made once, on `sending`.
     pub(super) senders: Vec<tonic::transport::Channel>,
+    /// The senders' own runtime (one thread): their schedule, calls and connections do not
+    /// queue behind the 10,000 streams' tasks on the main runtime. Many users send from
+    /// many machines in a real deployment; one shared queue in the bench would add its
+    /// own wait to every send's latency.
+    pub(super) sending: SendingRuntime,
+}
+
+/// A runtime dropped without waiting (a runtime may not be dropped inside another's task).
+pub(super) struct SendingRuntime(Option<tokio::runtime::Runtime>);
+
+impl SendingRuntime {
+    pub(super) fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("kept until dropped").handle()
+    }
+}
+
+impl Drop for SendingRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Opens one stream per user: even users native gRPC (`STREAMS_PER_CONNECTION` to a
@@ -122,8 +161,23 @@ pub(super) async fn open_streams(
         });
     }
     wait_until_ready(&ready, population.users.len(), Duration::from_secs(300)).await?;
-    let senders = (0..deployment.servers.len() * 4)
-        .map(|i| client::channel(&deployment.url(i)))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(Streams { phases, senders })
+    let sending = SendingRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("senders")
+            .enable_all()
+            .build()?,
+    ));
+    // Made inside the senders' runtime, so that their connections' tasks run on it.
+    let senders = {
+        let _inside = sending.handle().enter();
+        (0..deployment.servers.len() * 4)
+            .map(|i| client::channel(&deployment.url(i)))
+            .collect::<anyhow::Result<_>>()?
+    };
+    Ok(Streams {
+        phases,
+        senders,
+        sending,
+    })
 }
