@@ -9,6 +9,7 @@
 mod population;
 mod senders;
 mod streams;
+mod wake_probe;
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -22,6 +23,7 @@ use crate::deployment::{Deployment, Kind};
 use population::{Population, Shape, populate};
 use senders::Sends;
 use streams::{Streams, open_streams};
+use wake_probe::WakeProbe;
 
 /// One phase's figures.
 pub(crate) struct Phase {
@@ -46,6 +48,9 @@ pub(crate) struct Phase {
     /// Of the sends the servers stored, the share that took them over 5 ms: in the
     /// service (checks and append), and in the append alone.
     pub(crate) slow_in_server: Option<[f64; 2]>,
+    /// How late a thread sleeping 1 ms woke during the phase, p50 and p99, milliseconds
+    /// (see `wake_probe`).
+    pub(crate) wake_late_ms: [f64; 2],
 }
 
 impl Phase {
@@ -66,6 +71,12 @@ pub(crate) async fn run(
 ) -> anyhow::Result<(Vec<Phase>, Vec<Phase>)> {
     let streams = open_streams(deployment, population).await?;
     eprintln!("{} streams ready", population.users.len());
+    let idle = WakeProbe::start()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let [p50, p99] = idle.finish()?;
+    eprintln!(
+        "with every stream open and no message sent, a 1 ms sleep woke {p50:.2} ms late at p50, {p99:.2} ms at p99"
+    );
     // Doubling until a rate is not sustained, then once between the last two (3/4 of the
     // failed rate): the highest sustained rate is then known within a third.
     let mut ramp = Vec::new();
@@ -141,6 +152,7 @@ async fn phase(
     let redis_before = deployment.redis_cpu_seconds()?;
     let bench_before = crate::procs::cpu_seconds_of(std::process::id())?;
     let slow_before = SlowSends::read(deployment).await?;
+    let probe = WakeProbe::start()?;
     let sends = Sends {
         phase: index,
         start,
@@ -167,6 +179,7 @@ async fn phase(
         ..
     } = sends;
     let seconds = start.elapsed().as_secs_f64();
+    let wake_late_ms = probe.finish()?;
     let expected = expected.load(Ordering::Relaxed);
     crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
@@ -207,6 +220,7 @@ async fn phase(
         answer_ms: [answer_ms(0.5), answer_ms(0.99)],
         late,
         slow_in_server,
+        wake_late_ms,
     })
 }
 
@@ -228,9 +242,9 @@ pub(crate) async fn report(
         tables.push((deployment.label, rooms, ramp, measured));
     }
     println!(
-        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | answer p50 / p99 | sends over 5 ms in the servers: in the service / in the append | late (over 5 ms): in how many 100 ms windows; the worst three | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
+        "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | answer p50 / p99 | sends over 5 ms in the servers: in the service / in the append | late (over 5 ms): in how many 100 ms windows; the worst three | a 1 ms sleep woke late by, p50 / p99 | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, rooms, ramp, measured) in &tables {
         let highest = ramp.iter().filter(|p| p.sustained()).map(|p| p.rate).max();
         let tried: Vec<String> = ramp
@@ -266,7 +280,7 @@ pub(crate) async fn report(
             let busy =
                 (phase.server_cpu_seconds + redis_cpu + phase.bench_cpu_seconds) / phase.seconds;
             println!(
-                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {} | {} | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
+                "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {} | {} | {:.2} / {:.2} ms | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
                 phase.rate,
                 highest.unwrap_or_default(),
                 phase.delivered as f64 / phase.seconds,
@@ -287,6 +301,8 @@ pub(crate) async fn report(
                     )
                 ),
                 late_windows(&phase.late),
+                phase.wake_late_ms[0],
+                phase.wake_late_ms[1],
                 phase.sent,
                 phase.failed,
                 phase.delivered,
