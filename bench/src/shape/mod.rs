@@ -383,3 +383,29 @@ impl SlowSends {
         [share(0), share(1)]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_windows_tell_where_the_late_deliveries_fell() {
+        assert_eq!(late_windows(&[0, 0, 0]), "none");
+        assert_eq!(
+            late_windows(&[0, 3, 0, 5, 1]),
+            "9 in 3 of 5; 5 at 0.3 s, 3 at 0.1 s, 1 at 0.4 s"
+        );
+    }
+
+    #[test]
+    fn slow_sends_are_the_share_over_5_ms_since_the_last_reading() {
+        let before = SlowSends {
+            counts: [(10.0, 8.0), (10.0, 10.0)],
+        };
+        let after = SlowSends {
+            counts: [(20.0, 15.0), (20.0, 19.0)],
+        };
+        assert_eq!(after.shares_since(&before), [0.3, 0.1]);
+        assert_eq!(after.shares_since(&after), [0.0, 0.0]);
+    }
+}

@@ -181,3 +181,27 @@ pub(super) async fn open_streams(
         sending,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_delivery_is_counted_in_its_window_of_the_schedule() {
+        let start = Instant::now();
+        let mut phases = Phases {
+            schedules: vec![(start, Duration::from_millis(1))],
+            latencies: vec![Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()],
+            delivered: vec![Arc::default()],
+            late: vec![vec![0; 3]],
+        };
+        // Message 150 was due at 150 ms: window 1.
+        let due = start + Duration::from_millis(150);
+        phases.record("0 150 text", due + Duration::from_millis(6));
+        phases.record("0 151 text", due + Duration::from_millis(2));
+        phases.record("not a bench message", due);
+        assert_eq!(phases.late[0], [0, 1, 0]);
+        assert_eq!(phases.delivered[0].load(Ordering::Relaxed), 2);
+        assert_eq!(phases.latencies[0].len(), 2);
+    }
+}
