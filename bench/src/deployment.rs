@@ -163,15 +163,15 @@ impl Deployment {
     /// minimal server).
     pub(crate) async fn socket_writes(&self) -> anyhow::Result<Option<u64>> {
         Ok(self
-            .metric("natter_socket_writes_total")
+            .metrics(&["natter_socket_writes_total"])
             .await?
-            .map(|writes| writes as u64))
+            .map(|writes| writes[0] as u64))
     }
 
-    /// One `/metrics` series (its name with any labels, as printed), summed over the
-    /// servers, or `None` if a server does not print it.
-    pub(crate) async fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
-        let mut total = 0.0;
+    /// `/metrics` series (each its name with any labels, as printed), each summed over the
+    /// servers (one request to each), or `None` if a server does not print one of them.
+    pub(crate) async fn metrics(&self, series: &[&str]) -> anyhow::Result<Option<Vec<f64>>> {
+        let mut totals = vec![0.0; series.len()];
         for server in &self.servers {
             let addr = server
                 .url
@@ -182,17 +182,19 @@ impl Deployment {
             let Ok(metrics) = natter_fleet::http::get(addr, "/metrics", None, "").await else {
                 return Ok(None);
             };
-            let counted = metrics.body.lines().find_map(|line| {
-                line.strip_prefix(series)?
-                    .strip_prefix(' ')
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            });
-            match counted {
-                Some(value) => total += value,
-                None => return Ok(None),
+            for (name, total) in series.iter().zip(&mut totals) {
+                let counted = metrics.body.lines().find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                });
+                match counted {
+                    Some(value) => *total += value,
+                    None => return Ok(None),
+                }
             }
         }
-        Ok(Some(total))
+        Ok(Some(totals))
     }
 
     /// CPU time of all server processes so far, seconds.

@@ -353,24 +353,20 @@ struct SlowSends {
 impl SlowSends {
     /// `None` for servers without the series.
     async fn read(deployment: &Deployment) -> anyhow::Result<Option<Self>> {
-        let mut counts = [(0.0, 0.0); 2];
-        for (histogram, count) in [
-            "natter_send_duration_seconds",
-            "natter_append_duration_seconds",
-        ]
-        .into_iter()
-        .zip(&mut counts)
-        {
-            let all = deployment.metric(&format!("{histogram}_count")).await?;
-            let within = deployment
-                .metric(&format!("{histogram}_bucket{{le=\"0.005\"}}"))
-                .await?;
-            let (Some(all), Some(within)) = (all, within) else {
-                return Ok(None);
-            };
-            *count = (all, within);
-        }
-        Ok(Some(Self { counts }))
+        let Some(read) = deployment
+            .metrics(&[
+                "natter_send_duration_seconds_count",
+                "natter_send_duration_seconds_bucket{le=\"0.005\"}",
+                "natter_append_duration_seconds_count",
+                "natter_append_duration_seconds_bucket{le=\"0.005\"}",
+            ])
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            counts: [(read[0], read[1]), (read[2], read[3])],
+        }))
     }
 
     /// Per histogram, the share of the observations since `before` that were over 5 ms.
