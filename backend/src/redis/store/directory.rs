@@ -16,9 +16,7 @@ use redis::AsyncCommands;
 
 use super::{
     RedisStore, internal,
-    scripts::{
-        ADD_MEMBER, CLAIM_USERNAME, CREATE_ROOM, DELETE_IF_EQUAL, DELETE_ROOM, REPLACE_IF_UNCHANGED,
-    },
+    scripts::{ADD_MEMBER, CLAIM_USERNAME, REPLACE_IF_UNCHANGED},
     store_error, to_json,
 };
 use crate::{
@@ -26,6 +24,8 @@ use crate::{
     records::{AccountChange, RoomKind, RoomRecord, UserRecord},
     seams::{Directory, StoreError, StoreResult},
 };
+
+mod steps;
 
 /// Rounds of a compare-and-set loop before giving up with UNAVAILABLE.
 const ATTEMPTS: usize = 16;
@@ -382,70 +382,5 @@ impl Directory for RedisStore {
             .query_async::<String>(&mut self.conn.clone())
             .await
             .is_ok()
-    }
-}
-
-/// The single-slot steps the directory's changes are made of.
-impl RedisStore {
-    async fn index_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
-        let _: i64 = self
-            .conn
-            .clone()
-            .sadd(self.schema.user_rooms(user_id), room_id)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    /// Only for rooms that do not exist (never will again) or were never finished.
-    async fn unindex_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
-        let _: i64 = self
-            .conn
-            .clone()
-            .srem(self.schema.user_rooms(user_id), room_id)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn create_room_keys(&self, room: &RoomRecord, members: &[&UserId]) -> StoreResult<()> {
-        let mut script = CREATE_ROOM.key(self.schema.room(&room.id));
-        script
-            .key(self.schema.room_seq(&room.id))
-            .key(self.schema.room_members(&room.id))
-            .arg(to_json(room)?);
-        for member in members {
-            script.arg(*member);
-        }
-        let _: i64 = script
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    /// Deletes a room's own keys; returns its members.
-    async fn delete_room_keys(&self, room_id: &RoomId) -> StoreResult<Vec<UserId>> {
-        DELETE_ROOM
-            .key(self.schema.room(room_id))
-            .key(self.schema.room_members(room_id))
-            .key(self.schema.room_seq(room_id))
-            .key(self.schema.room_log(room_id))
-            .key(self.schema.room_client_ids(room_id))
-            .key(self.schema.room_client_id_order(room_id))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)
-    }
-
-    /// Deletes a pointer if it still points at `room_id`.
-    async fn release_pointer(&self, key: &str, room_id: &RoomId) -> StoreResult<()> {
-        let _: i64 = DELETE_IF_EQUAL
-            .key(key)
-            .arg(room_id)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(store_error)?;
-        Ok(())
     }
 }
