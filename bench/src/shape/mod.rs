@@ -6,6 +6,7 @@
 //! (phase start + index / rate), not the moment a sender got round to it, so a stall on
 //! either side shows up in the figures instead of slowing the load down.
 
+mod latencies;
 mod population;
 mod senders;
 mod streams;
@@ -17,9 +18,9 @@ use std::{
 };
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 
 use crate::deployment::{Deployment, Kind};
+use latencies::Latencies;
 use population::{Population, Shape, populate};
 use senders::Sends;
 use streams::{Streams, open_streams};
@@ -139,9 +140,7 @@ async fn phase(
     let index = {
         let mut phases = streams.phases.lock().expect("phases");
         phases.schedules.push((start, period));
-        phases
-            .latencies
-            .push(Histogram::new_with_bounds(1, 60_000_000, 3)?);
+        phases.latencies.push(Latencies::new());
         phases.delivered.push(Arc::default());
         let windows = duration.as_millis() / streams::WINDOW.as_millis() + 1;
         phases.late.push(vec![0; usize::try_from(windows)?]);
@@ -159,28 +158,15 @@ async fn phase(
         period,
         total,
         seed: u64::from(rate),
-        sent: Arc::default(),
-        failed: Arc::default(),
-        expected: Arc::default(),
     };
-    let answer_latencies = streams
+    let sent = streams
         .sending
         .handle()
-        .spawn(
-            sends
-                .clone()
-                .run(population.clone(), streams.senders.clone()),
-        )
+        .spawn(sends.run(population.clone(), streams.senders.clone()))
         .await??;
-    let Sends {
-        sent,
-        failed,
-        expected,
-        ..
-    } = sends;
     let seconds = start.elapsed().as_secs_f64();
     let wake_late_ms = probe.finish()?;
-    let expected = expected.load(Ordering::Relaxed);
+    let expected = sent.owed;
     crate::scenarios::wait_for_count(&delivered, expected, Duration::from_secs(5)).await;
     let server_cpu_seconds = deployment.cpu_seconds()? - cpu_before;
     let bench_cpu_seconds = crate::procs::cpu_seconds_of(std::process::id())? - bench_before;
@@ -199,12 +185,10 @@ async fn phase(
         let phases = streams.phases.lock().expect("phases");
         (phases.latencies[index].clone(), phases.late[index].clone())
     };
-    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-    let answer_ms = |q: f64| answer_latencies.value_at_quantile(q) as f64 / 1000.0;
     Ok(Phase {
         rate,
-        sent: sent.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
+        sent: sent.answered,
+        failed: sent.failed,
         expected,
         delivered,
         seconds,
@@ -212,12 +196,15 @@ async fn phase(
         redis_cpu_seconds,
         bench_cpu_seconds,
         latency_ms: [
-            ms(0.5),
-            ms(0.99),
-            ms(0.999),
-            latencies.max() as f64 / 1000.0,
+            latencies.ms(0.5),
+            latencies.ms(0.99),
+            latencies.ms(0.999),
+            latencies.max_ms(),
         ],
-        answer_ms: [answer_ms(0.5), answer_ms(0.99)],
+        answer_ms: [
+            sent.answer_latencies.ms(0.5),
+            sent.answer_latencies.ms(0.99),
+        ],
         late,
         slow_in_server,
         wake_late_ms,

@@ -2,25 +2,20 @@
 //! schedule, without waiting for answers.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
 use natter_cli::client;
 use natter_proto::v1 as pb;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::population::Population;
+use super::{latencies::Latencies, population::Population};
 
 /// Filler that gives each message a typical chat line's length (about 60 bytes of text).
 const FILLER: &str = "a chat line of a typical length, give or take";
 
-/// One phase's schedule and what came of it.
-#[derive(Clone)]
+/// One phase's schedule.
 pub(super) struct Sends {
     /// The phase's number: each message's text starts with it and the message's index.
     pub(super) phase: usize,
@@ -29,21 +24,26 @@ pub(super) struct Sends {
     pub(super) total: u32,
     /// The rooms and senders are drawn from this seed.
     pub(super) seed: u64,
-    pub(super) sent: Arc<AtomicU64>,
-    pub(super) failed: Arc<AtomicU64>,
+}
+
+/// What came of a phase's sends.
+pub(super) struct Sent {
+    pub(super) answered: u64,
+    pub(super) failed: u64,
     /// Deliveries owed by the sends that were answered.
-    pub(super) expected: Arc<AtomicU64>,
+    pub(super) owed: u64,
+    /// From each answered send's place in the schedule to its answer.
+    pub(super) answer_latencies: Latencies,
 }
 
 impl Sends {
     /// Sends every message at its place in the schedule (checked each millisecond) over
-    /// `senders`; returns, once all are answered, the time from each one's place in the
-    /// schedule to its answer, in microseconds.
+    /// `senders`; returns, once all are answered, what came of them.
     pub(super) async fn run(
         self,
         population: Arc<Population>,
         senders: Vec<tonic::transport::Channel>,
-    ) -> anyhow::Result<Histogram<u64>> {
+    ) -> anyhow::Result<Sent> {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         let mut next = 0u32;
@@ -64,33 +64,31 @@ impl Sends {
                     text: format!("{} {next} {FILLER}", self.phase),
                     client_id: String::new(),
                 };
-                let (sent, failed, expected) = (
-                    self.sent.clone(),
-                    self.failed.clone(),
-                    self.expected.clone(),
-                );
                 let owed = members.len() as u64;
                 let due = self.start + self.period * next;
                 answers.push(tokio::spawn(async move {
                     let answered = chat.send_message(request).await.is_ok();
-                    if answered {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        expected.fetch_add(owed, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    answered.then(|| due.elapsed())
+                    answered.then(|| (due.elapsed(), owed))
                 }));
                 next += 1;
             }
         }
-        let mut answer_latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut sent = Sent {
+            answered: 0,
+            failed: 0,
+            owed: 0,
+            answer_latencies: Latencies::new(),
+        };
         for answer in answers {
-            if let Some(took) = answer.await? {
-                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-                answer_latencies.saturating_record(micros.min(60_000_000));
+            match answer.await? {
+                Some((took, owed)) => {
+                    sent.answered += 1;
+                    sent.owed += owed;
+                    sent.answer_latencies.record(took);
+                }
+                None => sent.failed += 1,
             }
         }
-        Ok(answer_latencies)
+        Ok(sent)
     }
 }

@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -20,7 +19,7 @@ use natter_proto::v1::{self as pb, chat_service_client::ChatServiceClient, event
 use tonic::service::interceptor::InterceptedService;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
-use super::population::Population;
+use super::{latencies::Latencies, population::Population};
 use crate::{
     deployment::Deployment,
     scenarios::{STREAMS_PER_CONNECTION, wait_until_ready},
@@ -44,7 +43,7 @@ pub(super) struct Phases {
     /// Start and period of each phase's schedule.
     pub(super) schedules: Vec<(Instant, Duration)>,
     /// End-to-end latency per phase, microseconds.
-    pub(super) latencies: Vec<Histogram<u64>>,
+    pub(super) latencies: Vec<Latencies>,
     /// Deliveries per phase (a late one counts for its own phase, not the next).
     pub(super) delivered: Vec<Arc<AtomicU64>>,
     /// Per phase, per [`WINDOW`] of the schedule: deliveries later than [`LATE`]. Tells a
@@ -71,13 +70,10 @@ impl Phases {
         let Some(&(start, period)) = self.schedules.get(phase) else {
             return;
         };
-        let due = start + period * index;
-        let micros = now.saturating_duration_since(due).as_micros();
-        // Clamped to the histogram's range: a minute is "lost" for any purpose here.
-        let _ =
-            self.latencies[phase].record(u64::try_from(micros).unwrap_or(u64::MAX).min(60_000_000));
+        let late_by = now.saturating_duration_since(start + period * index);
+        self.latencies[phase].record(late_by);
         self.delivered[phase].fetch_add(1, Ordering::Relaxed);
-        if now.saturating_duration_since(due) > LATE {
+        if late_by > LATE {
             let window = (period * index).as_millis() / WINDOW.as_millis();
             let late = &mut self.late[phase];
             let window = usize::try_from(window)
@@ -191,7 +187,7 @@ mod tests {
         let start = Instant::now();
         let mut phases = Phases {
             schedules: vec![(start, Duration::from_millis(1))],
-            latencies: vec![Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()],
+            latencies: vec![Latencies::new()],
             delivered: vec![Arc::default()],
             late: vec![vec![0; 3]],
         };

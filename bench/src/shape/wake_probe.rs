@@ -15,14 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
+use super::latencies::Latencies;
 
 const NAP: Duration = Duration::from_millis(1);
 
 /// The probe's thread, running until [`WakeProbe::finish`].
 pub(super) struct WakeProbe {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<anyhow::Result<Histogram<u64>>>,
+    thread: JoinHandle<Latencies>,
 }
 
 impl WakeProbe {
@@ -32,15 +32,13 @@ impl WakeProbe {
         let thread = std::thread::Builder::new()
             .name("wake-probe".into())
             .spawn(move || {
-                let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut late = Latencies::new();
                 while !stopped.load(Ordering::Relaxed) {
                     let asked = Instant::now();
                     std::thread::sleep(NAP);
-                    let over = asked.elapsed().saturating_sub(NAP);
-                    let micros = u64::try_from(over.as_micros()).unwrap_or(u64::MAX);
-                    late.saturating_record(micros.clamp(1, 60_000_000));
+                    late.record(asked.elapsed().saturating_sub(NAP));
                 }
-                Ok(late)
+                late
             })?;
         Ok(Self { stop, thread })
     }
@@ -51,8 +49,7 @@ impl WakeProbe {
         let late = self
             .thread
             .join()
-            .map_err(|_| anyhow::anyhow!("the wake-up probe panicked"))??;
-        let ms = |q: f64| late.value_at_quantile(q) as f64 / 1000.0;
-        Ok([ms(0.5), ms(0.99)])
+            .map_err(|_| anyhow::anyhow!("the wake-up probe panicked"))?;
+        Ok([late.ms(0.5), late.ms(0.99)])
     }
 }
