@@ -59,6 +59,71 @@ impl LocalPresence {
             self.streams.remove(user_id);
         }
     }
+
+    /// A stream count update leaves for Redis: the mirror changes at once.
+    fn update_sent(&mut self, user_id: &UserId, delta: i64) {
+        self.add(user_id, delta);
+        self.updates_sent += 1;
+        self.updates_unanswered += 1;
+    }
+
+    /// Redis answered an update. On failure Redis may or may not have applied it: the
+    /// next round rewrites the hash. A stream that failed to open will not exist: take it
+    /// back out of the mirror. A failed close stays recorded (the stream is gone).
+    fn update_answered(&mut self, user_id: &UserId, delta: i64, applied: bool) {
+        self.updates_unanswered -= 1;
+        if applied {
+            self.updates_applied += 1;
+        } else {
+            self.matched = false;
+            if delta > 0 {
+                self.add(user_id, -delta);
+            }
+        }
+    }
+
+    /// An update's caller went away before Redis answered: its outcome is unknown.
+    fn update_abandoned(&mut self) {
+        self.updates_unanswered -= 1;
+        self.matched = false;
+    }
+
+    /// What the steady round compares with Redis (users, updates applied, updates sent),
+    /// or `None` when Redis' hash may differ and must be rewritten.
+    fn steady_check(&self) -> Option<(usize, u64, u64)> {
+        self.matched
+            .then_some((self.streams.len(), self.updates_applied, self.updates_sent))
+    }
+
+    /// The mirror as a rewrite sends it. Until the rewrite is answered the hash is not
+    /// known to match.
+    fn snapshot(&mut self) -> Snapshot {
+        self.matched = false;
+        Snapshot {
+            streams: self
+                .streams
+                .iter()
+                .map(|(user, count)| (user.clone(), *count))
+                .collect(),
+            updates_sent: self.updates_sent,
+            clean: self.updates_unanswered == 0,
+        }
+    }
+
+    /// Redis answered the rewrite of `snapshot`. Its counter now equals the snapshot's
+    /// `updates_sent` (a retry of an update answered since would be counted too). The hash
+    /// matches the mirror only if no update overlapped the rewrite: none was in flight when
+    /// the snapshot was taken (it could be applied on top of a snapshot that already held
+    /// it) and none was sent or is still unanswered since.
+    fn rewrite_answered(&mut self, snapshot: &Snapshot) {
+        self.rewrites += 1;
+        self.matched = snapshot.clean
+            && self.updates_unanswered == 0
+            && self.updates_sent == snapshot.updates_sent;
+        if self.matched {
+            self.updates_applied = self.updates_sent;
+        }
+    }
 }
 
 /// One stream count update on its way to Redis. Dropped unanswered (its caller went away:
@@ -72,9 +137,7 @@ struct UpdateInFlight<'a> {
 impl Drop for UpdateInFlight<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            let mut local = self.bus.local();
-            local.updates_unanswered -= 1;
-            local.matched = false;
+            self.bus.local().update_abandoned();
         }
     }
 }
@@ -98,12 +161,7 @@ impl RedisBus {
     }
 
     async fn stream_delta(&self, user_id: &UserId, delta: i64) -> Result<i64, BusError> {
-        {
-            let mut local = self.local();
-            local.add(user_id, delta);
-            local.updates_sent += 1;
-            local.updates_unanswered += 1;
-        }
+        self.local().update_sent(user_id, delta);
         let mut in_flight = UpdateInFlight {
             bus: self,
             answered: false,
@@ -121,35 +179,15 @@ impl RedisBus {
             .await
             .map_err(bus_error);
         in_flight.answered = true;
-        let mut local = self.local();
-        local.updates_unanswered -= 1;
-        if total.is_ok() {
-            local.updates_applied += 1;
-        } else {
-            // Redis may or may not have applied it: the next round rewrites the hash. A
-            // stream that failed to open will not exist: take it back out of the mirror. A
-            // failed close stays recorded (the stream is gone).
-            local.matched = false;
-            if delta > 0 {
-                local.add(user_id, -delta);
-            }
-        }
+        self.local().update_answered(user_id, delta, total.is_ok());
         total
     }
 
     /// The steady round: heartbeat, the keys' expiry and reaping, if Redis' hash still
     /// matches the mirror. `None` when it may not: the caller rewrites it.
     async fn maintain_steady(&self) -> Result<Option<Vec<UserId>>, BusError> {
-        let (users, applied, sent) = {
-            let local = self.local();
-            if !local.matched {
-                return Ok(None);
-            }
-            (
-                local.streams.len(),
-                local.updates_applied,
-                local.updates_sent,
-            )
+        let Some((users, applied, sent)) = self.local().steady_check() else {
+            return Ok(None);
         };
         let (matched, gone): (bool, Vec<UserId>) = MAINTAIN_STEADY
             .key(self.inner.schema.instances())
@@ -169,19 +207,7 @@ impl RedisBus {
 
     /// Rewrites the hash from the mirror (see the module's docs for when).
     async fn maintain_rewriting(&self) -> Result<Vec<UserId>, BusError> {
-        let snapshot = {
-            let mut local = self.local();
-            local.matched = false;
-            Snapshot {
-                streams: local
-                    .streams
-                    .iter()
-                    .map(|(user, count)| (user.clone(), *count))
-                    .collect(),
-                updates_sent: local.updates_sent,
-                clean: local.updates_unanswered == 0,
-            }
-        };
+        let snapshot = self.local().snapshot();
         let mut script = MAINTAIN.key(self.inner.schema.instances());
         script
             .key(self.inner.schema.presence(&self.inner.instance))
@@ -197,18 +223,7 @@ impl RedisBus {
             .invoke_async(&mut self.inner.conn.clone())
             .await
             .map_err(bus_error)?;
-        {
-            let mut local = self.local();
-            local.rewrites += 1;
-            // Redis' counter now equals `updates_sent` (a retry of an update answered since
-            // the snapshot would be counted too): the steady check starts from there.
-            local.matched = snapshot.clean
-                && local.updates_unanswered == 0
-                && local.updates_sent == snapshot.updates_sent;
-            if local.matched {
-                local.updates_applied = local.updates_sent;
-            }
-        }
+        self.local().rewrite_answered(&snapshot);
         if !back.is_empty() || !removed.is_empty() {
             tracing::warn!(
                 restored = back.len(),
@@ -259,5 +274,92 @@ impl Presence for RedisBus {
 
     fn rewrites(&self) -> u64 {
         self.local().rewrites
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LocalPresence;
+    use crate::ids::UserId;
+
+    fn user(name: &str) -> UserId {
+        UserId::from_trusted(name)
+    }
+
+    /// A rewrite with nothing in flight: the steady round trusts the hash from then on.
+    fn matched_presence() -> LocalPresence {
+        let mut local = LocalPresence::default();
+        local.update_sent(&user("ann"), 1);
+        local.update_answered(&user("ann"), 1, true);
+        let snapshot = local.snapshot();
+        local.rewrite_answered(&snapshot);
+        assert_eq!(local.steady_check(), Some((1, 1, 1)));
+        local
+    }
+
+    #[test]
+    fn a_rewrite_no_update_overlapped_matches() {
+        let local = matched_presence();
+        assert_eq!(local.rewrites, 1);
+    }
+
+    #[test]
+    fn an_update_in_flight_when_the_snapshot_was_taken_spoils_the_match() {
+        let mut local = matched_presence();
+        local.update_sent(&user("bob"), 1);
+        let snapshot = local.snapshot();
+        // Answered before the rewrite: Redis may apply it on top of the snapshot that
+        // already counts it.
+        local.update_answered(&user("bob"), 1, true);
+        local.rewrite_answered(&snapshot);
+        assert_eq!(local.steady_check(), None, "the next round rewrites again");
+    }
+
+    #[test]
+    fn an_update_sent_while_the_rewrite_ran_spoils_the_match() {
+        let mut local = matched_presence();
+        let snapshot = local.snapshot();
+        local.update_sent(&user("bob"), 1);
+        local.update_answered(&user("bob"), 1, true);
+        local.rewrite_answered(&snapshot);
+        assert_eq!(local.steady_check(), None);
+    }
+
+    #[test]
+    fn an_update_still_unanswered_when_the_rewrite_is_answered_spoils_the_match() {
+        let mut local = matched_presence();
+        let snapshot = local.snapshot();
+        local.update_sent(&user("bob"), 1);
+        local.rewrite_answered(&snapshot);
+        assert_eq!(local.steady_check(), None);
+        // Answered later, it does not make the hash trusted again by itself.
+        local.update_answered(&user("bob"), 1, true);
+        assert_eq!(local.steady_check(), None);
+    }
+
+    #[test]
+    fn a_failed_or_abandoned_update_spoils_the_match_and_a_failed_opening_leaves_the_mirror() {
+        let mut local = matched_presence();
+        local.update_sent(&user("bob"), 1);
+        local.update_answered(&user("bob"), 1, false);
+        assert_eq!(local.steady_check(), None);
+        assert!(!local.streams.contains_key(&user("bob")));
+
+        let mut local = matched_presence();
+        local.update_sent(&user("ann"), -1);
+        local.update_abandoned();
+        assert_eq!(local.steady_check(), None);
+        assert!(
+            !local.streams.contains_key(&user("ann")),
+            "the stream is gone"
+        );
+    }
+
+    #[test]
+    fn after_a_matching_rewrite_the_steady_round_counts_from_the_updates_sent() {
+        let mut local = matched_presence();
+        local.update_sent(&user("bob"), 1);
+        local.update_answered(&user("bob"), 1, true);
+        assert_eq!(local.steady_check(), Some((2, 2, 2)));
     }
 }
