@@ -1,4 +1,6 @@
-use std::time::Duration;
+//! Subscribe streams: live messages, resumes with no gap and no duplicate, rooms joined
+//! after subscribing, presence and typing, deleted rooms, the two-way chat stream, and
+//! draining on shutdown.
 
 use natter_proto::v1::{self as pb, RoomChange, event::Event as Ev};
 use tokio::sync::mpsc;
@@ -6,13 +8,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::helpers::*;
-
-fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
-    pb::RoomCursor {
-        room_id: room_id.into(),
-        after_seq,
-    }
-}
 
 #[tokio::test]
 async fn two_users_exchange_messages_through_subscribe() {
@@ -178,146 +173,6 @@ async fn cursors_replay_what_was_missed_while_offline() {
 }
 
 #[tokio::test]
-async fn room_list_changes_missed_by_a_slow_reader_are_read_again() {
-    // The stream is stuck behind a flood it does not read while its user joins more rooms
-    // than the user's topic buffers (4): the joins are not lost, the list is read again.
-    const JOINS: usize = 40;
-    let app = spawn_app().await;
-    let (mut alice, mut bob, flood, mut events) = flood_a_slow_reader(&app).await;
-    let mut joined_rooms = std::collections::BTreeSet::new();
-    for i in 0..JOINS {
-        let room = alice.create_room(&format!("Room {i}")).await;
-        bob.join(&room.code).await;
-        joined_rooms.insert(room.id);
-    }
-    let mut seqs = Vec::new();
-    let mut announced = std::collections::BTreeSet::new();
-    while seqs.len() < FLOOD as usize || announced.len() < JOINS {
-        match next_event(&mut events).await {
-            Ev::Message(m) if m.room_id == flood.id => seqs.push(m.seq),
-            Ev::RoomChanged(change) if change.change == pb::RoomChange::Joined as i32 => {
-                announced.insert(change.room.unwrap().id);
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(seqs, (1..=FLOOD).collect::<Vec<_>>());
-    assert_eq!(announced, joined_rooms);
-    assert!(
-        app.metric("natter_room_list_resyncs_total").await > 0,
-        "the missed-changes path was exercised"
-    );
-    alice.send(&flood.id, "after").await;
-    assert_eq!(next_message(&mut events).await.seq, FLOOD + 1);
-}
-
-#[tokio::test]
-async fn a_session_ended_among_room_list_changes_a_slow_reader_missed_is_still_told() {
-    // More room-list changes than the user's topic buffers (4), then the account is
-    // disabled: the stream reads its list again, finds the session over and says why.
-    let app = spawn_app().await;
-    let (mut alice, mut bob, _flood, mut events) = flood_a_slow_reader(&app).await;
-    app.natter.set_admin("alice", true).await.unwrap();
-    for i in 0..8 {
-        let room = alice.create_room(&format!("Room {i}")).await;
-        bob.join(&room.code).await;
-    }
-    alice
-        .chat
-        .set_account_disabled(pb::SetAccountDisabledRequest {
-            user_id: bob.user.id.clone(),
-            disabled: true,
-        })
-        .await
-        .unwrap();
-    let (seen, status) = until_the_end(&mut events).await;
-    assert!(
-        seen.iter()
-            .any(|e| matches!(e, Ev::SessionEnded(s) if s.reason.contains("disabled"))),
-        "told why"
-    );
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        app.metric("natter_room_list_resyncs_total").await > 0,
-        "the missed-changes path was exercised"
-    );
-}
-
-#[tokio::test]
-async fn a_reader_that_falls_far_behind_is_repaired_from_the_log() {
-    // More messages than a room topic buffers (16) plus the outbox (128): the unread stream's
-    // bus receiver lags, and the session must fill the hole from the log.
-    let app = spawn_app().await;
-    let (_, _, _, mut events) = flood_a_slow_reader(&app).await;
-    let mut seen = Vec::with_capacity(FLOOD as usize);
-    while seen.len() < FLOOD as usize {
-        seen.push(next_message(&mut events).await.seq);
-    }
-    assert_eq!(seen, (1..=FLOOD).collect::<Vec<_>>());
-    assert!(
-        app.metric("natter_stream_repairs_total").await > 0,
-        "the lag path was exercised"
-    );
-    assert_eq!(app.metric("natter_messages_stored_total").await, FLOOD);
-}
-
-#[tokio::test]
-async fn presence_a_slow_reader_missed_is_told_as_it_is_now() {
-    // Carol comes online in the room while bob's stream is stuck behind a flood, and more
-    // messages than a room topic buffers (16) push her notice out: repairing the hole from
-    // the log brings the messages back, and the members' presence is told as it is now.
-    const AFTER: u64 = 32;
-    let app = spawn_app().await;
-    let (mut alice, _bob, flood, mut events) = flood_a_slow_reader(&app).await;
-    let mut carol = app.register("carol").await;
-    carol.join(&flood.code).await;
-    let mut carol_events = carol.subscribe(vec![]).await;
-    expect_ready(&mut carol_events).await;
-    for i in 1..=AFTER {
-        alice.send(&flood.id, &format!("after {i}")).await;
-    }
-    let (mut last_seq, mut carol_online) = (0, false);
-    while last_seq < FLOOD + AFTER || !carol_online {
-        match next_event(&mut events).await {
-            Ev::Message(m) if m.room_id == flood.id => {
-                assert_eq!(m.seq, last_seq + 1, "no gap, no duplicate");
-                last_seq = m.seq;
-            }
-            Ev::Presence(p) if p.user.as_ref().is_some_and(|u| u.id == carol.user.id) => {
-                assert_eq!(p.room_id, flood.id);
-                carol_online = p.online;
-            }
-            _ => {}
-        }
-    }
-    assert!(
-        app.metric("natter_stream_repairs_total").await > 0,
-        "the lag path was exercised"
-    );
-}
-
-/// Messages sent into a room while a member's stream is not read.
-const FLOOD: u64 = 3000;
-
-/// alice sends [`FLOOD`] messages into a room that bob follows on a stream he does not
-/// read, over a connection with small windows: the stream backs up into the server.
-/// Returns alice, bob (on his own connection), the room and bob's unread stream.
-async fn flood_a_slow_reader(
-    app: &TestApp,
-) -> (TestUser, TestUser, pb::Room, tonic::Streaming<pb::Event>) {
-    let mut alice = app.register("alice").await;
-    let mut bob = app.register("bob").await;
-    let flood = alice.create_room("Flood").await;
-    bob.join(&flood.code).await;
-    let mut events = bob.via_small_windows(&app.url).subscribe(vec![]).await;
-    expect_ready(&mut events).await;
-    for i in 1..=FLOOD {
-        alice.send(&flood.id, &format!("m{i}")).await;
-    }
-    (alice, bob, flood, events)
-}
-
-#[tokio::test]
 async fn presence_and_typing_reach_room_members() {
     let app = spawn_app().await;
     let mut alice = app.register("alice").await;
@@ -396,67 +251,6 @@ async fn deleting_a_room_tells_its_members() {
         .room
         .unwrap();
     assert_eq!(deleted.id, room.id);
-}
-
-#[tokio::test]
-async fn idle_streams_get_heartbeats() {
-    let app = spawn_app_with(|c| c.heartbeat_interval = Duration::from_millis(100)).await;
-    let mut alice = app.register("alice").await;
-    let mut events = alice.subscribe(vec![]).await;
-    let ready = expect_ready(&mut events).await;
-    assert_eq!(ready.heartbeat_interval_ms, 100);
-    for _ in 0..2 {
-        let event = tokio::time::timeout(WAIT, events.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(matches!(event.event, Some(Ev::Heartbeat(_))), "{event:?}");
-    }
-}
-
-/// Streams opened together get their first heartbeats at moments spread over the second half
-/// of the interval (a random phase each): beating in step, they would send a burst of frames every interval
-/// for as long as they stay open.
-#[tokio::test]
-async fn streams_opened_together_beat_at_spread_moments() {
-    const STREAMS: usize = 12;
-    let interval = Duration::from_secs(2);
-    let app = spawn_app_with(|c| c.heartbeat_interval = interval).await;
-    let alice = app.register("alice").await;
-    let opened = futures::future::join_all((0..STREAMS).map(|_| {
-        let mut client = alice.chat.clone();
-        async move {
-            let mut events = client
-                .subscribe(pb::SubscribeRequest::default())
-                .await
-                .expect("subscribe")
-                .into_inner();
-            expect_ready(&mut events).await;
-            events
-        }
-    }))
-    .await;
-    let first_beats = futures::future::join_all(opened.into_iter().map(|mut events| async move {
-        let event = tokio::time::timeout(WAIT, events.message())
-            .await
-            .expect("a heartbeat within the wait")
-            .unwrap()
-            .unwrap();
-        assert!(matches!(event.event, Some(Ev::Heartbeat(_))), "{event:?}");
-        tokio::time::Instant::now()
-    }))
-    .await;
-    let earliest = first_beats.iter().min().unwrap();
-    let latest = first_beats.iter().max().unwrap();
-    // In step they would all come within milliseconds. The phases are drawn over the second
-    // half of the interval: twelve of them fall within an eighth of the interval (a quarter
-    // of that half) with a probability of about 12 * 0.25^11 (3 in a million).
-    assert!(
-        *latest - *earliest >= interval / 8,
-        "first heartbeats within {:?} of each other",
-        *latest - *earliest
-    );
 }
 
 #[tokio::test]
