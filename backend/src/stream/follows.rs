@@ -6,19 +6,38 @@
 //! and hashed it on every delivery. Here a live event comes with its entry's index, so the
 //! hot path reads and updates its room's seq in place. A user follows tens of rooms, not
 //! thousands: the lookups by id (catching up, joins, leaves) scan a short vector.
+//!
+//! Only the rooms that woke the stream are polled. Polling a receiver with nothing new
+//! locks its room's tail and re-registers the task there, and with every room polled on
+//! every wake, a user in ten rooms paid that ten times per delivery (and per heartbeat):
+//! in the realistic shape it was the largest item of the server's profile. So each room
+//! is polled with a waker of its own, which marks the room's slot (a bit of one word per
+//! stream) and then wakes the task; a poll takes the marks and polls those rooms alone, a
+//! room that had an item again on the next poll (it may have more), and a room whose
+//! receiver is new. The first 63 rooms have a slot each; any beyond share the last one.
+//! No wake is lost: the task's waker is recorded before the marks are taken, and a room
+//! that wakes while (or after) it is polled marks its slot again and wakes the task.
 
 use std::{
     pin::Pin,
-    task::{Context, Poll},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
 };
 
 use futures::Stream;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
+use super::task_waker::{RecordedTask, SharedTask};
 use crate::{ids::RoomId, seams::SharedEvent};
 
 /// A live event of the followed room at an index (valid until the follows change).
 pub(super) type LiveItem = (usize, Result<SharedEvent, BroadcastStreamRecvError>);
+
+/// The slot shared by every room beyond the first 63.
+const SHARED_SLOT: u32 = 63;
 
 /// One followed room.
 pub(super) struct Follow {
@@ -30,14 +49,51 @@ pub(super) struct Follow {
     /// The topic's channel closed (the bus keeps it open while anyone follows it, so this
     /// is defensive): not polled again.
     closed: bool,
+    slot: u32,
+    /// Marks `slot` and wakes the task: the receiver is polled with it.
+    waker: Waker,
+}
+
+/// The slots that woke, and the task to wake, shared by a stream's room wakers.
+#[derive(Default)]
+struct Woken {
+    slots: AtomicU64,
+    task: SharedTask,
+}
+
+/// One room's waker.
+struct RoomWaker {
+    slot_bit: u64,
+    woken: Arc<Woken>,
+}
+
+impl Wake for RoomWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.slots.fetch_or(self.slot_bit, Ordering::Release);
+        self.woken.task.wake();
+    }
 }
 
 /// The rooms a stream follows.
 #[derive(Default)]
 pub(super) struct Follows {
     rooms: Vec<Follow>,
-    /// Where the next poll starts, rotating, so that a busy room cannot starve the others.
-    next_start: usize,
+    woken: Arc<Woken>,
+    recorded: RecordedTask,
+    /// Slots to poll besides those that woke: new receivers, and rooms that had an item.
+    due: u64,
+    /// Slots held by a room of their own.
+    used: u64,
+    /// Where the next poll starts, rotating, so that a busy room cannot starve the others:
+    /// the slot, and (within the shared slot) the room's index.
+    next_slot: u32,
+    next_index: usize,
+    /// The last poll polled the only room with the task's own waker (see `poll_next`).
+    direct: bool,
 }
 
 impl Follows {
@@ -55,19 +111,43 @@ impl Follows {
         receiver: tokio::sync::broadcast::Receiver<SharedEvent>,
     ) {
         let live = BroadcastStream::new(receiver);
-        match self.position(&room_id) {
+        let slot = match self.position(&room_id) {
             Some(index) => {
                 let follow = &mut self.rooms[index];
                 follow.live = live;
                 follow.closed = false;
+                follow.slot
             }
-            None => self.rooms.push(Follow {
-                room_id,
-                delivered: None,
-                live,
-                closed: false,
-            }),
+            None => {
+                let slot = self.take_slot();
+                let waker = Waker::from(Arc::new(RoomWaker {
+                    slot_bit: 1 << slot,
+                    woken: self.woken.clone(),
+                }));
+                self.rooms.push(Follow {
+                    room_id,
+                    delivered: None,
+                    live,
+                    closed: false,
+                    slot,
+                    waker,
+                });
+                slot
+            }
+        };
+        // A new receiver has not registered the task yet: poll it.
+        self.due |= 1 << slot;
+    }
+
+    /// A free slot of its own, else the shared one.
+    fn take_slot(&mut self) -> u32 {
+        let free = !self.used & !(1 << SHARED_SLOT);
+        if free == 0 {
+            return SHARED_SLOT;
         }
+        let slot = free.trailing_zeros();
+        self.used |= 1 << slot;
+        slot
     }
 
     /// The index of a room's entry.
@@ -107,36 +187,87 @@ impl Follows {
 
     /// Stops following a room; `true` if it was followed for the client.
     pub(super) fn remove(&mut self, room_id: &RoomId) -> bool {
-        match self.position(room_id) {
-            Some(index) => self.rooms.swap_remove(index).delivered.is_some(),
-            None => false,
+        let Some(index) = self.position(room_id) else {
+            return false;
+        };
+        let follow = self.rooms.swap_remove(index);
+        if follow.slot != SHARED_SLOT {
+            // A mark left on it only makes its next holder polled once for nothing.
+            self.used &= !(1 << follow.slot);
         }
+        follow.delivered.is_some()
+    }
+
+    /// The next item of a room in `slot` (rotating within the shared slot), polling each
+    /// with its own waker.
+    fn poll_slot(&mut self, slot: u32) -> Option<LiveItem> {
+        let count = self.rooms.len();
+        let start = if slot == SHARED_SLOT {
+            self.next_index % count.max(1)
+        } else {
+            0
+        };
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let follow = &mut self.rooms[index];
+            if follow.slot != slot || follow.closed {
+                continue;
+            }
+            let mut room_cx = Context::from_waker(&follow.waker);
+            match Pin::new(&mut follow.live).poll_next(&mut room_cx) {
+                Poll::Ready(Some(item)) => {
+                    self.next_index = index + 1;
+                    return Some((index, item));
+                }
+                Poll::Ready(None) => follow.closed = true,
+                Poll::Pending => {}
+            }
+        }
+        None
     }
 }
 
 impl Stream for Follows {
     type Item = LiveItem;
 
-    /// The next live event of any room; `None` when no room can have one.
+    /// The next live event of a room that woke the stream; `None` when no room can have
+    /// one.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LiveItem>> {
         let this = &mut *self;
-        let count = this.rooms.len();
-        let start = this.next_start % count.max(1);
-        this.next_start = start + 1;
-        let mut open = false;
-        for offset in 0..count {
-            let index = (start + offset) % count;
-            let follow = &mut this.rooms[index];
-            if follow.closed {
-                continue;
+        // With one room, polling every room is polling the one that woke: it is polled
+        // with the task's own waker, which saves a lock per wake. Its wakes then mark no
+        // slot, so when more rooms come, every room is due once, to register its own.
+        if let [only] = this.rooms.as_mut_slice() {
+            this.direct = true;
+            if only.closed {
+                return Poll::Ready(None);
             }
-            match Pin::new(&mut follow.live).poll_next(cx) {
-                Poll::Ready(Some(item)) => return Poll::Ready(Some((index, item))),
-                Poll::Ready(None) => follow.closed = true,
-                Poll::Pending => open = true,
+            return match Pin::new(&mut only.live).poll_next(cx) {
+                Poll::Ready(Some(item)) => Poll::Ready(Some((0, item))),
+                Poll::Ready(None) => {
+                    only.closed = true;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if std::mem::take(&mut this.direct) {
+            this.due |= this.rooms.iter().fold(0, |due, f| due | 1 << f.slot);
+        }
+        this.recorded.record(&this.woken.task, cx);
+        this.due |= this.woken.slots.swap(0, Ordering::Acquire);
+        while this.due != 0 {
+            let slot =
+                (this.due.rotate_right(this.next_slot).trailing_zeros() + this.next_slot) % 64;
+            let bit = 1 << slot;
+            this.due &= !bit;
+            this.next_slot = (slot + 1) % 64;
+            if let Some(item) = this.poll_slot(slot) {
+                this.due |= bit;
+                return Poll::Ready(Some(item));
             }
         }
-        if open {
+        if this.rooms.iter().any(|follow| !follow.closed) {
             Poll::Pending
         } else {
             Poll::Ready(None)
@@ -193,6 +324,137 @@ mod tests {
         assert!(follows.remove(&room("a")));
         assert!(!follows.remove(&room("a")));
         assert!(follows.followed().is_empty());
+    }
+
+    /// A task waker that counts its wakes.
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn poll_once(follows: &mut Follows, task: &Waker) -> Poll<Option<LiveItem>> {
+        Pin::new(follows).poll_next(&mut Context::from_waker(task))
+    }
+
+    #[test]
+    fn only_the_room_that_woke_the_stream_is_polled_again() {
+        let senders: Vec<_> = (0..3)
+            .map(|_| tokio::sync::broadcast::channel::<SharedEvent>(16).0)
+            .collect();
+        let mut follows = Follows::default();
+        for (name, sender) in ["a", "b", "c"].iter().zip(&senders) {
+            follows.insert(room(name), sender.subscribe());
+        }
+        let counter = Arc::new(Counter::default());
+        let task = Waker::from(counter.clone());
+        assert!(
+            poll_once(&mut follows, &task).is_pending(),
+            "all registered"
+        );
+        assert_eq!(follows.due, 0);
+
+        senders[1].send(Arc::new(BusMessage::Resync)).unwrap();
+        assert_eq!(
+            counter.0.load(Ordering::Relaxed),
+            1,
+            "the task is woken once"
+        );
+        let b = follows.position(&room("b")).unwrap();
+        assert_eq!(
+            follows.woken.slots.load(Ordering::Acquire),
+            1 << follows.rooms[b].slot,
+            "only b's slot is marked"
+        );
+        match poll_once(&mut follows, &task) {
+            Poll::Ready(Some((index, Ok(_)))) => assert_eq!(index, b),
+            other => panic!("expected b's event, got {other:?}"),
+        }
+        assert_eq!(
+            follows.due,
+            1 << follows.rooms[b].slot,
+            "b again: it may have more"
+        );
+        assert!(poll_once(&mut follows, &task).is_pending());
+        assert_eq!(
+            (follows.due, follows.woken.slots.load(Ordering::Acquire)),
+            (0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn rooms_beyond_the_63rd_share_a_slot_and_still_deliver() {
+        let senders: Vec<_> = (0..70)
+            .map(|_| tokio::sync::broadcast::channel::<SharedEvent>(16).0)
+            .collect();
+        let mut follows = Follows::default();
+        for (n, sender) in senders.iter().enumerate() {
+            follows.insert(room(&format!("r{n}")), sender.subscribe());
+        }
+        let slots: Vec<u32> = follows.rooms.iter().map(|f| f.slot).collect();
+        assert_eq!(slots[..63], (0..63).collect::<Vec<u32>>()[..]);
+        assert!(slots[63..].iter().all(|&slot| slot == SHARED_SLOT));
+
+        let task = futures::task::noop_waker();
+        assert!(poll_once(&mut follows, &task).is_pending());
+        for n in [3, 64, 69] {
+            senders[n].send(Arc::new(BusMessage::Resync)).unwrap();
+        }
+        let mut rooms = Vec::new();
+        for _ in 0..3 {
+            let (index, item) = follows.next().await.expect("an event");
+            assert!(item.is_ok());
+            rooms.push(follows.room_id(index).to_string());
+        }
+        rooms.sort();
+        assert_eq!(rooms, ["r3", "r64", "r69"]);
+    }
+
+    #[test]
+    fn a_room_followed_alone_is_heard_once_a_second_room_comes() {
+        let (first, _) = tokio::sync::broadcast::channel::<SharedEvent>(16);
+        let (second, _) = tokio::sync::broadcast::channel::<SharedEvent>(16);
+        let mut follows = Follows::default();
+        follows.insert(room("a"), first.subscribe());
+        follows.insert(room("left"), second.subscribe());
+        let counter = Arc::new(Counter::default());
+        let task = Waker::from(counter.clone());
+        assert!(
+            poll_once(&mut follows, &task).is_pending(),
+            "each with its own"
+        );
+        follows.remove(&room("left"));
+        assert!(
+            poll_once(&mut follows, &task).is_pending(),
+            "a alone, with the task's"
+        );
+        follows.insert(room("b"), second.subscribe());
+        assert!(
+            poll_once(&mut follows, &task).is_pending(),
+            "both, with their own"
+        );
+        first.send(Arc::new(BusMessage::Resync)).unwrap();
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1);
+        match poll_once(&mut follows, &task) {
+            Poll::Ready(Some((index, Ok(_)))) => assert_eq!(follows.room_id(index), &room("a")),
+            other => panic!("expected a's event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_left_rooms_slot_goes_to_the_next_room() {
+        let (sender, _) = tokio::sync::broadcast::channel::<SharedEvent>(16);
+        let mut follows = Follows::default();
+        follows.insert(room("a"), sender.subscribe());
+        follows.insert(room("b"), sender.subscribe());
+        let a_slot = follows.rooms[0].slot;
+        follows.remove(&room("a"));
+        follows.insert(room("c"), sender.subscribe());
+        let c = follows.position(&room("c")).unwrap();
+        assert_eq!(follows.rooms[c].slot, a_slot);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod follows;
 mod open;
 mod quiet;
 mod rooms;
+mod task_waker;
 mod watch;
 
 use std::{future::Future, sync::Arc, task::Poll, time::Duration};

@@ -14,16 +14,12 @@
 //! have more). A delivery then polls the rooms alone. No wake is lost: the task's waker is
 //! recorded (when it changed) before the mark is read, and a source that wakes while (or
 //! after) the quiet sources are polled marks them due again and wakes the task once more.
-//!
-//! The task's waker is kept, not taken, by a wake, and replaced only when a poll brings
-//! another one (hyper polls a stream from one task for its whole life): a poll compares two
-//! pointers instead of taking a lock or swapping an atomic.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
@@ -35,22 +31,23 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tokio_util::sync::WaitForCancellationFuture;
 use tonic::Status;
 
-use super::follows;
+use super::{
+    follows,
+    task_waker::{RecordedTask, SharedTask},
+};
 use crate::seams::SharedEvent;
 
 /// The quiet sources' waker, for one session.
 pub(super) struct Quiet {
     state: Arc<QuietState>,
     waker: Waker,
-    /// The task waker last recorded in `state` (`None` before the first poll).
-    recorded: Option<Waker>,
+    recorded: RecordedTask,
 }
 
 struct QuietState {
     /// A quiet source woke (or has not been polled yet): poll them all.
     due: AtomicBool,
-    /// The session's task, as a poll last gave it.
-    task: Mutex<Option<Waker>>,
+    task: SharedTask,
 }
 
 impl Wake for QuietState {
@@ -60,9 +57,7 @@ impl Wake for QuietState {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.due.store(true, Ordering::Release);
-        if let Some(task) = &*self.task.lock().expect("quiet waker lock poisoned") {
-            task.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -71,28 +66,19 @@ impl Quiet {
     pub(super) fn new() -> Self {
         let state = Arc::new(QuietState {
             due: AtomicBool::new(true),
-            task: Mutex::new(None),
+            task: SharedTask::default(),
         });
         Self {
             waker: Waker::from(state.clone()),
             state,
-            recorded: None,
+            recorded: RecordedTask::default(),
         }
     }
 
     /// Records the task to wake (`cx`, the session's own context), if it changed. Call on
     /// every poll, before [`Quiet::take_due`].
     pub(super) fn register(&mut self, cx: &Context<'_>) {
-        if self
-            .recorded
-            .as_ref()
-            .is_some_and(|recorded| recorded.will_wake(cx.waker()))
-        {
-            return;
-        }
-        let task = cx.waker().clone();
-        *self.state.task.lock().expect("quiet waker lock poisoned") = Some(task.clone());
-        self.recorded = Some(task);
+        self.recorded.record(&self.state.task, cx);
     }
 
     /// If the quiet sources are due, clears the mark and gives the context to poll them
