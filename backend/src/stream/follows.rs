@@ -50,8 +50,9 @@ pub(super) struct Follow {
     /// is defensive): not polled again.
     closed: bool,
     slot: u32,
-    /// Marks `slot` and wakes the task: the receiver is polled with it.
-    waker: Waker,
+    /// Marks `slot` and wakes the task: the receiver is polled with it. Made when the
+    /// stream first polls more than one room (a stream in one room never needs it).
+    waker: Option<Waker>,
 }
 
 /// The slots that woke, and the task to wake, shared by a stream's room wakers.
@@ -82,7 +83,8 @@ impl Wake for RoomWaker {
 #[derive(Default)]
 pub(super) struct Follows {
     rooms: Vec<Follow>,
-    woken: Arc<Woken>,
+    /// Made with the first room waker.
+    woken: Option<Arc<Woken>>,
     recorded: RecordedTask,
     /// Slots to poll besides those that woke: new receivers, and rooms that had an item.
     due: u64,
@@ -120,17 +122,13 @@ impl Follows {
             }
             None => {
                 let slot = self.take_slot();
-                let waker = Waker::from(Arc::new(RoomWaker {
-                    slot_bit: 1 << slot,
-                    woken: self.woken.clone(),
-                }));
                 self.rooms.push(Follow {
                     room_id,
                     delivered: None,
                     live,
                     closed: false,
                     slot,
-                    waker,
+                    waker: None,
                 });
                 slot
             }
@@ -197,34 +195,45 @@ impl Follows {
         }
         follow.delivered.is_some()
     }
+}
 
-    /// The next item of a room in `slot` (rotating within the shared slot), polling each
-    /// with its own waker.
-    fn poll_slot(&mut self, slot: u32) -> Option<LiveItem> {
-        let count = self.rooms.len();
-        let start = if slot == SHARED_SLOT {
-            self.next_index % count.max(1)
-        } else {
-            0
-        };
-        for offset in 0..count {
-            let index = (start + offset) % count;
-            let follow = &mut self.rooms[index];
-            if follow.slot != slot || follow.closed {
-                continue;
-            }
-            let mut room_cx = Context::from_waker(&follow.waker);
-            match Pin::new(&mut follow.live).poll_next(&mut room_cx) {
-                Poll::Ready(Some(item)) => {
-                    self.next_index = index + 1;
-                    return Some((index, item));
-                }
-                Poll::Ready(None) => follow.closed = true,
-                Poll::Pending => {}
-            }
+/// The next item of a room of `rooms` in `slot` (rotating within the shared slot from
+/// `next_index`), polling each with its own waker.
+fn poll_slot(
+    rooms: &mut [Follow],
+    next_index: &mut usize,
+    slot: u32,
+    woken: &Arc<Woken>,
+) -> Option<LiveItem> {
+    let count = rooms.len();
+    let start = if slot == SHARED_SLOT {
+        *next_index % count.max(1)
+    } else {
+        0
+    };
+    for offset in 0..count {
+        let index = (start + offset) % count;
+        let follow = &mut rooms[index];
+        if follow.slot != slot || follow.closed {
+            continue;
         }
-        None
+        let waker = follow.waker.get_or_insert_with(|| {
+            Waker::from(Arc::new(RoomWaker {
+                slot_bit: 1 << slot,
+                woken: woken.clone(),
+            }))
+        });
+        let mut room_cx = Context::from_waker(waker);
+        match Pin::new(&mut follow.live).poll_next(&mut room_cx) {
+            Poll::Ready(Some(item)) => {
+                *next_index = index + 1;
+                return Some((index, item));
+            }
+            Poll::Ready(None) => follow.closed = true,
+            Poll::Pending => {}
+        }
     }
+    None
 }
 
 impl Stream for Follows {
@@ -254,20 +263,29 @@ impl Stream for Follows {
         if std::mem::take(&mut this.direct) {
             this.due |= this.rooms.iter().fold(0, |due, f| due | 1 << f.slot);
         }
-        this.recorded.record(&this.woken.task, cx);
-        this.due |= this.woken.slots.swap(0, Ordering::Acquire);
-        while this.due != 0 {
-            let slot =
-                (this.due.rotate_right(this.next_slot).trailing_zeros() + this.next_slot) % 64;
+        let Follows {
+            rooms,
+            woken,
+            recorded,
+            due,
+            next_slot,
+            next_index,
+            ..
+        } = this;
+        let woken = woken.get_or_insert_default();
+        recorded.record(&woken.task, cx);
+        *due |= woken.slots.swap(0, Ordering::Acquire);
+        while *due != 0 {
+            let slot = (due.rotate_right(*next_slot).trailing_zeros() + *next_slot) % 64;
             let bit = 1 << slot;
-            this.due &= !bit;
-            this.next_slot = (slot + 1) % 64;
-            if let Some(item) = this.poll_slot(slot) {
-                this.due |= bit;
+            *due &= !bit;
+            *next_slot = (slot + 1) % 64;
+            if let Some(item) = poll_slot(rooms, next_index, slot, woken) {
+                *due |= bit;
                 return Poll::Ready(Some(item));
             }
         }
-        if this.rooms.iter().any(|follow| !follow.closed) {
+        if rooms.iter().any(|follow| !follow.closed) {
             Poll::Pending
         } else {
             Poll::Ready(None)
@@ -365,7 +383,12 @@ mod tests {
         );
         let b = follows.position(&room("b")).unwrap();
         assert_eq!(
-            follows.woken.slots.load(Ordering::Acquire),
+            follows
+                .woken
+                .as_ref()
+                .unwrap()
+                .slots
+                .load(Ordering::Acquire),
             1 << follows.rooms[b].slot,
             "only b's slot is marked"
         );
@@ -380,7 +403,15 @@ mod tests {
         );
         assert!(poll_once(&mut follows, &task).is_pending());
         assert_eq!(
-            (follows.due, follows.woken.slots.load(Ordering::Acquire)),
+            (
+                follows.due,
+                follows
+                    .woken
+                    .as_ref()
+                    .unwrap()
+                    .slots
+                    .load(Ordering::Acquire)
+            ),
             (0, 0)
         );
     }
