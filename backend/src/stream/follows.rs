@@ -14,7 +14,9 @@
 //! is polled with a waker of its own, which marks the room's slot (a bit of one word per
 //! stream) and then wakes the task; a poll takes the marks and polls those rooms alone, a
 //! room that had an item again on the next poll (it may have more), and a room whose
-//! receiver is new. The first 63 rooms have a slot each; any beyond share the last one.
+//! receiver is new. A room takes a free slot of its own when it is followed, from the 63
+//! there are; rooms followed while all 63 are taken share the last one (and stay there if
+//! a slot frees up later: they are only polled together, in turn).
 //! No wake is lost: the task's waker is recorded before the marks are taken, and a room
 //! that wakes while (or after) it is polled marks its slot again and wakes the task.
 
@@ -50,8 +52,8 @@ pub(super) struct Follow {
     /// is defensive): not polled again.
     closed: bool,
     slot: u32,
-    /// Marks `slot` and wakes the task: the receiver is polled with it. Made when the
-    /// stream first polls more than one room (a stream in one room never needs it).
+    /// Marks `slot` and wakes the task: the receiver is polled with it. Made when this
+    /// room is first polled next to others (a stream in one room never needs it).
     waker: Option<Waker>,
 }
 
@@ -86,14 +88,15 @@ pub(super) struct Follows {
     /// Made with the first room waker.
     woken: Option<Arc<Woken>>,
     recorded: RecordedTask,
-    /// Slots to poll besides those that woke: new receivers, and rooms that had an item.
+    /// Slots to poll besides those that woke: new receivers, rooms that had an item, and
+    /// every room once when a stream in one room gets more.
     due: u64,
     /// Slots held by a room of their own.
     used: u64,
     /// Where the next poll starts, rotating, so that a busy room cannot starve the others:
-    /// the slot, and (within the shared slot) the room's index.
+    /// the slot, and within the shared slot the room's index.
     next_slot: u32,
-    next_index: usize,
+    next_shared: usize,
     /// The last poll polled the only room with the task's own waker (see `poll_next`).
     direct: bool,
 }
@@ -198,16 +201,16 @@ impl Follows {
 }
 
 /// The next item of a room of `rooms` in `slot` (rotating within the shared slot from
-/// `next_index`), polling each with its own waker.
+/// `next_shared`), polling each with its own waker.
 fn poll_slot(
     rooms: &mut [Follow],
-    next_index: &mut usize,
+    next_shared: &mut usize,
     slot: u32,
     woken: &Arc<Woken>,
 ) -> Option<LiveItem> {
     let count = rooms.len();
     let start = if slot == SHARED_SLOT {
-        *next_index % count.max(1)
+        *next_shared % count.max(1)
     } else {
         0
     };
@@ -226,11 +229,17 @@ fn poll_slot(
         let mut room_cx = Context::from_waker(waker);
         match Pin::new(&mut follow.live).poll_next(&mut room_cx) {
             Poll::Ready(Some(item)) => {
-                *next_index = index + 1;
+                if slot == SHARED_SLOT {
+                    *next_shared = index + 1;
+                }
                 return Some((index, item));
             }
             Poll::Ready(None) => follow.closed = true,
             Poll::Pending => {}
+        }
+        if slot != SHARED_SLOT {
+            // A slot of its own holds one room.
+            break;
         }
     }
     None
@@ -243,6 +252,10 @@ impl Stream for Follows {
     /// one.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LiveItem>> {
         let this = &mut *self;
+        if this.rooms.is_empty() {
+            this.direct = false;
+            return Poll::Ready(None);
+        }
         // With one room, polling every room is polling the one that woke: it is polled
         // with the task's own waker, which saves a lock per wake. Its wakes then mark no
         // slot, so when more rooms come, every room is due once, to register its own.
@@ -269,7 +282,7 @@ impl Stream for Follows {
             recorded,
             due,
             next_slot,
-            next_index,
+            next_shared,
             ..
         } = this;
         let woken = woken.get_or_insert_default();
@@ -280,7 +293,7 @@ impl Stream for Follows {
             let bit = 1 << slot;
             *due &= !bit;
             *next_slot = (slot + 1) % 64;
-            if let Some(item) = poll_slot(rooms, next_index, slot, woken) {
+            if let Some(item) = poll_slot(rooms, next_shared, slot, woken) {
                 *due |= bit;
                 return Poll::Ready(Some(item));
             }

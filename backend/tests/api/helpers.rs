@@ -365,7 +365,6 @@ pub async fn poll_until<F: Future<Output = bool>>(what: &str, mut holds: impl Fn
     .unwrap_or_else(|_| panic!("{what}"));
 }
 
-/// The next event other than a heartbeat, failing the test after [`WAIT`].
 /// Where a resuming stream picks a room up: after `after_seq`.
 pub fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     pb::RoomCursor {
@@ -374,6 +373,7 @@ pub fn cursor(room_id: &str, after_seq: u64) -> pb::RoomCursor {
     }
 }
 
+/// The next event other than a heartbeat, failing the test after [`WAIT`].
 pub async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> Ev {
     loop {
         let event = tokio::time::timeout(WAIT, stream.message())

@@ -326,18 +326,6 @@ mod tests {
     }
 
     #[test]
-    fn an_update_still_unanswered_when_the_rewrite_is_answered_spoils_the_match() {
-        let mut local = matched_presence();
-        let snapshot = local.snapshot();
-        local.update_sent(&user("bob"), 1);
-        local.rewrite_answered(&snapshot);
-        assert_eq!(local.steady_check(), None);
-        // Answered later, it does not make the hash trusted again by itself.
-        local.update_answered(&user("bob"), 1, true);
-        assert_eq!(local.steady_check(), None);
-    }
-
-    #[test]
     fn a_failed_or_abandoned_update_spoils_the_match_and_a_failed_opening_leaves_the_mirror() {
         let mut local = matched_presence();
         local.update_sent(&user("bob"), 1);

@@ -10,6 +10,27 @@ fn room(name: &str) -> RoomId {
     RoomId::from_trusted(name.to_owned())
 }
 
+/// The next item, failing the test if none comes in time (a lost wake would hang it).
+async fn next_in_time(follows: &mut Follows) -> Option<LiveItem> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), follows.next())
+        .await
+        .expect("the stream was woken")
+}
+
+/// `count` rooms `r0`, `r1`, ..., each on a channel of its own, registered by a first poll.
+fn rooms(count: usize) -> (Follows, Vec<tokio::sync::broadcast::Sender<SharedEvent>>) {
+    let senders: Vec<_> = (0..count)
+        .map(|_| tokio::sync::broadcast::channel::<SharedEvent>(16).0)
+        .collect();
+    let mut follows = Follows::default();
+    for (n, sender) in senders.iter().enumerate() {
+        follows.insert(room(&format!("r{n}")), sender.subscribe());
+    }
+    let task = futures::task::noop_waker();
+    assert!(poll_once(&mut follows, &task).is_pending());
+    (follows, senders)
+}
+
 #[tokio::test]
 async fn live_events_come_with_their_rooms_entry_and_every_room_gets_its_turn() {
     let (busy, _) = tokio::sync::broadcast::channel(16);
@@ -23,7 +44,7 @@ async fn live_events_come_with_their_rooms_entry_and_every_room_gets_its_turn() 
     quiet.send(Arc::new(BusMessage::Resync)).unwrap();
     let mut rooms = Vec::new();
     for _ in 0..3 {
-        let (index, item) = follows.next().await.expect("an event");
+        let (index, item) = next_in_time(&mut follows).await.expect("an event");
         assert!(item.is_ok());
         rooms.push(follows.room_id(index).to_string());
     }
@@ -124,25 +145,17 @@ fn only_the_room_that_woke_the_stream_is_polled_again() {
 
 #[tokio::test]
 async fn rooms_beyond_the_63rd_share_a_slot_and_still_deliver() {
-    let senders: Vec<_> = (0..70)
-        .map(|_| tokio::sync::broadcast::channel::<SharedEvent>(16).0)
-        .collect();
-    let mut follows = Follows::default();
-    for (n, sender) in senders.iter().enumerate() {
-        follows.insert(room(&format!("r{n}")), sender.subscribe());
-    }
+    let (mut follows, senders) = rooms(70);
     let slots: Vec<u32> = follows.rooms.iter().map(|f| f.slot).collect();
     assert_eq!(slots[..63], (0..63).collect::<Vec<u32>>()[..]);
     assert!(slots[63..].iter().all(|&slot| slot == SHARED_SLOT));
 
-    let task = futures::task::noop_waker();
-    assert!(poll_once(&mut follows, &task).is_pending());
     for n in [3, 64, 69] {
         senders[n].send(Arc::new(BusMessage::Resync)).unwrap();
     }
     let mut rooms = Vec::new();
     for _ in 0..3 {
-        let (index, item) = follows.next().await.expect("an event");
+        let (index, item) = next_in_time(&mut follows).await.expect("an event");
         assert!(item.is_ok());
         rooms.push(follows.room_id(index).to_string());
     }
@@ -200,7 +213,45 @@ async fn a_closed_channel_is_not_polled_again() {
     let mut follows = Follows::default();
     follows.insert(room("a"), sender.subscribe());
     drop(sender);
-    assert!(follows.next().await.is_none());
+    assert!(next_in_time(&mut follows).await.is_none());
     assert!(follows.rooms[0].closed);
-    assert!(follows.next().await.is_none());
+    assert!(next_in_time(&mut follows).await.is_none());
+}
+
+#[tokio::test]
+async fn the_rooms_sharing_a_slot_take_turns() {
+    let (mut follows, senders) = rooms(65);
+    for _ in 0..8 {
+        senders[63].send(Arc::new(BusMessage::Resync)).unwrap();
+    }
+    senders[64].send(Arc::new(BusMessage::Resync)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (index, _) = next_in_time(&mut follows).await.expect("an event");
+        seen.push(follows.room_id(index).to_string());
+    }
+    assert!(seen.contains(&"r64".to_owned()), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_new_receiver_for_a_followed_room_is_polled() {
+    let (mut follows, _senders) = rooms(2);
+    let (replacement, _) = tokio::sync::broadcast::channel::<SharedEvent>(16);
+    follows.insert(room("r0"), replacement.subscribe());
+    let task = futures::task::noop_waker();
+    assert!(
+        poll_once(&mut follows, &task).is_pending(),
+        "registers the new one"
+    );
+    replacement.send(Arc::new(BusMessage::Resync)).unwrap();
+    let (index, _) = next_in_time(&mut follows).await.expect("an event");
+    assert_eq!(follows.room_id(index), &room("r0"));
+}
+
+#[tokio::test]
+async fn when_every_room_closed_there_is_nothing_more() {
+    let (mut follows, senders) = rooms(3);
+    drop(senders);
+    assert!(next_in_time(&mut follows).await.is_none());
+    assert!(follows.rooms.iter().all(|follow| follow.closed));
 }
