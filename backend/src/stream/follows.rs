@@ -22,17 +22,14 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, Wake, Waker},
 };
 
 use futures::Stream;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use super::task_waker::{RecordedTask, SharedTask};
+use super::task_waker::{Marks, RecordedTask};
 use crate::{ids::RoomId, seams::SharedEvent};
 
 /// A live event of the followed room at an index (valid until the follows change).
@@ -57,17 +54,10 @@ pub(super) struct Follow {
     waker: Option<Waker>,
 }
 
-/// The slots that woke, and the task to wake, shared by a stream's room wakers.
-#[derive(Default)]
-struct Woken {
-    slots: AtomicU64,
-    task: SharedTask,
-}
-
-/// One room's waker.
+/// One room's waker: marks the room's slot in the marks its stream's rooms share.
 struct RoomWaker {
     slot_bit: u64,
-    woken: Arc<Woken>,
+    woken: Arc<Marks>,
 }
 
 impl Wake for RoomWaker {
@@ -76,8 +66,7 @@ impl Wake for RoomWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.slots.fetch_or(self.slot_bit, Ordering::Release);
-        self.woken.task.wake();
+        self.woken.mark_and_wake(self.slot_bit);
     }
 }
 
@@ -86,7 +75,7 @@ impl Wake for RoomWaker {
 pub(super) struct Follows {
     rooms: Vec<Follow>,
     /// Made with the first room waker.
-    woken: Option<Arc<Woken>>,
+    woken: Option<Arc<Marks>>,
     recorded: RecordedTask,
     /// Slots to poll besides those that woke: new receivers, rooms that had an item, and
     /// every room once when a stream in one room gets more.
@@ -206,7 +195,7 @@ fn poll_slot(
     rooms: &mut [Follow],
     next_shared: &mut usize,
     slot: u32,
-    woken: &Arc<Woken>,
+    woken: &Arc<Marks>,
 ) -> Option<LiveItem> {
     let count = rooms.len();
     let start = if slot == SHARED_SLOT {
@@ -286,8 +275,8 @@ impl Stream for Follows {
             ..
         } = this;
         let woken = woken.get_or_insert_default();
-        recorded.record(&woken.task, cx);
-        *due |= woken.slots.swap(0, Ordering::Acquire);
+        recorded.record(woken, cx);
+        *due |= woken.take();
         while *due != 0 {
             let slot = (due.rotate_right(*next_slot).trailing_zeros() + *next_slot) % 64;
             let bit = 1 << slot;

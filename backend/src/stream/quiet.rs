@@ -18,10 +18,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, Wake, Waker},
 };
 
@@ -33,7 +30,7 @@ use tonic::Status;
 
 use super::{
     follows,
-    task_waker::{RecordedTask, SharedTask},
+    task_waker::{Marks, RecordedTask},
 };
 use crate::seams::SharedEvent;
 
@@ -44,11 +41,12 @@ pub(super) struct Quiet {
     recorded: RecordedTask,
 }
 
-struct QuietState {
-    /// A quiet source woke (or has not been polled yet): poll them all.
-    due: AtomicBool,
-    task: SharedTask,
-}
+/// The quiet sources' one mark: one of them woke (or they have not been polled yet), so
+/// poll them all.
+struct QuietState(Marks);
+
+/// The quiet sources' bit in their marks.
+const DUE: u64 = 1;
 
 impl Wake for QuietState {
     fn wake(self: Arc<Self>) {
@@ -56,18 +54,15 @@ impl Wake for QuietState {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.due.store(true, Ordering::Release);
-        self.task.wake();
+        self.0.mark_and_wake(DUE);
     }
 }
 
 impl Quiet {
     /// Due at once: the first poll registers every quiet source.
     pub(super) fn new() -> Self {
-        let state = Arc::new(QuietState {
-            due: AtomicBool::new(true),
-            task: SharedTask::default(),
-        });
+        let state = Arc::new(QuietState(Marks::default()));
+        state.0.mark(DUE);
         Self {
             waker: Waker::from(state.clone()),
             state,
@@ -78,21 +73,18 @@ impl Quiet {
     /// Records the task to wake (`cx`, the session's own context), if it changed. Call on
     /// every poll, before [`Quiet::take_due`].
     pub(super) fn register(&mut self, cx: &Context<'_>) {
-        self.recorded.record(&self.state.task, cx);
+        self.recorded.record(&self.state.0, cx);
     }
 
     /// If the quiet sources are due, clears the mark and gives the context to poll them
     /// with; `None` when nothing woke them since they were last polled.
     pub(super) fn take_due(&self) -> Option<Context<'_>> {
-        self.state
-            .due
-            .swap(false, Ordering::AcqRel)
-            .then(|| Context::from_waker(&self.waker))
+        (self.state.0.take() != 0).then(|| Context::from_waker(&self.waker))
     }
 
     /// A quiet source had an item: poll them again on the next step, without a wake.
     pub(super) fn again(&self) {
-        self.state.due.store(true, Ordering::Release);
+        self.state.0.mark(DUE);
     }
 }
 
@@ -144,6 +136,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::task::Poll;
 
     /// A task waker that counts its wakes.

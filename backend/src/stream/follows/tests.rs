@@ -4,7 +4,7 @@
 use super::*;
 use crate::seams::BusMessage;
 use futures::StreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 fn room(name: &str) -> RoomId {
     RoomId::from_trusted(name.to_owned())
@@ -110,12 +110,7 @@ fn only_the_room_that_woke_the_stream_is_polled_again() {
     );
     let b = follows.position(&room("b")).unwrap();
     assert_eq!(
-        follows
-            .woken
-            .as_ref()
-            .unwrap()
-            .slots
-            .load(Ordering::Acquire),
+        follows.woken.as_ref().unwrap().bits.load(Ordering::Acquire),
         1 << follows.rooms[b].slot,
         "only b's slot is marked"
     );
@@ -132,12 +127,7 @@ fn only_the_room_that_woke_the_stream_is_polled_again() {
     assert_eq!(
         (
             follows.due,
-            follows
-                .woken
-                .as_ref()
-                .unwrap()
-                .slots
-                .load(Ordering::Acquire)
+            follows.woken.as_ref().unwrap().bits.load(Ordering::Acquire)
         ),
         (0, 0)
     );
