@@ -8,7 +8,7 @@
 //! reached through its own response body, since hyper stops polling a body whose client's
 //! flow-control window stays shut.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
 
 use axum::{
     body::Body,
@@ -25,7 +25,7 @@ use hyper_util::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use crate::listener::ClientConnection;
+use crate::{listener::ClientConnection, wake_marks::Quiet};
 
 /// How connections are served.
 #[derive(Debug, Clone)]
@@ -98,17 +98,42 @@ pub(crate) async fn serve(
             let served = builder
                 .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
             tokio::pin!(served);
-            let finished = tokio::select! {
+            let closed = closing.closed();
+            tokio::pin!(closed);
+            let drained = draining.cancelled();
+            tokio::pin!(drained);
+            // The task is polled for every read and write of the connection (on HTTP/1.1,
+            // for every event of its stream), the close and the drain almost never wake it,
+            // and polling a token that is not cancelled locks its tree node and its waiter
+            // list (the drain's are shared by every connection): they are polled only after
+            // one of them woke the task (see `wake_marks`).
+            let mut quiet = Quiet::new();
+            let ended = std::future::poll_fn(|cx| {
+                quiet.register(cx);
                 // Served first: a connection accepted just before draining began gets its
                 // protocol detected and its first request read before it is asked to stop.
-                biased;
-                finished = served.as_mut() => finished,
-                () = closing.closed() => return,
-                () = draining.cancelled() => {
+                if let Poll::Ready(finished) = served.as_mut().poll(cx) {
+                    return Poll::Ready(Ended::Finished(finished));
+                }
+                if let Some(mut quiet_cx) = quiet.take_due() {
+                    if closed.as_mut().poll(&mut quiet_cx).is_ready() {
+                        return Poll::Ready(Ended::Closed);
+                    }
+                    if drained.as_mut().poll(&mut quiet_cx).is_ready() {
+                        return Poll::Ready(Ended::Draining);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let finished = match ended {
+                Ended::Finished(finished) => finished,
+                Ended::Closed => return,
+                Ended::Draining => {
                     served.as_mut().graceful_shutdown();
                     tokio::select! {
                         finished = served => finished,
-                        () = closing.closed() => return,
+                        () = closed => return,
                     }
                 }
             };
@@ -117,6 +142,14 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// How serving a connection ended: by itself, closed from outside, or asked to finish by
+/// the server's drain.
+enum Ended<T> {
+    Finished(T),
+    Closed,
+    Draining,
 }
 
 /// Ends a call that has not answered within its deadline with CANCELLED, as tonic's server

@@ -31,6 +31,7 @@ mod service;
 mod stream;
 pub mod telemetry;
 mod views;
+mod wake_marks;
 mod web_calls;
 mod web_headers;
 mod wire;

@@ -29,7 +29,7 @@ use std::{
 use futures::Stream;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use super::task_waker::{Marks, RecordedTask};
+use crate::wake_marks::{Marks, RecordedTask};
 use crate::{ids::RoomId, seams::SharedEvent};
 
 /// A live event of the followed room at an index (valid until the follows change).

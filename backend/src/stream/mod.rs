@@ -12,7 +12,6 @@ mod follows;
 mod open;
 mod quiet;
 mod rooms;
-mod task_waker;
 mod watch;
 
 use std::{future::Future, sync::Arc, task::Poll, time::Duration};
@@ -194,7 +193,7 @@ impl Session {
             // Only the rooms are polled on every step; the rest only when one of them woke
             // the stream (see `quiet`). A step from a quiet source is followed by one that
             // polls the rooms first, so a client sending frames fast cannot starve them.
-            let mut quiet = quiet::Quiet::new();
+            let mut quiet = crate::wake_marks::Quiet::new();
             let mut rooms_first = true;
             // A future is as large as its largest await, and this one lives as long as the
             // stream: the rare paths (subscribing, client frames, room-list changes, repairs)

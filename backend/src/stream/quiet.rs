@@ -8,18 +8,18 @@
 //! topic locks the topic's waiter list (shared by all the user's streams). A `select!`
 //! over all of them paid those locks on every delivery.
 //!
-//! So the quiet sources are polled with a waker of their own, [`Quiet`]'s, which marks them
-//! due and then wakes the task. The session polls them only when they are due: on its
-//! first poll, after one of them woke it, and right after one of them had an item (it may
-//! have more). A delivery then polls the rooms alone. No wake is lost: the task's waker is
-//! recorded (when it changed) before the mark is read, and a source that wakes while (or
-//! after) the quiet sources are polled marks them due again and wakes the task once more.
+//! So the quiet sources are polled with a waker of their own,
+//! [`Quiet`](crate::wake_marks::Quiet)'s, which marks them due and then wakes the task. The
+//! session polls them only when they are due: on its first poll, after one of them woke it, and
+//! right after one of them had an item (it may have more). A delivery then polls the rooms
+//! alone. No wake is lost: the task's waker is recorded (when it changed) before the mark is
+//! read, and a source that wakes while (or after) the quiet sources are polled marks them due
+//! again and wakes the task once more.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, Wake, Waker},
+    task::{Context, Poll},
 };
 
 use futures::{Stream, StreamExt};
@@ -28,65 +28,8 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tokio_util::sync::WaitForCancellationFuture;
 use tonic::Status;
 
-use super::{
-    follows,
-    task_waker::{Marks, RecordedTask},
-};
+use super::follows;
 use crate::seams::SharedEvent;
-
-/// The quiet sources' waker, for one session.
-pub(super) struct Quiet {
-    state: Arc<QuietState>,
-    waker: Waker,
-    recorded: RecordedTask,
-}
-
-/// The quiet sources' one mark: one of them woke (or they have not been polled yet), so
-/// poll them all.
-struct QuietState(Marks);
-
-/// The quiet sources' bit in their marks.
-const DUE: u64 = 1;
-
-impl Wake for QuietState {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.mark_and_wake(DUE);
-    }
-}
-
-impl Quiet {
-    /// Due at once: the first poll registers every quiet source.
-    pub(super) fn new() -> Self {
-        let state = Arc::new(QuietState(Marks::default()));
-        state.0.mark(DUE);
-        Self {
-            waker: Waker::from(state.clone()),
-            state,
-            recorded: RecordedTask::default(),
-        }
-    }
-
-    /// Records the task to wake (`cx`, the session's own context), if it changed. Call on
-    /// every poll, before [`Quiet::take_due`].
-    pub(super) fn register(&mut self, cx: &Context<'_>) {
-        self.recorded.record(&self.state.0, cx);
-    }
-
-    /// If the quiet sources are due, clears the mark and gives the context to poll them
-    /// with; `None` when nothing woke them since they were last polled.
-    pub(super) fn take_due(&self) -> Option<Context<'_>> {
-        (self.state.0.take() != 0).then(|| Context::from_waker(&self.waker))
-    }
-
-    /// A quiet source had an item: poll them again on the next step, without a wake.
-    pub(super) fn again(&self) {
-        self.state.0.mark(DUE);
-    }
-}
 
 /// What woke a stream's step.
 pub(super) enum Next {
@@ -136,59 +79,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
-    use std::task::Poll;
-
-    /// A task waker that counts its wakes.
-    #[derive(Default)]
-    struct Counter(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    #[test]
-    fn quiet_sources_are_due_first_then_only_after_they_woke_the_task() {
-        let counter = Arc::new(Counter::default());
-        let task = Waker::from(counter.clone());
-        let cx = Context::from_waker(&task);
-        let mut quiet = Quiet::new();
-        quiet.register(&cx);
-        let source_waker = quiet
-            .take_due()
-            .expect("due on the first poll")
-            .waker()
-            .clone();
-        assert!(quiet.take_due().is_none(), "nothing woke them since");
-
-        source_waker.wake_by_ref();
-        assert_eq!(counter.0.load(Ordering::Relaxed), 1, "the task is woken");
-        quiet.register(&cx);
-        assert!(quiet.take_due().is_some(), "due after a wake");
-        assert!(quiet.take_due().is_none());
-
-        quiet.again();
-        assert!(quiet.take_due().is_some(), "due again after an item");
-
-        source_waker.wake_by_ref();
-        assert_eq!(
-            counter.0.load(Ordering::Relaxed),
-            2,
-            "a wake keeps the waker"
-        );
-        let other = Arc::new(Counter::default());
-        let other_task = Waker::from(other.clone());
-        quiet.register(&Context::from_waker(&other_task));
-        source_waker.wake_by_ref();
-        assert_eq!(
-            other.0.load(Ordering::Relaxed),
-            1,
-            "a new task waker is used"
-        );
-        assert_eq!(counter.0.load(Ordering::Relaxed), 2);
-    }
+    use crate::wake_marks::Quiet;
 
     #[tokio::test]
     async fn a_drain_that_wakes_the_quiet_waker_is_seen_on_the_next_poll() {

@@ -16,6 +16,7 @@ mod moderation;
 mod persistence;
 mod presence;
 mod probes;
+mod pubsub;
 mod rate_limits;
 mod redis_durability;
 mod redis_server;
