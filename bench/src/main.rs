@@ -94,7 +94,8 @@ struct Args {
     /// (no replica; one replica each; one each with --redis-wait-replicas 1).
     #[arg(long)]
     store_ceiling: Option<u64>,
-    /// The first rate of the shape's ramp (messages/s); it doubles until not sustained.
+    /// The first rate of the shape's ramp (messages/s); it doubles until not sustained, then
+    /// halves the gap until it is within an eighth.
     #[arg(long, default_value_t = 250)]
     shape_ramp_from: u32,
     /// Seconds of each measured rate of the shape.
