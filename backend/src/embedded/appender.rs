@@ -169,6 +169,19 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
                 new.sender_id.as_str(),
                 new.client_id.as_str(),
             );
+            // The room and the membership first, for a retry too: the service checks
+            // neither before appending, so a sender who left is refused here.
+            let Some(last) = seqs.get(room.as_str())?.map(|g| g.value()) else {
+                outcomes.push(Err(StoreError::RoomNotFound));
+                continue;
+            };
+            if members
+                .get((room.as_str(), new.sender_id.as_str()))?
+                .is_none()
+            {
+                outcomes.push(Err(StoreError::NotMember));
+                continue;
+            }
             // A retry, possibly of a message earlier in this same batch (the transaction
             // sees its own writes).
             if !new.client_id.is_empty()
@@ -183,17 +196,6 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
                 }));
                 continue;
             }
-            let Some(last) = seqs.get(room.as_str())?.map(|g| g.value()) else {
-                outcomes.push(Err(StoreError::RoomNotFound));
-                continue;
-            };
-            if members
-                .get((room.as_str(), new.sender_id.as_str()))?
-                .is_none()
-            {
-                outcomes.push(Err(StoreError::NotMember));
-                continue;
-            }
             let message = new.clone().with_seq(last + 1);
             seqs.insert(room.as_str(), message.seq)?;
             messages.insert((room.as_str(), message.seq), encode(&message)?.as_slice())?;
@@ -206,6 +208,16 @@ fn commit(db: &Database, batch: &[Request]) -> anyhow::Result<Vec<StoreResult<Ap
             }));
         }
     }
-    txn.commit()?;
+    // A batch of refusals and retries wrote nothing: a commit would still be durable (an
+    // fsync), which refused sends, now checked here and not before, must not cost the
+    // senders queued behind them.
+    if outcomes
+        .iter()
+        .any(|outcome| outcome.as_ref().is_ok_and(|appended| appended.created))
+    {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
     Ok(outcomes)
 }

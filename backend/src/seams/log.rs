@@ -197,7 +197,8 @@ pub trait Log: Send + Sync + 'static {
     /// the bus, as one step: every observer sees one order per room without holes. A known
     /// non-empty `(room, sender, client_id)` returns the original message instead.
     /// `RoomNotFound` if the room is gone, `NotMember` if the sender is not in it (checked in
-    /// the same step, so no message slips in after its sender left).
+    /// the same step and before a retry's lookup, so no message slips in after its sender
+    /// left, and the service need not read either before appending).
     async fn append(&self, new: NewMessage) -> StoreResult<Appended>;
     /// Messages with seq > `after_seq`, oldest first, at most `limit`.
     async fn messages_after(

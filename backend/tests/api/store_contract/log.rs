@@ -104,6 +104,26 @@ pub(super) async fn appends_are_refused_for_unknown_rooms_and_non_members(s: &Se
         "carol is not in r1: her append is refused in the same step"
     );
     assert!(log_of(s, "r1").await.is_empty());
+    // A retry is checked like a first attempt: the service relies on the append alone to
+    // refuse a sender who left, so a stored key must not let one through.
+    s.log
+        .append(message("r1", "idbob", "kept", "k1"))
+        .await
+        .unwrap();
+    assert!(
+        s.directory
+            .remove_member(&rid("r1"), &uid("idbob"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        matches!(
+            s.log.append(message("r1", "idbob", "kept", "k1")).await,
+            Err(StoreError::NotMember)
+        ),
+        "bob left r1: his retry is refused, not answered with the stored message"
+    );
+    assert_eq!(seqs(&log_of(s, "r1").await), [1]);
 }
 
 pub(super) async fn deleting_a_room_removes_it_everywhere(s: &Seams) {
