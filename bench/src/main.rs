@@ -95,9 +95,13 @@ struct Args {
     #[arg(long)]
     store_ceiling: Option<u64>,
     /// The first rate of the shape's ramp (messages/s); it doubles until not sustained, then
-    /// halves the gap until it is within an eighth.
-    #[arg(long, default_value_t = 250)]
+    /// halves the gap until it is within an eighth (or no multiple of 25 lies inside it).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
     shape_ramp_from: u32,
+    /// Instead of the shape's ramp, take this as the highest sustainable rate (messages/s):
+    /// the phases run at 25, 50 and 75 % of it, so two builds are measured at the same rates.
+    #[arg(long, conflicts_with = "shape_ramp_from", value_parser = clap::value_parser!(u32).range(4..))]
+    shape_highest: Option<u32>,
     /// Seconds of each measured rate of the shape.
     #[arg(long, default_value_t = 10)]
     shape_seconds: u64,
@@ -135,9 +139,15 @@ async fn main() -> anyhow::Result<()> {
     if args.memory {
         return memory::rows(args.idle_streams, args.online_users).await;
     }
+    let shape_highest = match args.shape_highest {
+        Some(rate) => shape::Highest::Given(rate),
+        None => shape::Highest::Ramp {
+            from: args.shape_ramp_from,
+        },
+    };
     if let Some(users) = args.shape {
         let kinds = [Kind::Embedded, Kind::Redis];
-        return shape::report(&kinds, users, args.shape_ramp_from, args.shape_seconds).await;
+        return shape::report(&kinds, users, shape_highest, args.shape_seconds).await;
     }
     if let Some(seconds) = args.store_ceiling {
         return store_ceiling::report(seconds).await;
@@ -148,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             Kind::Cluster { wait_replicas: 0 },
             Kind::Cluster { wait_replicas: 1 },
         ];
-        return shape::report(&kinds, users, args.shape_ramp_from, args.shape_seconds).await;
+        return shape::report(&kinds, users, shape_highest, args.shape_seconds).await;
     }
     if let Some(streams) = args.storm {
         return reconnect_storm(streams).await;

@@ -18,12 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
-
 use crate::deployment::{Deployment, Kind};
 use latencies::Latencies;
 use population::{Population, Shape, populate};
-use ramp::RampBounds;
 use senders::Sends;
 use streams::{Streams, open_streams};
 use wake_probe::WakeProbe;
@@ -63,15 +60,25 @@ impl Phase {
     }
 }
 
-/// The shape on a deployment: opens every stream, finds the highest sustainable rate (5 s
-/// per step, from `ramp_from` messages/s), then measures `seconds` at 25, 50 and 75 % of it.
-/// Returns the ramp's phases and the measured ones.
+/// Where the shape's 25, 50 and 75 % are taken from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Highest {
+    /// The highest rate a ramp from this rate sustains (see [`ramp::find_highest`]).
+    Ramp { from: u32 },
+    /// This rate, taken as given: two builds measured at the same rates, without a ramp's
+    /// scatter moving one build's phases away from the other's.
+    Given(u32),
+}
+
+/// The shape on a deployment: opens every stream, finds the highest sustainable rate (or
+/// takes the given one), then measures `seconds` at 25, 50 and 75 % of it. Returns the
+/// ramp's phases (none for a given rate), the highest rate and the measured phases.
 pub(crate) async fn run(
     deployment: &Deployment,
     population: &Arc<Population>,
-    ramp_from: u32,
+    highest: Highest,
     seconds: u64,
-) -> anyhow::Result<(Vec<Phase>, Vec<Phase>)> {
+) -> anyhow::Result<(Vec<Phase>, u32, Vec<Phase>)> {
     let streams = open_streams(deployment, population).await?;
     eprintln!("{} streams ready", population.users.len());
     let idle = WakeProbe::start()?;
@@ -80,43 +87,19 @@ pub(crate) async fn run(
     eprintln!(
         "with every stream open and no message sent, a 1 ms sleep woke {p50:.2} ms late at p50, {p99:.2} ms at p99"
     );
-    // Doubling until a rate is not sustained, then halving the gap between the highest rate
-    // sustained and the lowest one not sustained above it, until the gap is at most an eighth
-    // of the sustained one: the highest sustainable rate, and with it the shares measured
-    // below, is then known within 12.5 % (a doubling alone left a factor of two).
-    let mut ramp = Vec::new();
-    let mut bounds = RampBounds::default();
-    let mut rate = ramp_from;
-    loop {
-        let phase = phase(
-            deployment,
-            population,
-            &streams,
-            rate,
-            Duration::from_secs(5),
-        )
-        .await?;
-        eprintln!(
-            "ramp: {rate}/s: {} of {} delivered, p99 {:.1} ms",
-            phase.delivered, phase.expected, phase.latency_ms[1]
-        );
-        bounds.record(rate, phase.sustained());
-        ramp.push(phase);
-        match bounds.next_rate() {
-            Some(next) => rate = next,
-            None => break,
+    let (ramp, highest) = match highest {
+        Highest::Ramp { from } => {
+            ramp::find_highest(deployment, population, &streams, from).await?
         }
-    }
-    let highest = bounds
-        .sustained
-        .context("not even the first rate was sustained")?;
+        Highest::Given(rate) => (Vec::new(), rate),
+    };
     let mut measured = Vec::new();
     for share in [25, 50, 75] {
         let rate = highest * share / 100;
         let seconds = Duration::from_secs(seconds);
         measured.push(phase(deployment, population, &streams, rate, seconds).await?);
     }
-    Ok((ramp, measured))
+    Ok((ramp, highest, measured))
 }
 
 /// Sends `rate` messages/s for `duration` into random rooms, each from a random member,
@@ -210,7 +193,7 @@ async fn phase(
 pub(crate) async fn report(
     kinds: &[Kind],
     users: usize,
-    ramp_from: u32,
+    highest: Highest,
     seconds: u64,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -220,15 +203,14 @@ pub(crate) async fn report(
         eprintln!("== {}", deployment.label);
         let population = Arc::new(populate(&deployment, Shape::draw(users, 7)).await?);
         let rooms = population.room_ids.len();
-        let (ramp, measured) = run(&deployment, &population, ramp_from, seconds).await?;
-        tables.push((deployment.label, rooms, ramp, measured));
+        let (ramp, highest, measured) = run(&deployment, &population, highest, seconds).await?;
+        tables.push((deployment.label, rooms, ramp, highest, measured));
     }
     println!(
         "| deployment | rate (msg/s) | share of highest sustained | deliveries/s | server CPU per message (send + fan-out) | per delivery | Redis CPU per message: all processes / busiest | latency p50 / p99 / p99.9 / max | answer p50 / p99 | sends over 5 ms in the servers: in the service / in the append | late (over 5 ms): in how many 100 ms windows; the worst three | a 1 ms sleep woke late by, p50 / p99 | sent / failed | delivered of expected | cores busy: servers + Redis + clients (of {cores}) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (label, rooms, ramp, measured) in &tables {
-        let highest = ramp.iter().filter(|p| p.sustained()).map(|p| p.rate).max();
+    for (label, rooms, ramp, highest, measured) in &tables {
         let tried: Vec<String> = ramp
             .iter()
             .map(|p| {
@@ -243,10 +225,12 @@ pub(crate) async fn report(
                 )
             })
             .collect();
-        eprintln!(
-            "{label}: {users} users, {rooms} rooms; ramp {}",
+        let ramp = if tried.is_empty() {
+            "none (the highest rate given)".to_owned()
+        } else {
             tried.join(", ")
-        );
+        };
+        eprintln!("{label}: {users} users, {rooms} rooms; ramp {ramp}");
         for (phase, share) in measured.iter().zip(["25 %", "50 %", "75 %"]) {
             let per_message = |cpu: f64| cpu * 1e6 / phase.sent.max(1) as f64;
             let redis = match phase.redis_cpu_seconds.as_slice() {
@@ -264,7 +248,7 @@ pub(crate) async fn report(
             println!(
                 "| {label} | {} | {share} of {} | {:.0} | {:.1} µs | {:.2} µs | {redis} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {} | {} | {:.2} / {:.2} ms | {} / {} | {} of {} | {busy:.2} = {:.2} + {:.2} + {:.2} |",
                 phase.rate,
-                highest.unwrap_or_default(),
+                highest,
                 phase.delivered as f64 / phase.seconds,
                 per_message(phase.server_cpu_seconds),
                 phase.server_cpu_seconds * 1e6 / phase.delivered.max(1) as f64,
