@@ -96,11 +96,11 @@ struct Args {
     store_ceiling: Option<u64>,
     /// The first rate of the shape's ramp (messages/s); it doubles until not sustained, then
     /// halves the gap until it is within an eighth (or no multiple of 25 lies inside it).
-    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     shape_ramp_from: u32,
     /// Instead of the shape's ramp, take this as the highest sustainable rate (messages/s):
     /// the phases run at 25, 50 and 75 % of it, so two builds are measured at the same rates.
-    #[arg(long, conflicts_with = "shape_ramp_from", value_parser = clap::value_parser!(u32).range(4..))]
+    #[arg(long, conflicts_with = "shape_ramp_from", value_parser = clap::value_parser!(u32).range(4..=1_000_000))]
     shape_highest: Option<u32>,
     /// Seconds of each measured rate of the shape.
     #[arg(long, default_value_t = 10)]
