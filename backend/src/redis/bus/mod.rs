@@ -253,10 +253,10 @@ impl RedisBus {
         let channel = self.inner.schema.channel(topic);
         let mut conn = self.inner.conn.clone();
         let _: i64 = if self.inner.schema.is_cluster() {
-            redis::cmd("SPUBLISH")
-                .arg(channel)
+            scripts::SHARD_PUBLISH
+                .key(channel)
                 .arg(payload)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await
         } else {
             conn.publish(channel, payload).await

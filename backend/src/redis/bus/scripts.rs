@@ -1,9 +1,25 @@
-//! The presence scripts of the Redis bus. They read Redis' clock (`TIME`), so instances'
-//! clocks need not agree, and each runs atomically, so one transition is seen by one caller.
+//! The Redis bus's scripts: the cluster's publish, and presence. The presence scripts read
+//! Redis' clock (`TIME`), so instances' clocks need not agree, and each runs atomically, so
+//! one transition is seen by one caller.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// SPUBLISH on a cluster, as a script. The redis crate counts a bare SPUBLISH as a read:
+/// when its connection to a shard's primary is down it sends it to a replica, whose answer
+/// is a success, so its map of the cluster is never corrected after a failover, and the
+/// message reaches the shard's other nodes only by the cluster bus's best effort. A script
+/// is a write: it goes to the primary (the node that stored the message), and a replica
+/// that is asked answers MOVED, which refreshes the map. The channel is the key: its hash
+/// tag is the slot of the room or user it announces.
+pub(super) static SHARD_PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: the shard channel. ARGV: the payload
+return redis.call('SPUBLISH', KEYS[1], ARGV[1])",
+    )
+});
 
 /// Adds (or removes) one stream of a user on this instance and returns the user's open
 /// streams over all live instances. Uses Redis' clock so instances' clocks need not agree.
