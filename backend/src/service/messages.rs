@@ -102,8 +102,9 @@ impl Natter {
         self.limits.account(Action::Send, &caller.user_id)?;
         // Only the account is read first: the append itself refuses an unknown room and a
         // sender who is not a member, atomically with storing. Reading both here as well
-        // cost every send two more reads (over Redis, two more commands), and their answer
-        // could be stale by the time the append ran anyway.
+        // cost every send the room's record and a membership check (over Redis, four more
+        // commands, as counted in BENCHMARKS.md), and their answer could be stale by the
+        // time the append ran anyway.
         let sender = self.account(caller).await?;
         let appending = Instant::now();
         let appended = self
